@@ -1,0 +1,163 @@
+"""The frozen configuration passed down to every part of the daemon.
+
+The front end (cli.py) builds and validates a :class:`Config`, then hands it
+to the lean runtime through one environment variable (:func:`encode` and
+:func:`decode`), so the long-running process never imports argparse.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DEFAULTS", "ENV", "EXIT_CONFIG", "EXIT_PIDFILE", "EXIT_PROC", "Config",
+           "ConfigError", "decode", "encode"]
+
+ENV = "BUSTD_CONFIG"  # how the front end hands the Config to the runtime
+# Exit codes, one per kind of user-caused error.
+EXIT_CONFIG = 2
+EXIT_PROC = 3
+EXIT_PIDFILE = 4
+
+# name -> default. The default's type is the field's type; None means an
+# optional number (int KiB or float seconds, see _OPTIONAL).
+DEFAULTS: dict[str, object] = {
+    "mem_term_percent": 10.0,
+    "mem_kill_percent": 5.0,
+    "swap_term_percent": 10.0,
+    "swap_kill_percent": 5.0,
+    "mem_term_kib": None,
+    "mem_kill_kib": None,
+    "swap_term_kib": None,
+    "swap_kill_kib": None,
+    "psi_cutoff": 25.0,
+    "psi_metric": "some",
+    "psi_mem_percent": 15.0,
+    "sort_by_rss": False,
+    "unkillables": "",
+    "ignore": "",
+    "prefer": "",
+    "avoid": "",
+    "grace": 0.5,
+    "kill_pgroup": False,
+    "dry_run": False,
+    "daemon": False,
+    "pid_file": "/run/bustd.pid",
+    "report": 3600.0,
+    "verbose": False,
+    "proc_root": "/proc",
+}
+_OPTIONAL = frozenset(("mem_term_kib", "mem_kill_kib", "swap_term_kib", "swap_kill_kib"))
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key."""
+
+
+class Config:
+    """Immutable settings; every field of DEFAULTS is an attribute."""
+
+    __slots__ = tuple(DEFAULTS)
+
+    mem_term_percent: float
+    mem_kill_percent: float
+    swap_term_percent: float
+    swap_kill_percent: float
+    mem_term_kib: int | None
+    mem_kill_kib: int | None
+    swap_term_kib: int | None
+    swap_kill_kib: int | None
+    psi_cutoff: float
+    psi_metric: str
+    psi_mem_percent: float
+    sort_by_rss: bool
+    unkillables: str
+    ignore: str
+    prefer: str
+    avoid: str
+    grace: float
+    kill_pgroup: bool
+    dry_run: bool
+    daemon: bool
+    pid_file: str
+    report: float
+    verbose: bool
+    proc_root: str
+
+    def __init__(self, **values: object) -> None:
+        for key in values:
+            if key not in DEFAULTS:
+                raise ConfigError(f"unknown setting {key!r}")
+        for key, default in DEFAULTS.items():
+            value = values.get(key, default)
+            if key in _OPTIONAL:
+                if value is not None and (type(value) is not int or value < 0):
+                    raise ConfigError(f"{key}: expected a KiB count, got {value!r}")
+            elif type(default) is float and type(value) is int:
+                value = float(value)
+            elif type(value) is not type(default):
+                raise ConfigError(f"{key}: expected {type(default).__name__}, got {value!r}")
+            object.__setattr__(self, key, value)
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError(f"Config is frozen: cannot set {key}")
+
+    def replace(self, **changes: object) -> Config:
+        """Return a copy with ``changes`` applied."""
+        values = {key: getattr(self, key) for key in DEFAULTS}
+        values.update(changes)
+        return Config(**values)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and all(
+            getattr(self, k) == getattr(other, k) for k in DEFAULTS)
+
+    def __repr__(self) -> str:
+        return "Config(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in DEFAULTS) + ")"
+
+    @property
+    def live(self) -> bool:
+        """True when reading the kernel's own /proc (signals and triggers allowed)."""
+        return self.proc_root.rstrip("/") == "/proc"
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+
+
+def _unescape(text: str) -> str:
+    out = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            i += 1
+            ch = {"n": "\n", "t": "\t"}.get(text[i], text[i])
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def encode(cfg: Config) -> str:
+    """Return ``cfg`` as one line-based string (for an environment variable)."""
+    return "\n".join(f"{k}\t{_escape(str(getattr(cfg, k)))}" for k in DEFAULTS)
+
+
+def decode(text: str) -> Config:
+    """Return the Config encoded by :func:`encode`; raises ConfigError."""
+    values: dict[str, object] = {}
+    for line in text.split("\n"):
+        key, sep, raw = line.partition("\t")
+        if not sep or key not in DEFAULTS:
+            raise ConfigError(f"encoded config: bad line {line[:60]!r}")
+        value = _unescape(raw)
+        default = DEFAULTS[key]
+        try:
+            if key in _OPTIONAL:
+                values[key] = None if value == "None" else int(value)
+            elif type(default) is bool:
+                values[key] = value == "True"
+            elif type(default) is float:
+                values[key] = float(value)
+            else:
+                values[key] = value
+        except ValueError:
+            raise ConfigError(f"encoded config: bad value for {key}: {value!r}") from None
+    return Config(**values)

@@ -1,0 +1,138 @@
+"""The long-running process: self-protection, daemonizing, the loop.
+
+Started by the front end as ``python3 -S -I bustd/lean.py ...`` with the
+validated configuration in $BUSTD_CONFIG. Imports only what the loop needs;
+every module added here costs resident memory for months.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+
+from . import __version__
+from .config import ENV, EXIT_CONFIG, EXIT_PIDFILE, EXIT_PROC, ConfigError, decode
+from .log import Log
+from .monitor import Monitor
+from .procfs import ProcFS
+
+__all__ = ["daemonize", "lock_memory", "main", "protect_self"]
+
+MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
+PR_SET_NAME = 15
+
+
+def lock_memory(log: Log) -> None:
+    """mlockall so bustd never waits on swap-in while memory is short.
+
+    MCL_ONFAULT (Linux >= 4.4) locks pages as they are touched instead of
+    faulting in every mapping (all of libpython) at once; older kernels get
+    plain MCL_CURRENT|MCL_FUTURE. Also names the process "bustd" (comm).
+    """
+    import ctypes  # only here: needed once, for mlockall and prctl
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_NAME, b"bustd", 0, 0, 0)
+    err = 0
+    for flags in (MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT, MCL_CURRENT | MCL_FUTURE):
+        if libc.mlockall(flags) == 0:
+            return
+        err = ctypes.get_errno()
+        if err != errno.EINVAL:
+            break
+    log.warning(f"mlockall failed ({os.strerror(err)}): bustd may be swapped out "
+                "under pressure (raise RLIMIT_MEMLOCK or run as root)")
+
+
+def protect_self(log: Log) -> None:
+    """Set bustd's own oom_score_adj to -1000 so the kernel never picks it."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("-1000")
+    except OSError as err:
+        log.info(f"cannot set own oom_score_adj to -1000 ({os.strerror(err.errno or 0)}; "
+                 "needs CAP_SYS_RESOURCE): the kernel's OOM killer could still pick bustd")
+
+
+def daemonize(pid_file: str, log: Log) -> None:
+    """Fork to the background, detach and write ``pid_file``.
+
+    Raises SystemExit(EXIT_PIDFILE) if another live bustd holds the pid
+    file or it cannot be written.
+    """
+    try:
+        with open(pid_file) as f:
+            old = int(f.read().strip() or "0")
+        if old > 0:
+            os.kill(old, 0)
+            log.error(f"pid file {pid_file}: bustd already running as pid {old}")
+            raise SystemExit(EXIT_PIDFILE)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        pass
+    except PermissionError:
+        log.error(f"pid file {pid_file}: a process it names is running, or it is unreadable")
+        raise SystemExit(EXIT_PIDFILE) from None
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    try:
+        tmp = f"{pid_file}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, pid_file)
+    except OSError as err:
+        log.error(f"pid file {pid_file}: {os.strerror(err.errno or 0)}")
+        raise SystemExit(EXIT_PIDFILE) from None
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def main() -> int:
+    """Run the daemon from $BUSTD_CONFIG; returns the exit code."""
+    try:
+        cfg = decode(os.environ.pop(ENV, ""))
+    except ConfigError as err:
+        os.write(2, f"bustd: {err} (start bustd with python3 -m bustd)\n".encode())
+        return EXIT_CONFIG
+    log = Log(cfg.verbose)
+    fs = ProcFS(cfg.proc_root)
+    if cfg.daemon:
+        daemonize(cfg.pid_file, log)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
+    monitor: Monitor | None = None
+    try:
+        lock_memory(log)
+        protect_self(log)
+        try:
+            monitor = Monitor(cfg, fs, log, os.getpid(), time.monotonic)
+            log.info(f"bustd {__version__} (pid {os.getpid()}) watching {fs.root}: "
+                     f"{monitor.describe()}")
+        except (OSError, ValueError) as err:
+            log.error(f"cannot read {fs.path('meminfo')}: {err}")
+            return EXIT_PROC
+        if os.geteuid() != 0:
+            log.warning(f"running as uid {os.geteuid()}, not root: only that user's "
+                        "processes can be killed")
+        monitor.run()
+    except SystemExit:
+        log.info(f"bustd exiting after {monitor.kills if monitor else 0} kills")
+        return 0
+    finally:
+        if cfg.daemon:
+            try:
+                os.unlink(cfg.pid_file)
+            except OSError:
+                pass
+    return 0

@@ -1,0 +1,75 @@
+"""How each OOM daemon is started in the guest and how its kills are read.
+
+The one table to edit when a daemon's command line or log format changes.
+Commands run in the guest with the repository root as working directory and
+the guest's own PATH (so `python3` is the guest's /usr/bin/python3).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["Daemon", "DAEMONS", "killed_pids"]
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """One daemon.
+
+    argv: the command ([] for "none").
+    kill_pattern: a regex whose group 1 is the pid of a process the daemon
+      signalled, applied to the whole log (MULTILINE).
+    settle_s: seconds to wait after starting it before the hogs start.
+    needs: a path (relative to the repository for bustd) that must exist on the
+      host before a VM is booted; the guest sees the host's filesystem.
+    """
+
+    name: str
+    argv: tuple[str, ...]
+    kill_pattern: str
+    settle_s: float
+    needs: str
+
+
+DAEMONS: dict[str, Daemon] = {
+    "none": Daemon("none", (), r"(?!)", 0.0, ""),
+    # earlyoom 1.7: `sending SIGTERM to process 123 uid 0 "tail": badness ...`
+    "earlyoom": Daemon(
+        "earlyoom",
+        ("earlyoom",),
+        r"sending SIG\w+ to process (\d+)",
+        2.0,
+        "/usr/bin/earlyoom",
+    ),
+    # nohang 0.2 with Debian's default config (PSI checking off there):
+    # "Victim status (found in 1ms):\n  PID:       123, name: tail, ..."
+    "nohang": Daemon(
+        "nohang",
+        ("nohang", "--monitor", "--config", "/etc/nohang/nohang.conf"),
+        r"Victim status[^\n]*\n\s*PID:\s+(\d+)",
+        6.0,
+        "/usr/sbin/nohang",
+    ),
+    # bustd logs one line per kill containing "kill" and "pid=<N>".
+    "bustd": Daemon(
+        "bustd",
+        ("python3", "-m", "bustd"),
+        r"^.*\bkill.*\bpid=(\d+)",
+        4.0,
+        "bustd/__main__.py",
+    ),
+}
+
+
+def killed_pids(daemon: Daemon, log: str) -> list[int]:
+    """Return the pids the daemon's log says it signalled, in log order.
+
+    Duplicates (SIGTERM then SIGKILL to the same pid) are kept once.
+    """
+    pids: list[int] = []
+    for match in re.finditer(daemon.kill_pattern, log, re.MULTILINE):
+        pid = int(match.group(1))
+        if pid not in pids:
+            pids.append(pid)
+    return pids
