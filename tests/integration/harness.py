@@ -1,0 +1,113 @@
+"""Runs as PID 1 of a private PID namespace; drives one bustd scenario.
+
+Usage (from a test): ``unshare --pid --fork --mount-proc python3 harness.py
+SPEC_JSON``. Everything it starts lives in the namespace, so bustd can only
+see and signal these children; when this process exits the kernel kills the
+rest of the namespace. Prints one JSON object: the children's PIDs, which are
+still alive, bustd's log and whether bustd is still running.
+
+SPEC keys: children (list of {name, mib, adj, ignore_term, group}); group is
+"new" (own process group) or the name of a child whose group to join.
+bustd (argument list); margin_mib (optional: add ``-M`` = MemAvailable now +
+margin, so the emergency ends once about twice the margin is freed);
+kills (kill lines to wait for); settle (seconds to watch after that);
+timeout (seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+
+def mem_available_kib() -> int:
+    """Return MemAvailable in KiB."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def start_child(spec: dict[str, object], groups: dict[str, int]) -> subprocess.Popen[bytes]:
+    """Start one child.py and wait until it says ready."""
+    argv = [sys.executable, os.path.join(HERE, "child.py"), str(spec["name"]),
+            str(spec.get("mib", 1)), str(spec.get("adj", 0))]
+    if spec.get("ignore_term"):
+        argv.append("ignore-term")
+    group = spec.get("group")
+    pgid = 0 if group == "new" else groups.get(str(group), -1)
+
+    def setpgid() -> None:
+        if pgid >= 0:
+            os.setpgid(0, pgid)
+
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, preexec_fn=setpgid)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != b"ready":
+        raise RuntimeError(f"child {spec['name']} did not start: {line!r}")
+    return proc
+
+
+def main() -> None:
+    """Run the scenario in SPEC (argv[1]) and print the JSON result."""
+    spec = json.loads(sys.argv[1])
+    if os.getpid() != 1:
+        raise SystemExit("harness.py must run as PID 1 of a new PID namespace")
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    groups: dict[str, int] = {}
+    for c in spec["children"]:
+        proc = start_child(c, groups)
+        children[c["name"]] = proc
+        groups[c["name"]] = os.getpgid(proc.pid)
+    args = list(spec["bustd"])
+    if "margin_mib" in spec:
+        args += ["-M", str(mem_available_kib() + spec["margin_mib"] * 1024)]
+    daemon = subprocess.Popen([sys.executable, "-m", "bustd", "-r", "0", *args], cwd=REPO,
+                              stderr=subprocess.PIPE)
+    assert daemon.stderr is not None
+    log = b""
+    deadline = time.monotonic() + spec.get("timeout", 20)
+    want = spec.get("kills", 1)
+    settle_until = None
+    os.set_blocking(daemon.stderr.fileno(), False)
+    while time.monotonic() < (settle_until or deadline):
+        ready, _, _ = select.select([daemon.stderr], [], [], 0.1)
+        if ready:
+            chunk = daemon.stderr.read() or b""
+            log += chunk
+            if not chunk and daemon.poll() is not None:
+                break
+        for proc in children.values():
+            proc.poll()  # reap, so a killed child is not a zombie
+        if settle_until is None and log.count(b"kill: ") + log.count(b"would kill") >= want:
+            settle_until = time.monotonic() + spec.get("settle", 2.0)
+    for proc in children.values():
+        proc.poll()
+    result = {
+        "pids": {name: p.pid for name, p in children.items()},
+        "alive": {name: p.returncode is None for name, p in children.items()},
+        "bustd_alive": daemon.poll() is None,
+        "bustd_pid": daemon.pid,
+    }
+    daemon.terminate()
+    try:
+        _, rest = daemon.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        _, rest = daemon.communicate()
+    result["log"] = (log + (rest or b"")).decode("utf-8", "replace")
+    result["bustd_exit"] = daemon.returncode
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""bustd on the real kernel, confined to a private PID namespace.
+
+Each test runs harness.py as PID 1 of a new namespace (``unshare --pid
+--fork --mount-proc``): the daemon sees and can signal only the children the
+harness started there. Memory thresholds are set so the current state is an
+emergency; ``margin_mib`` makes it end once the hog's memory is freed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+
+def run(spec: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    """Run one scenario in a new PID namespace; return the harness's JSON."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.fail("integration tests need root and unshare(1): run tests/run as root")
+    out = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable,
+         os.path.join(HERE, "harness.py"), json.dumps(spec)],
+        capture_output=True, timeout=timeout, check=False)
+    if out.returncode != 0:
+        raise AssertionError(f"harness failed ({out.returncode}): {out.stderr.decode()}")
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def kill_lines(log: str) -> list[str]:
+    """Return the log's kill lines (real kills only)."""
+    return [line for line in log.splitlines() if "kill: pid=" in line]
+
+
+def test_kills_the_largest_once_and_spares_the_rest() -> None:
+    result = run({
+        "children": [{"name": "hog", "mib": 1024}, {"name": "small", "mib": 64},
+                     {"name": "bystander", "mib": 8}],
+        "bustd": [], "margin_mib": 512, "settle": 3})
+    kills = kill_lines(result["log"])
+    assert len(kills) == 1, result["log"]
+    assert f"pid={result['pids']['hog']} name=hog" in kills[0]
+    assert "signal=SIGTERM" in kills[0] and "exited after" in kills[0]
+    assert "MemAvailable" in kills[0] and "oom_score=" in kills[0] and "uid=0" in kills[0]
+    assert result["alive"] == {"hog": False, "small": True, "bystander": True}
+    assert result["bustd_alive"]
+
+
+def test_unkillables_and_ignore_are_spared() -> None:
+    result = run({
+        "children": [{"name": "precious-db", "mib": 1400}, {"name": "keepme", "mib": 1200},
+                     {"name": "worker", "mib": 1000}, {"name": "bystander", "mib": 8}],
+        "bustd": ["-u", "bash|precious*", "--ignore", "^keep"], "margin_mib": 500,
+        "settle": 3})
+    kills = kill_lines(result["log"])
+    assert len(kills) == 1, result["log"]
+    assert "name=worker" in kills[0]
+    assert result["alive"] == {"precious-db": True, "keepme": True, "worker": False,
+                               "bystander": True}
+
+
+def test_prefer_and_avoid_shift_the_ranking() -> None:
+    result = run({
+        "children": [{"name": "big", "mib": 1600}, {"name": "chosen", "mib": 1000}],
+        "bustd": ["--prefer", "^cho", "--avoid", "^big$"], "margin_mib": 500, "settle": 2})
+    kills = kill_lines(result["log"])
+    assert len(kills) == 1 and "name=chosen" in kills[0], result["log"]
+    assert result["alive"] == {"big": True, "chosen": False}
+
+
+def test_oom_score_adj_outranks_size() -> None:
+    result = run({
+        "children": [{"name": "big", "mib": 1600}, {"name": "expendable", "mib": 1000, "adj": 500}],
+        "bustd": [], "margin_mib": 500, "settle": 2})
+    kills = kill_lines(result["log"])
+    assert len(kills) == 1 and "name=expendable" in kills[0], result["log"]
+    assert result["alive"] == {"big": True, "expendable": False}
+
+
+def test_dry_run_kills_nothing() -> None:
+    result = run({
+        "children": [{"name": "hog", "mib": 64}, {"name": "bystander", "mib": 8}],
+        "bustd": ["--dry-run", "-m", "100", "-s", "100"], "settle": 2.5})
+    assert "dry run: would kill pid=" in result["log"]
+    assert f"pid={result['pids']['hog']} name=hog" in result["log"]
+    assert not kill_lines(result["log"])
+    assert result["alive"] == {"hog": True, "bystander": True}
+
+
+def test_sigterm_ignored_escalates_to_sigkill_after_grace() -> None:
+    result = run({
+        "children": [{"name": "stubborn", "mib": 1000, "ignore_term": True},
+                     {"name": "bystander", "mib": 8}],
+        "bustd": ["--grace", "0.3"], "margin_mib": 500, "settle": 2})
+    kills = kill_lines(result["log"])
+    assert len(kills) == 1 and "name=stubborn" in kills[0], result["log"]
+    assert "signal=SIGKILL" in kills[0]
+    took = float(kills[0].split("exited after ")[1].split(" s")[0])
+    assert 0.3 <= took < 5, kills[0]
+    assert result["alive"] == {"stubborn": False, "bystander": True}
+
+
+def test_kill_levels_send_sigkill_at_once() -> None:
+    result = run({
+        "children": [{"name": "hog", "mib": 600, "ignore_term": True}],
+        "bustd": ["-m", "100,100", "-s", "100,100", "--grace", "30"], "settle": 1})
+    kills = kill_lines(result["log"])
+    assert kills and "name=hog signal" not in kills[0]
+    assert "signal=SIGKILL" in kills[0]
+    took = float(kills[0].split("exited after ")[1].split(" s")[0])
+    assert took < 5, kills[0]  # not the 30 s grace
+
+
+def test_never_kills_itself_or_pid1_when_nothing_is_left() -> None:
+    result = run({
+        "children": [{"name": "only", "mib": 16}],
+        "bustd": ["-m", "100", "-s", "100"], "settle": 3})
+    kills = kill_lines(result["log"])
+    assert len(kills) == 1 and "name=only" in kills[0], result["log"]
+    assert result["bustd_alive"]
+    assert result["log"].count("no process may be killed") == 1, result["log"]
+
+
+def test_kill_pgroup_signals_the_whole_group() -> None:
+    result = run({
+        "children": [{"name": "leader", "mib": 1000, "group": "new"},
+                     {"name": "member", "mib": 16, "group": "leader"},
+                     {"name": "outsider", "mib": 16, "group": "new"}],
+        "bustd": ["-g"], "margin_mib": 500, "settle": 2})
+    kills = kill_lines(result["log"])
+    assert len(kills) == 1 and "name=leader" in kills[0], result["log"]
+    assert "with 1 more of its group" in kills[0]
+    assert result["alive"] == {"leader": False, "member": False, "outsider": True}
+
+
+RECYCLE = r"""
+import json, os, signal, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+from bustd import kill
+from bustd.process import read_starttime
+from bustd.procfs import ProcFS
+fs = ProcFS("/proc")
+a = subprocess.Popen(["sleep", "60"])
+time.sleep(0.2)
+pid, start = a.pid, read_starttime(fs, a.pid)
+a.kill(); a.wait()
+time.sleep(0.05)
+with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+    f.write(str(pid - 1))
+b = subprocess.Popen(["sleep", "60"])
+time.sleep(0.2)
+problems, sig, took, exited = kill.signal_and_wait(
+    fs, [kill.Target(pid, start)], signal.SIGKILL, 0.5, time.monotonic)
+print(json.dumps({"a": pid, "b": b.pid, "problems": problems, "exited": exited,
+                  "b_alive": b.poll() is None}))
+"""
+
+
+def test_recycled_pid_is_not_killed() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root: run tests/run as root")
+    out = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", RECYCLE,
+         os.path.dirname(os.path.dirname(HERE))],
+        capture_output=True, timeout=30, check=True)
+    result = json.loads(out.stdout)
+    assert result["a"] == result["b"], "the test failed to recycle the PID"
+    assert result["b_alive"]
+    assert not result["exited"]
+    assert len(result["problems"]) == 1 and "recycled" in result["problems"][0]
