@@ -8,7 +8,7 @@ is nanoseconds, as the kernel reports them (proc(5), sched-stats.rst).
 from __future__ import annotations
 
 import os
-from typing import Dict, List, NamedTuple
+from typing import NamedTuple
 
 __all__ = ["Sample", "parse_kib_fields", "parse_schedstat_ns", "parse_status_ctxt",
            "read_sample", "children_of", "descendants_of"]
@@ -26,13 +26,13 @@ class Sample(NamedTuple):
     threads: int
 
 
-def parse_kib_fields(data: bytes) -> Dict[str, int]:
+def parse_kib_fields(data: bytes) -> dict[str, int]:
     """Return ``{"Name": KiB}`` for every ``Name:  N kB`` line of ``data``.
 
     Works for /proc/PID/status and /proc/PID/smaps_rollup; other lines are
     skipped, so garbage yields an empty dict rather than an error.
     """
-    out: Dict[str, int] = {}
+    out: dict[str, int] = {}
     for line in data.split(b"\n"):
         name, sep, rest = line.partition(b":")
         if not sep:
@@ -48,7 +48,7 @@ def parse_status_ctxt(data: bytes) -> int:
 
     Raises ValueError if either line is missing.
     """
-    found: Dict[bytes, int] = {}
+    found: dict[bytes, int] = {}
     for line in data.split(b"\n"):
         name, sep, rest = line.partition(b":")
         if sep and name in (b"voluntary_ctxt_switches", b"nonvoluntary_ctxt_switches"):
@@ -91,8 +91,8 @@ def read_sample(pid: int, root: str = "/proc") -> Sample:
                   rollup.get("Pss", 0), cpu, switches, threads)
 
 
-def _parent_map(root: str) -> Dict[int, int]:
-    parents: Dict[int, int] = {}
+def _parent_map(root: str) -> dict[int, int]:
+    parents: dict[int, int] = {}
     for name in os.listdir(root):
         if not name.isdigit():
             continue
@@ -107,15 +107,15 @@ def _parent_map(root: str) -> Dict[int, int]:
     return parents
 
 
-def children_of(pid: int, root: str = "/proc") -> List[int]:
+def children_of(pid: int, root: str = "/proc") -> list[int]:
     """Return the PIDs whose parent is ``pid``, sorted."""
     return sorted(p for p, pp in _parent_map(root).items() if pp == pid)
 
 
-def descendants_of(pid: int, root: str = "/proc") -> List[int]:
+def descendants_of(pid: int, root: str = "/proc") -> list[int]:
     """Return every descendant of ``pid`` (children first), sorted per level."""
     parents = _parent_map(root)
-    out: List[int] = []
+    out: list[int] = []
     level = [pid]
     while level:
         level = sorted(p for p, pp in parents.items() if pp in level)
