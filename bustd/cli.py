@@ -28,23 +28,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_CONFIG, f"bustd: error: {message}\n")
 
 
-def _number(text: str, low: float, high: float, what: str) -> float:
+def _number(text: str, low: float, high: float, what: str, whole: str = "") -> float:
+    """Return ``text`` as a number in [low, high]; the error quotes ``whole``."""
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
     if not low <= value <= high:  # also rejects nan and inf
         raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}: expected {what} from {low:g} to {high:g}")
+            f"invalid value {whole or text!r}: expected {what} from {low:g} to {high:g}")
     return value
 
 
 def _pair(text: str, low: float, high: float, what: str) -> tuple[float, float | None]:
     term, sep, kill = text.partition(",")
-    t = _number(term, low, high, what)
+    t = _number(term, low, high, what, text)
     if not sep:
         return t, None
-    k = _number(kill, low, high, what)
+    k = _number(kill, low, high, what, text)
     if k > t:
         raise argparse.ArgumentTypeError(
             f"invalid value {text!r}: the kill level {kill} is above the terminate level {term}")

@@ -5,7 +5,6 @@ its own oom_score_adj to ADJ (raising needs no privilege), touches MIB MiB,
 prints "ready" and sleeps until killed.
 """
 
-import os
 import signal
 import sys
 import time
