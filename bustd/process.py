@@ -74,7 +74,8 @@ def parse_status_uid(buf: bytes) -> int:
     start = buf.find(b"\nUid:")
     if start < 0:
         raise ValueError("status: no Uid line")
-    fields = buf[start + 5:buf.find(b"\n", start + 5)].split()
+    end = buf.find(b"\n", start + 5)
+    fields = buf[start + 5:end if end >= 0 else len(buf)].split()
     if not fields or not fields[0].isdigit():
         raise ValueError("status: malformed Uid line")
     return int(fields[0])
