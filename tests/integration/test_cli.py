@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -95,10 +96,13 @@ def test_absolute_size_alone_applies_alone() -> None:
         "500000", "1000", "20.0")
 
 
-def test_other_proc_root_implies_dry_run() -> None:
+def test_other_proc_root_implies_dry_run(tmp_path: Path) -> None:
+    (tmp_path / "meminfo").write_text("MemTotal: 1000 kB\nMemAvailable: 500 kB\n")
+    c = config("--proc-root", str(tmp_path))
+    assert (c["dry_run"], c["proc_root"]) == ("True", repr(str(tmp_path)))
     c = config("--proc-root", "/proc/self/..")
-    assert c["dry_run"] == "False"  # normalises to /proc
-    assert config("--proc-root", "/proc/1/..", "--dry-run")["dry_run"] == "True"
+    assert (c["dry_run"], c["proc_root"]) == ("False", "'/proc'")  # normalised to /proc
+    assert config("--dry-run")["dry_run"] == "True"
 
 
 def test_version_and_help() -> None:
