@@ -444,7 +444,10 @@ def main(argv: list[str]) -> int:
         lines += ["## Scan and rank (median of runs; processes = PIDs in the namespace)", ""]
         lines += [*scan_table(scans), ""]
         lines += [f"Sleepers cost ~{scan_summary(scans[-1][1])['kib_per_process']:.0f} KiB "
-                  "each (MemAvailable drop over a pilot of 100).", ""]
+                  "each (fall of MemAvailable while starting them); ps and bustd alternate "
+                  "in the same namespace; 'fresh process' times the first find_victim call "
+                  "in a new `PY -S -I` after its imports, 'process wall' the whole process.",
+                  ""]
     if "latency" in parts and usable:
         lat: list[tuple[str, str, dict[str, object]]] = []
         for exe, _version in usable:

@@ -88,8 +88,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def spawn_sleepers(count: int, seconds: int, budget_kib: int) -> tuple[list[int], float]:
     """Start ``count`` sleep processes; return their PIDs and KiB used per process.
 
-    A pilot of 100 measures the cost per process from MemAvailable; raises
-    RuntimeError (after killing what it started) if ``count`` of them would
+    The cost per process is the fall of MemAvailable over all of them (or
+    over the pilot, whichever is more). Raises RuntimeError (after killing
+    what it started) if, going by a pilot of 100, ``count`` of them would
     use more than ``budget_kib``, or if MemAvailable falls by more than the
     budget while spawning.
     """
@@ -117,7 +118,8 @@ def spawn_sleepers(count: int, seconds: int, budget_kib: int) -> tuple[list[int]
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         raise
-    return pids, per_kib
+    time.sleep(1.0)  # let the last children finish exec before measuring
+    return pids, max(per_kib, (before - _mem_available_kib()) / count)
 
 
 def _time_ps() -> float:
@@ -145,7 +147,6 @@ def _time_probe(python: str, repo: str) -> dict[str, object]:
 def cmd_scan(args: argparse.Namespace) -> int:
     """Start the sleepers, time ps and the probe alternately, print JSON."""
     _pids, per_kib = spawn_sleepers(args.count, args.sleep_seconds, args.budget_mib * 1024)
-    time.sleep(1.0)  # let the last children finish exec
     seen = _count_pids()
     ps_times: list[float] = []
     probes: list[dict[str, object]] = []
