@@ -13,8 +13,8 @@ from __future__ import annotations
 import errno
 import os
 import select
-import signal
 
+from . import sig
 from .process import read_starttime
 from .procfs import NoSuchProcess, ProcFS
 
@@ -59,10 +59,10 @@ def _open(fs: ProcFS, target: Target) -> str | None:
     return None
 
 
-def _send(target: Target, sig: int) -> bool:
-    """Send ``sig`` through the pidfd; return False if the process is gone."""
+def _send(target: Target, signum: int) -> bool:
+    """Send ``signum`` through the pidfd; return False if the process is gone."""
     try:
-        signal.pidfd_send_signal(target.fd, sig)
+        sig.pidfd_send_signal(target.fd, signum)
     except ProcessLookupError:
         return False
     return True
@@ -108,17 +108,17 @@ def signal_and_wait(fs: ProcFS, targets: Sequence[Target], first: int, grace: fl
         else:
             problems.append(f"pid={t.pid}: {why}")
     start = clock()
-    sig = first
+    signum = first
     try:
-        live = [t for t in opened if _send(t, sig)]
-        if sig != signal.SIGKILL and live:
+        live = [t for t in opened if _send(t, signum)]
+        if signum != sig.SIGKILL and live:
             live = _wait(live, grace, clock)
             if live:
-                sig = signal.SIGKILL
-                live = [t for t in live if _send(t, sig)]
+                signum = sig.SIGKILL
+                live = [t for t in live if _send(t, signum)]
         if live:
             live = _wait(live, KILL_WAIT, clock)
-        return problems, sig, clock() - start, not live and bool(opened)
+        return problems, signum, clock() - start, not live and bool(opened)
     finally:
         for t in opened:
             os.close(t.fd)

@@ -14,9 +14,8 @@ from __future__ import annotations
 import errno
 import os
 import select
-import signal
 
-from . import kill
+from . import kill, sig
 from .config import Config
 from .log import Log, safe, size
 from .meminfo import MemInfo, read_meminfo
@@ -77,12 +76,12 @@ class Decision:
 
     __slots__ = ("signal", "reason")
 
-    def __init__(self, sig: int, reason: str) -> None:
-        self.signal = sig
+    def __init__(self, signum: int, reason: str) -> None:
+        self.signal = signum
         self.reason = reason
 
     def __repr__(self) -> str:
-        return f"Decision({signal.Signals(self.signal).name}, {self.reason!r})"
+        return f"Decision({sig.name(self.signal)}, {self.reason!r})"
 
 
 def _pct(part: float, whole: int) -> str:
@@ -107,12 +106,12 @@ def decide(mem: MemInfo, stall: float | None, cfg: Config) -> Decision | None:
     """
     t = thresholds(cfg, mem)
     if mem.available <= t.mem_kill and mem.swap_free <= t.swap_kill:
-        return Decision(signal.SIGKILL, _mem_reason(mem, t.mem_kill, t.swap_kill))
+        return Decision(sig.SIGKILL, _mem_reason(mem, t.mem_kill, t.swap_kill))
     if mem.available <= t.mem_term and mem.swap_free <= t.swap_term:
-        return Decision(signal.SIGTERM, _mem_reason(mem, t.mem_term, t.swap_term))
+        return Decision(sig.SIGTERM, _mem_reason(mem, t.mem_term, t.swap_term))
     if (cfg.psi_cutoff > 0 and stall is not None and stall >= cfg.psi_cutoff
             and mem.available <= t.psi_mem):
-        return Decision(signal.SIGTERM, (
+        return Decision(sig.SIGTERM, (
             f"memory {cfg.psi_metric} stall {stall:.0f}% >= {cfg.psi_cutoff:g}% with "
             f"MemAvailable {size(mem.available)} ({_pct(mem.available, mem.total)}) "
             f"<= {cfg.psi_mem_percent:g}%"))
@@ -335,18 +334,18 @@ class Monitor:
             log.info("memory recovered before the kill: nothing done")
             return 0.0
         c, d = victim.candidate, victim.details
-        sig = fresh.signal
+        signum = fresh.signal
         who = (f"pid={c.pid} name={safe(c.comm)} uid={d.uid} rss={size(d.rss_kib)} "
                f"oom_score={c.oom_score} oom_score_adj={d.oom_score_adj}")
         group = f" with {len(victim.group)} more of its group" if victim.group else ""
         if cfg.dry_run or not cfg.live:
             log.warning(f"dry run: would kill {who}{group} with "
-                        f"{signal.Signals(sig).name}: {fresh.reason}")
+                        f"{sig.name(signum)}: {fresh.reason}")
             self.last_act = self.clock()
             return DRY_RUN_PAUSE
         targets = [kill.Target(m.pid, m.starttime) for m in [c, *victim.group]]
         problems, last, took, exited = kill.signal_and_wait(
-            self.fs, targets, sig, cfg.grace, self.clock)
+            self.fs, targets, signum, cfg.grace, self.clock)
         self.last_act = self.clock()
         self.meter.reset()
         for problem in problems:
@@ -356,7 +355,7 @@ class Monitor:
         self.kills += 1
         outcome = f"exited after {took:.2f} s" if exited else f"still alive after {took:.2f} s"
         cmdline = safe(d.cmdline.replace(b"\0", b" "))
-        log.warning(f"kill: {who}{group} signal={signal.Signals(last).name} "
+        log.warning(f"kill: {who}{group} signal={sig.name(last)} "
                     f"{outcome}; reason: {fresh.reason}; cmdline={cmdline}")
         return 0.0
 

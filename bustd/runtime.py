@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
 
-from . import __version__
+from . import __version__, sig
 from .config import ENV, EXIT_CONFIG, EXIT_PIDFILE, EXIT_PROC, ConfigError, decode
 from .log import Log
 from .monitor import Monitor
@@ -109,8 +108,8 @@ def main() -> int:
     fs = ProcFS(cfg.proc_root)
     if cfg.daemon:
         daemonize(cfg.pid_file, log)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, _exit_on_signal)
+    for signum in (sig.SIGTERM, sig.SIGINT, sig.SIGHUP):
+        sig.signal(signum, _exit_on_signal)
     monitor: Monitor | None = None
     try:
         lock_memory(log)
