@@ -1,0 +1,402 @@
+"""Monitor.check() on fake /proc trees with a simulated clock (never live).
+
+The Config's proc_root is the fake tree, so the Monitor is not live: it may
+only log dry-run kill lines. As a second guard, every way to signal a process
+is replaced by a function that fails the test, and all PIDs are above the
+kernel's PID_MAX_LIMIT.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bustd import kill
+from bustd.config import Config
+from bustd.log import Log
+from bustd.monitor import DRY_RUN_PAUSE, NO_VICTIM_PAUSE, Monitor, find_victim, make_rules
+from bustd.procfs import ProcFS
+from tests.fakeproc import FAKE_PID, PAGE_KIB, FakeProc
+
+P = FAKE_PID
+SELF = FAKE_PID - 1
+TOTAL = 8 << 20  # 8 GiB in KiB
+SWAP = 2 << 20
+
+
+class Clock:
+    """Simulated monotonic time."""
+
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def never_wait(timeout: float) -> list[tuple[int, int]]:
+    raise AssertionError("unit tests must not run the loop")
+
+
+def refuse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a unit test tried to signal a process")
+
+
+@pytest.fixture(autouse=True)
+def no_signals(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kill, "signal_and_wait", refuse)
+    monkeypatch.setattr(os, "kill", refuse)
+    monkeypatch.setattr(os, "killpg", refuse)
+    monkeypatch.setattr(signal, "pidfd_send_signal", refuse)
+
+
+class LogFile:
+    """A Log writing to a temporary file, and the lines written so far."""
+
+    def __init__(self, path: Path, verbose: bool = False) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        self.log = Log(verbose, self.fd)
+
+    def lines(self) -> list[str]:
+        return os.pread(self.fd, 1 << 20, 0).decode().splitlines()
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in self.lines())
+
+
+class Env:
+    """A fake tree, a log, a clock, and the Monitors built on them."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.fake = FakeProc(tmp / "proc")
+        self.out = LogFile(tmp / "log")
+        self.clock = Clock()
+        self.monitors: list[Monitor] = []
+        self.psi = {"some": 1_000_000_000, "full": 400_000_000}  # stalled microseconds
+        self.set_mem(50, 50)
+        self.fake.set_pressure(self.psi["some"], self.psi["full"])
+
+    def set_mem(self, avail_pct: float, swap_pct: float, swap_total: int = SWAP) -> None:
+        self.fake.set_meminfo(TOTAL, int(TOTAL * avail_pct / 100), swap_total,
+                              int(swap_total * swap_pct / 100))
+
+    def monitor(self, verbose: bool = False, **settings: object) -> Monitor:
+        cfg = Config(proc_root=self.fake.root, report=0.0, **settings)
+        assert not cfg.live
+        self.out.log.verbose = verbose
+        m = Monitor(cfg, ProcFS(self.fake.root), self.out.log, SELF, self.clock, never_wait)
+        self.monitors.append(m)
+        return m
+
+    def close(self) -> None:
+        for m in self.monitors:
+            os.close(m.mem_fd)
+            if m.psi_fd >= 0:
+                os.close(m.psi_fd)
+            assert m.trigger_fd < 0  # a fake tree never arms a kernel trigger
+        os.close(self.out.fd)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    e.close()
+
+
+def populate(fake: FakeProc) -> None:
+    fake.add(1, b"init", oom_score=2000)                # PID 1: never
+    fake.add(SELF, b"python3", oom_score=1500)         # bustd itself: never
+    fake.add(P, b"small", oom_score=200, rss_kib=10 * PAGE_KIB)
+    fake.add(P + 1, b"hog", oom_score=900, uid=1234, rss_kib=1000 * PAGE_KIB)
+    fake.add(P + 2, b"guarded", oom_score=1200, oom_score_adj=-1000)
+    fake.add(P + 3, b"kthread", oom_score=1300, flags=0x00200040)
+    fake.add(P + 4, b"zombie", oom_score=1400, state=b"Z")
+
+
+KILL_LINE = "dry run: would kill"
+
+
+def test_dry_run_kill_line_names_the_right_victim(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor()
+    assert env.out.lines() == []
+    env.set_mem(4, 0)
+    pause = m.check()
+    lines = env.out.lines()
+    assert len(lines) == 1, lines
+    line = lines[0]
+    assert line.startswith(f"warning: {KILL_LINE} pid={P + 1} name=hog uid=1234 ")
+    assert f"rss={1000 * PAGE_KIB / 1024:.1f} MiB" in line
+    assert "oom_score=900 oom_score_adj=0 with SIGKILL: MemAvailable" in line
+    assert pause >= DRY_RUN_PAUSE
+    assert m.kills == 0
+    assert m.last_act == env.clock.now
+
+
+def test_term_level_gives_sigterm(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor()
+    env.set_mem(8, 9)
+    m.check()
+    (line,) = env.out.lines()
+    assert f"pid={P + 1} " in line and "with SIGTERM: MemAvailable" in line
+
+
+def test_dry_run_flag_not_needed_for_fake_root(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor(dry_run=False)
+    env.set_mem(1, 0)
+    m.check()  # signal_and_wait is patched to fail: only a dry run passes
+    assert env.out.count(KILL_LINE) == 1
+
+
+def test_nothing_logged_when_memory_is_fine(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor(verbose=True)
+    for avail, swap in ((50, 50), (9, 50), (50, 0), (10.5, 10.5)):
+        env.set_mem(avail, swap)
+        pause = m.check()
+        assert 0.1 <= pause <= 1.0
+        env.clock.now += pause
+    assert env.out.lines() == []
+
+
+def test_after_recovery_no_further_kill(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor()
+    env.set_mem(3, 0)
+    m.check()
+    assert env.out.count(KILL_LINE) == 1
+    env.fake.remove(P + 1)  # the victim died, memory came back
+    env.set_mem(40, 0)
+    for _ in range(5):
+        env.clock.now += m.check()
+    assert env.out.count(KILL_LINE) == 1
+    # A new emergency: the next victim.
+    env.set_mem(3, 0)
+    m.check()
+    assert env.out.count(KILL_LINE) == 2
+    assert f"pid={P} name=small" in env.out.lines()[-1]
+
+
+def test_no_killable_process_warns_once_per_emergency(env: Env) -> None:
+    env.fake.add(1, b"init")
+    env.fake.add(P, b"sshd", oom_score_adj=-1000)
+    env.fake.add(P + 1, b"Xorg")
+    m = env.monitor(unkillables="Xorg")
+    warning = "but no process may be killed"
+    env.set_mem(2, 0)
+    for _ in range(3):
+        assert m.check() >= NO_VICTIM_PAUSE
+        env.clock.now += 1
+    assert env.out.count(warning) == 1
+    assert "memory emergency (MemAvailable" in env.out.lines()[0]
+    env.set_mem(60, 0)
+    m.check()
+    assert env.out.count(warning) == 1
+    env.set_mem(2, 0)
+    m.check()
+    m.check()
+    assert env.out.count(warning) == 2
+    assert env.out.count(KILL_LINE) == 0
+
+
+def test_protected_leaders_are_skipped_with_debug_lines(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor(verbose=True)
+    env.set_mem(1, 0)
+    m.check()
+    lines = env.out.lines()
+    assert lines[0] == (f"debug: skipping pid={P + 2} name=guarded: has oom_score_adj -1000")
+    assert KILL_LINE in lines[-1] and f"pid={P + 1} " in lines[-1]
+
+
+class RecoveringFS(ProcFS):
+    """A tree whose memory comes back while the victim's details are read."""
+
+    __slots__ = ("fake",)
+
+    def __init__(self, fake: FakeProc) -> None:
+        super().__init__(fake.root)
+        self.fake = fake
+
+    def read_pid(self, pid: int, name: str, size: int = 4096) -> bytes:
+        if name == "cmdline":
+            self.fake.set_meminfo(TOTAL, TOTAL // 2, SWAP, SWAP // 2)
+        return super().read_pid(pid, name, size)
+
+
+def test_memory_recovered_during_the_scan_means_no_kill(env: Env) -> None:
+    populate(env.fake)
+    env.set_mem(1, 0)
+    cfg = Config(proc_root=env.fake.root, report=0.0)
+    m = Monitor(cfg, RecoveringFS(env.fake), env.out.log, SELF, env.clock, never_wait)
+    env.monitors.append(m)
+    m.check()
+    assert env.out.lines() == ["memory recovered before the kill: nothing done"]
+
+
+def test_hostile_name_stays_on_one_line(env: Env) -> None:
+    env.fake.add(P, b"evil\nkill: pid=1\x1b[2J\xff", oom_score=999)
+    m = env.monitor()
+    env.set_mem(1, 0)
+    m.check()
+    (line,) = env.out.lines()
+    assert "name=evil\\nkill: pid=1\\x1b[2J\\xff uid=" in line
+
+
+def test_kill_pgroup_counts_unprotected_group_members(env: Env) -> None:
+    env.fake.add(P, b"make", oom_score=100, pgrp=P)
+    env.fake.add(P + 1, b"cc1plus", oom_score=900, pgrp=P)
+    env.fake.add(P + 2, b"cc1plus", oom_score=800, pgrp=P)
+    env.fake.add(P + 3, b"sshd", oom_score=10, pgrp=P, oom_score_adj=-1000)
+    env.fake.add(P + 4, b"other", oom_score=50)
+    m = env.monitor(kill_pgroup=True)
+    env.set_mem(1, 0)
+    m.check()
+    (line,) = env.out.lines()
+    assert f"pid={P + 1} " in line and " with 2 more of its group with SIGKILL" in line
+
+
+def test_find_victim_on_empty_tree(env: Env) -> None:
+    rules = make_rules(Config(proc_root=env.fake.root), SELF)
+    assert find_victim(env.fake.fs, rules) is None
+    env.fake.add(P, b"x")
+    victim = find_victim(env.fake.fs, rules)
+    assert victim is not None and victim.candidate.pid == P and victim.group == []
+
+
+def test_report_line(env: Env) -> None:
+    populate(env.fake)
+    cfg = Config(proc_root=env.fake.root, report=60.0)
+    m = Monitor(cfg, env.fake.fs, env.out.log, SELF, env.clock, never_wait)
+    env.monitors.append(m)
+    assert m.check() <= 1.0
+    assert env.out.lines() == []
+    env.clock.now += 60
+    m.check()
+    (line,) = env.out.lines()
+    assert line.startswith("status: MemAvailable 4.0 GiB of 8.0 GiB (50.0%), SwapFree ")
+    assert line.endswith("kills 0")
+
+
+# -- PSI ------------------------------------------------------------------------
+
+def test_missing_pressure_file_warns_once_and_uses_memory_alone(env: Env) -> None:
+    os.unlink(env.fake.path("pressure/memory"))
+    populate(env.fake)
+    m = env.monitor()
+    assert m.psi_fd < 0
+    (line,) = env.out.lines()
+    assert line.startswith("warning: PSI not available (")
+    assert line.endswith("acting on memory thresholds alone")
+    env.set_mem(12, 50)  # under the PSI gate: without PSI, nothing to do
+    for _ in range(5):
+        env.clock.now += m.check()
+    assert len(env.out.lines()) == 1
+    env.set_mem(2, 0)
+    m.check()
+    assert env.out.count(KILL_LINE) == 1
+    assert env.out.count("PSI not available") == 1
+    assert "PSI off" in m.describe()
+
+
+def test_garbage_pressure_file_warns_once(env: Env) -> None:
+    env.fake.write("pressure/memory", b"no such thing\n")
+    m = env.monitor()
+    assert m.psi_fd < 0
+    assert env.out.count("PSI not available (pressure: no 'some' line)") == 1
+
+
+def test_psi_cutoff_zero_does_not_open_pressure(env: Env) -> None:
+    os.unlink(env.fake.path("pressure/memory"))
+    m = env.monitor(psi_cutoff=0.0)
+    assert m.psi_fd < 0
+    assert env.out.lines() == []
+
+
+def test_missing_meminfo_raises(env: Env) -> None:
+    os.unlink(env.fake.path("meminfo"))
+    with pytest.raises(FileNotFoundError):
+        env.monitor()
+
+
+def run_stalled(env: Env, m: Monitor, stall_pct: float, seconds: float,
+                metric: str = "some") -> None:
+    """Check every 0.1 s while ``metric`` total grows at ``stall_pct`` of wall time."""
+    for _ in range(round(seconds / 0.1)):
+        env.clock.now += 0.1
+        env.psi[metric] += round(0.1 * 1e6 * stall_pct / 100)
+        env.fake.set_pressure(some_total=env.psi["some"], full_total=env.psi["full"])
+        m.check()
+
+
+def test_stall_under_the_gate_gives_psi_dry_run_kill(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor()
+    assert m.psi_fd >= 0
+    env.set_mem(12, 50)  # above the TERM level, under the 15 % PSI gate
+    run_stalled(env, m, 50.0, 0.2)  # less than the meter's minimum span
+    assert env.out.lines() == []
+    run_stalled(env, m, 50.0, 0.3)
+    lines = env.out.lines()
+    assert lines, "no kill despite a 50 % stall under the gate"
+    assert f"{KILL_LINE} pid={P + 1} " in lines[0]
+    assert "with SIGTERM: memory some stall 50% >= 25% with MemAvailable" in lines[0]
+
+
+def test_stall_above_the_gate_does_nothing(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor()
+    env.set_mem(16, 50)
+    run_stalled(env, m, 100.0, 3.0)
+    assert env.out.lines() == []
+
+
+def test_stall_below_the_cutoff_does_nothing(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor()
+    env.set_mem(12, 50)
+    run_stalled(env, m, 20.0, 3.0)
+    assert env.out.lines() == []
+
+
+def test_stall_follows_the_chosen_metric(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor(psi_metric="full")
+    env.set_mem(12, 50)
+    run_stalled(env, m, 90.0, 2.0, metric="some")
+    assert env.out.lines() == []
+    run_stalled(env, m, 90.0, 2.0, metric="full")
+    lines = env.out.lines()
+    assert lines and all("memory full stall" in line for line in lines)
+    assert "memory full stall 90% >= 25%" in lines[-1]  # the meter has caught up
+
+
+def test_meter_resets_when_memory_is_plentiful(env: Env) -> None:
+    # Stall sampled under the gate, then memory above it: old samples are dropped,
+    # so coming back under the gate needs a fresh minimum span before any kill.
+    populate(env.fake)
+    m = env.monitor()
+    env.set_mem(12, 50)
+    run_stalled(env, m, 10.0, 1.0)
+    env.set_mem(50, 50)
+    run_stalled(env, m, 10.0, 0.5)
+    assert m.meter.percent() is None
+    env.set_mem(12, 50)
+    run_stalled(env, m, 10.0, 0.5)
+    assert m.meter.percent() == pytest.approx(10.0, abs=0.1)
+    assert env.out.lines() == []
+
+
+def test_describe(env: Env) -> None:
+    m = env.monitor()
+    text = m.describe()
+    assert "SIGTERM at MemAvailable <= 819.2 MiB and SwapFree <= 204.8 MiB" in text
+    assert "SIGKILL at 409.6 MiB and 102.4 MiB" in text
+    assert "some stall >= 25% below 15% MemAvailable, polled" in text
