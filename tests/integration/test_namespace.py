@@ -42,9 +42,9 @@ def kill_lines(log: str) -> list[str]:
 
 def test_kills_the_largest_once_and_spares_the_rest() -> None:
     result = run({
-        "children": [{"name": "hog", "mib": 1024}, {"name": "small", "mib": 64},
+        "children": [{"name": "hog", "mib": 2048}, {"name": "small", "mib": 64},
                      {"name": "bystander", "mib": 8}],
-        "bustd": [], "margin_mib": 512, "settle": 3})
+        "bustd": [], "margin_mib": 1000, "settle": 3})
     kills = kill_lines(result["log"])
     assert len(kills) == 1, result["log"]
     assert f"pid={result['pids']['hog']} name=hog" in kills[0]
@@ -56,9 +56,9 @@ def test_kills_the_largest_once_and_spares_the_rest() -> None:
 
 def test_unkillables_and_ignore_are_spared() -> None:
     result = run({
-        "children": [{"name": "precious-db", "mib": 1400}, {"name": "keepme", "mib": 1200},
-                     {"name": "worker", "mib": 1000}, {"name": "bystander", "mib": 8}],
-        "bustd": ["-u", "bash|precious*", "--ignore", "^keep"], "margin_mib": 500,
+        "children": [{"name": "precious-db", "mib": 2600}, {"name": "keepme", "mib": 2300},
+                     {"name": "worker", "mib": 2000}, {"name": "bystander", "mib": 8}],
+        "bustd": ["-u", "bash|precious*", "--ignore", "^keep"], "margin_mib": 1000,
         "settle": 3})
     kills = kill_lines(result["log"])
     assert len(kills) == 1, result["log"]
@@ -69,8 +69,8 @@ def test_unkillables_and_ignore_are_spared() -> None:
 
 def test_prefer_and_avoid_shift_the_ranking() -> None:
     result = run({
-        "children": [{"name": "big", "mib": 1600}, {"name": "chosen", "mib": 1000}],
-        "bustd": ["--prefer", "^cho", "--avoid", "^big$"], "margin_mib": 500, "settle": 2})
+        "children": [{"name": "big", "mib": 3000}, {"name": "chosen", "mib": 2000}],
+        "bustd": ["--prefer", "^cho", "--avoid", "^big$"], "margin_mib": 1000, "settle": 2})
     kills = kill_lines(result["log"])
     assert len(kills) == 1 and "name=chosen" in kills[0], result["log"]
     assert result["alive"] == {"big": True, "chosen": False}
@@ -78,8 +78,8 @@ def test_prefer_and_avoid_shift_the_ranking() -> None:
 
 def test_oom_score_adj_outranks_size() -> None:
     result = run({
-        "children": [{"name": "big", "mib": 1600}, {"name": "expendable", "mib": 1000, "adj": 500}],
-        "bustd": [], "margin_mib": 500, "settle": 2})
+        "children": [{"name": "big", "mib": 3000}, {"name": "expendable", "mib": 2000, "adj": 500}],
+        "bustd": [], "margin_mib": 1000, "settle": 2})
     kills = kill_lines(result["log"])
     assert len(kills) == 1 and "name=expendable" in kills[0], result["log"]
     assert result["alive"] == {"big": True, "expendable": False}
@@ -97,9 +97,9 @@ def test_dry_run_kills_nothing() -> None:
 
 def test_sigterm_ignored_escalates_to_sigkill_after_grace() -> None:
     result = run({
-        "children": [{"name": "stubborn", "mib": 1000, "ignore_term": True},
+        "children": [{"name": "stubborn", "mib": 2000, "ignore_term": True},
                      {"name": "bystander", "mib": 8}],
-        "bustd": ["--grace", "0.3"], "margin_mib": 500, "settle": 2})
+        "bustd": ["--grace", "0.3"], "margin_mib": 1000, "settle": 2})
     kills = kill_lines(result["log"])
     assert len(kills) == 1 and "name=stubborn" in kills[0], result["log"]
     assert "signal=SIGKILL" in kills[0]
@@ -131,10 +131,10 @@ def test_never_kills_itself_or_pid1_when_nothing_is_left() -> None:
 
 def test_kill_pgroup_signals_the_whole_group() -> None:
     result = run({
-        "children": [{"name": "leader", "mib": 1000, "group": "new"},
+        "children": [{"name": "leader", "mib": 2000, "group": "new"},
                      {"name": "member", "mib": 16, "group": "leader"},
                      {"name": "outsider", "mib": 16, "group": "new"}],
-        "bustd": ["-g"], "margin_mib": 500, "settle": 2})
+        "bustd": ["-g"], "margin_mib": 1000, "settle": 2})
     kills = kill_lines(result["log"])
     assert len(kills) == 1 and "name=leader" in kills[0], result["log"]
     assert "with 1 more of its group" in kills[0]
