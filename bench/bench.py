@@ -97,6 +97,13 @@ def mem_available_kib() -> tuple[int, int]:
     return values["MemTotal"], values["MemAvailable"]
 
 
+def loadavg() -> str:
+    """Return the 1-minute load average and the number of running tasks."""
+    with open("/proc/loadavg") as f:
+        fields = f.read().split()
+    return f"load {fields[0]} (1 min), {fields[3].split('/')[0]} running"
+
+
 def resolve_python(name: str) -> tuple[str, str]:
     """Return (sys.executable, version) of the interpreter ``name``; raises OSError."""
     out = subprocess.run([name, "-c", "import sys; print(sys.executable); "
@@ -431,8 +438,11 @@ def main(argv: list[str]) -> int:
         daemons = build_daemons(usable or pythons, repo, bool(usable), not args.no_baseline)
         print(f"bench: idle, {len(daemons)} processes together, {args.settle:g} s settle + "
               f"{args.seconds:g} s...", file=sys.stderr)
+        before = loadavg()
         rows = measure_idle(daemons, args.seconds, args.settle, log_dir)
-        lines += [f"## Idle, {args.seconds:g} s together after {args.settle:g} s settle", ""]
+        lines += [f"## Idle, {args.seconds:g} s together after {args.settle:g} s settle", "",
+                  f"Host before: {before}; after: {loadavg()}. Other work on the host "
+                  "inflates CPU time and wakeups alike; compare rows of one run.", ""]
         lines += [*idle_table(rows), ""]
     if "scan" in parts and usable:
         budget = min(4096, avail // 1024 // 5)
@@ -441,13 +451,14 @@ def main(argv: list[str]) -> int:
             for exe, _version in usable:
                 print(f"bench: scan, {count} processes, {exe}...", file=sys.stderr)
                 scans.append((exe, measure_scan(count, args.scan_repeats, exe, repo, budget)))
-        lines += ["## Scan and rank (median of runs; processes = PIDs in the namespace)", ""]
+        lines += ["## Scan and rank (median of runs; processes = PIDs in the namespace)", "",
+                  f"Host after: {loadavg()}.", ""]
         lines += [*scan_table(scans), ""]
-        lines += [f"Sleepers cost ~{scan_summary(scans[-1][1])['kib_per_process']:.0f} KiB "
-                  "each (fall of MemAvailable while starting them); ps and bustd alternate "
-                  "in the same namespace; 'fresh process' times the first find_victim call "
-                  "in a new `PY -S -I` after its imports, 'process wall' the whole process.",
-                  ""]
+        per = scan_summary(scans[-1][1])["kib_per_process"]
+        lines += [f"Sleepers cost ~{per:.0f} KiB each (RssAnon + VmPTE of a pilot + 64 KiB "
+                  "kernel allowance). ps and bustd alternate in the same namespace; "
+                  "'fresh process' times the first find_victim call in a new `PY -S -I` "
+                  "after its imports, 'process wall' the whole process.", ""]
     if "latency" in parts and usable:
         lat: list[tuple[str, str, dict[str, object]]] = []
         for exe, _version in usable:

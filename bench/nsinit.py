@@ -85,41 +85,55 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # --- scan -----------------------------------------------------------------
 
-def spawn_sleepers(count: int, seconds: int, budget_kib: int) -> tuple[list[int], float]:
-    """Start ``count`` sleep processes; return their PIDs and KiB used per process.
+KERNEL_KIB_PER_TASK = 64  # task_struct, kernel stack, mm and file tables: a generous guess
 
-    The cost per process is the fall of MemAvailable over all of them (or
-    over the pilot, whichever is more). Raises RuntimeError (after killing
-    what it started) if, going by a pilot of 100, ``count`` of them would
-    use more than ``budget_kib``, or if MemAvailable falls by more than the
-    budget while spawning.
+
+def _own_kib(pid: int) -> int:
+    """Return RssAnon + VmPTE of ``pid`` in KiB: what it alone costs in user memory."""
+    total = 0
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith((b"RssAnon:", b"VmPTE:")):
+                total += int(line.split()[1])
+    return total
+
+
+def spawn_sleepers(count: int, seconds: int, budget_kib: int) -> tuple[list[int], float]:
+    """Start ``count`` sleep processes; return their PIDs and estimated KiB each.
+
+    The estimate is RssAnon + VmPTE of a pilot of 100, plus
+    KERNEL_KIB_PER_TASK: MemAvailable is no measure on a shared host, where
+    other work moves it by gigabytes. Raises RuntimeError (after killing
+    what it started) if ``count`` of them would exceed ``budget_kib``, or if
+    MemAvailable falls below a quarter of MemTotal while spawning.
     """
     env = {"PATH": "/usr/bin:/bin"}
     argv = ["sleep", str(seconds)]
     pids: list[int] = []
-    before = _mem_available_kib()
+    with open("/proc/meminfo", "rb") as f:
+        floor = int(f.readline().split()[1]) // 4  # MemTotal is the first line
     per_kib = 0.0
     try:
         pilot = min(100, count)
         for _ in range(pilot):
             pids.append(os.posix_spawn(SLEEP, argv, env))
-        time.sleep(0.5)
-        per_kib = max(1.0, (before - _mem_available_kib()) / pilot)
+        time.sleep(0.5)  # let them exec
+        per_kib = sum(_own_kib(p) for p in pids) / pilot + KERNEL_KIB_PER_TASK
         if per_kib * count > budget_kib:
             raise RuntimeError(
                 f"{count} processes would use ~{per_kib * count / 1024:.0f} MiB "
                 f"(~{per_kib:.0f} KiB each), over the {budget_kib // 1024} MiB budget")
         while len(pids) < count:
             pids.append(os.posix_spawn(SLEEP, argv, env))
-            if len(pids) % 500 == 0 and before - _mem_available_kib() > budget_kib:
-                raise RuntimeError(f"MemAvailable fell by more than {budget_kib // 1024} MiB "
+            if len(pids) % 500 == 0 and _mem_available_kib() < floor:
+                raise RuntimeError(f"MemAvailable fell below {floor // 1024} MiB "
                                    f"after {len(pids)} processes")
     except BaseException:
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         raise
     time.sleep(1.0)  # let the last children finish exec before measuring
-    return pids, max(per_kib, (before - _mem_available_kib()) / count)
+    return pids, per_kib
 
 
 def _time_ps() -> float:
