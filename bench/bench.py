@@ -433,6 +433,7 @@ def main(argv: list[str]) -> int:
         lines += ["**bustd did not start (`python3 -m bustd --help` failed): "
                   "only the other daemons were measured.**", ""]
     rows: list[IdleRow] = []
+    failures: list[str] = []
     scans: list[tuple[str, dict[str, object]]] = []
     if "idle" in parts:
         daemons = build_daemons(usable or pythons, repo, bool(usable), not args.no_baseline)
@@ -450,11 +451,16 @@ def main(argv: list[str]) -> int:
         for count in counts:
             for exe, _version in usable:
                 print(f"bench: scan, {count} processes, {exe}...", file=sys.stderr)
-                scans.append((exe, measure_scan(count, args.scan_repeats, exe, repo, budget)))
+                try:
+                    scans.append((exe, measure_scan(count, args.scan_repeats, exe, repo,
+                                                    budget)))
+                except (RuntimeError, subprocess.TimeoutExpired) as err:
+                    failures.append(f"- scan of {count} processes with `{exe}` failed: "
+                                    f"{str(err).strip().splitlines()[-1]}")
         lines += ["## Scan and rank (median of runs; processes = PIDs in the namespace)", "",
                   f"Host after: {loadavg()}.", ""]
         lines += [*scan_table(scans), ""]
-        per = scan_summary(scans[-1][1])["kib_per_process"]
+        per = scan_summary(scans[-1][1])["kib_per_process"] if scans else float("nan")
         lines += [f"Sleepers cost ~{per:.0f} KiB each (RssAnon + VmPTE of a pilot + 64 KiB "
                   "kernel allowance). ps and bustd alternate in the same namespace; "
                   "'fresh process' times the first find_victim call in a new `PY -S -I` "
@@ -464,10 +470,16 @@ def main(argv: list[str]) -> int:
         for exe, _version in usable:
             for dry in (True, False):
                 print(f"bench: latency, {exe}, dry_run={dry}...", file=sys.stderr)
-                lat.append(("dry run" if dry else "real kill", exe,
-                            measure_latency(exe, repo, args.latency_runs, dry)))
+                try:
+                    lat.append(("dry run" if dry else "real kill", exe,
+                                measure_latency(exe, repo, args.latency_runs, dry)))
+                except (RuntimeError, subprocess.TimeoutExpired) as err:
+                    failures.append(f"- latency with `{exe}` (dry run {dry}) failed: "
+                                    f"{str(err).strip().splitlines()[-1]}")
         lines += ["## Threshold crossing to kill (bustd -m 100 -s 100, median ms)", ""]
         lines += [*latency_table(lat), ""]
+    if failures:
+        lines += ["## Failed parts", "", *failures, ""]
     if usable:
         lines += ["## Targets", "", *targets(rows, scans), ""]
         lines += ["## Modules the lean runtime imports beyond a bare `-S -I`", ""]
