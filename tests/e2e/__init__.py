@@ -1,0 +1,1 @@
+"""End-to-end tests: scenarios in throwaway VMs (see README.md)."""

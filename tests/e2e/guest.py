@@ -1,0 +1,404 @@
+"""Guest-side scenario driver: runs ONE scenario inside the throwaway VM.
+
+Started by the host runner as the VM's only command (as root, guest python3):
+
+  cd REPO && python3 -m tests.e2e.guest --scenario N --daemon NAME --repo REPO --out DIR
+
+It sets up zram swap if the scenario wants it, starts the bystanders, the
+interactive probe and the daemon, then the hogs; waits until every hog is dead
+or done (or the scenario times out); and writes into --out (a directory shared
+with the host):
+
+  result.json   everything the host asserts on and reports (see Outcome)
+  daemon.log    the daemon's stdout+stderr
+  dmesg.txt     the kernel log of the run
+
+It judges nothing: the host does (verdict.py). It must never run on a real
+machine: it creates real memory exhaustion. It refuses to start unless PID 1
+is virtme-ng's init (or --i-am-in-a-vm is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from typing import Any
+
+from tests.e2e import daemons, scenarios
+
+__all__ = ["main", "parse_meminfo", "parse_psi_totals", "parse_kernel_oom_kills"]
+
+WORK = "/run/e2e"  # tmpfs in the guest: logs written here never block on 9p
+POLL_S = 0.25
+SETTLE_AFTER_HOGS_S = 5.0
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    """Return /proc/meminfo as {field: KiB}; lines that don't parse are skipped."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        fields = rest.split()
+        if fields and fields[0].isdigit():
+            out[key.strip()] = int(fields[0])
+    return out
+
+
+def parse_psi_totals(text: str) -> dict[str, int]:
+    """Return {"some": us, "full": us} from /proc/pressure/memory text.
+
+    Missing lines are absent from the result (see the kernel's
+    Documentation/accounting/psi.rst for the format).
+    """
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        m = re.match(r"(some|full)\b.*\btotal=(\d+)", line)
+        if m:
+            out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def parse_kernel_oom_kills(dmesg: str) -> list[dict[str, Any]]:
+    """Return [{"pid", "name"}] for each kernel OOM kill in a dmesg text."""
+    kills = []
+    for m in re.finditer(r"Out of memory: Killed process (\d+) \(([^)]*)\)", dmesg):
+        kills.append({"pid": int(m.group(1)), "name": m.group(2)})
+    return kills
+
+
+def note(msg: str) -> None:
+    """Print a progress line to the console (kept in the host's console.log)."""
+    print(f"[guest {time.monotonic():8.2f}] {msg}", file=sys.stderr, flush=True)
+
+
+def read_text(path: str) -> str:
+    """Return a file's text ('' if it is gone, e.g. a process that exited)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def write_text(path: str, text: str) -> None:
+    """Write text to a file (a /proc or /sys knob, or an output file)."""
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def rss_kib(pid: int) -> int:
+    """Return the VmRSS of pid in KiB, 0 if it is gone."""
+    m = re.search(r"^VmRSS:\s+(\d+)", read_text(f"/proc/{pid}/status"), re.M)
+    return int(m.group(1)) if m else 0
+
+
+def setup_zram(mib: int) -> None:
+    """Create and enable a zram swap device of `mib` MiB.
+
+    Raises subprocess.CalledProcessError if a step fails.
+    """
+    subprocess.run(["modprobe", "zram", "num_devices=1"], check=True)
+    write_text("/sys/block/zram0/disksize", f"{mib}M")
+    subprocess.run(["mkswap", "/dev/zram0"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["swapon", "/dev/zram0"], check=True)
+
+
+def reset_oom_score_adj() -> None:
+    """In a child before exec: undo the -1000 inherited from the driver.
+
+    Without this every hog would be immune to every OOM killer, and a daemon
+    would pick the guest's shell instead.
+    """
+    write_text("/proc/self/oom_score_adj", "0")
+
+
+def lock_self() -> bool:
+    """mlockall() the driver so its own timing survives thrashing.
+
+    Returns whether it worked. The driver is the measuring instrument, not a
+    party to the scenario: it also gets oom_score_adj -1000.
+    """
+    write_text("/proc/self/oom_score_adj", "-1000")
+    libc = ctypes.CDLL(None, use_errno=True)
+    mcl_current, mcl_future = 1, 2
+    ok: int = libc.mlockall(mcl_current | mcl_future)
+    return ok == 0
+
+
+class Child:
+    """One started process and what became of it."""
+
+    def __init__(self, proc: scenarios.Proc, argv: list[str], mib: int) -> None:
+        self.spec = proc
+        self.argv = argv
+        self.mib = mib
+        self.log_path = f"{WORK}/{proc.name}.log"
+        self.done_path = f"{WORK}/{proc.name}.done"
+        # The child keeps its own copy of the descriptor; ours can close.
+        with open(self.log_path, "wb") as log:
+            self.popen = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=reset_oom_score_adj,
+            )
+        self.exit_code: int | None = None
+        self.t_exit: float | None = None
+        if proc.oom_score_adj is not None:
+            write_text(f"/proc/{self.popen.pid}/oom_score_adj", str(proc.oom_score_adj))
+
+    @property
+    def pid(self) -> int:
+        """The child's pid."""
+        return self.popen.pid
+
+    def poll(self, now: float) -> None:
+        """Record the exit code and time the first time the child is seen dead."""
+        if self.exit_code is None:
+            code = self.popen.poll()
+            if code is not None:
+                self.exit_code, self.t_exit = code, now
+
+    def finished(self) -> bool:
+        """True once the child died or (a "grow" worker) reached its size."""
+        return self.exit_code is not None or os.path.exists(self.done_path)
+
+    def report(self) -> dict[str, Any]:
+        """Return this child's outcome as a JSON-able dict."""
+        out: dict[str, Any] = {
+            "name": self.spec.name,
+            "role": self.spec.role,
+            "kind": self.spec.kind,
+            "pid": self.pid,
+            "mib": self.mib,
+            "alive_at_end": self.exit_code is None,
+            "exit_code": self.exit_code,
+            "signal": -self.exit_code if self.exit_code and self.exit_code < 0 else None,
+            "t_exit_s": None if self.t_exit is None else round(self.t_exit, 2),
+        }
+        if self.exit_code is not None and self.exit_code > 0:
+            out["log_tail"] = read_text(self.log_path)[-2000:]
+        return out
+
+
+def proc_argv(proc: scenarios.Proc, mib: int, here: str, done: str) -> list[str]:
+    """Return the command line for one scenario process."""
+    if proc.kind == "tail":
+        return ["tail", "/dev/zero"]
+    return [
+        sys.executable,
+        f"{here}/workloads.py",
+        proc.kind,
+        "--mib",
+        str(mib),
+        "--rate",
+        str(proc.rate_mib_s),
+        "--random",
+        str(proc.random_fraction),
+        "--done",
+        done,
+    ]
+
+
+def size_mib(proc: scenarios.Proc, mem: dict[str, int]) -> int:
+    """Return the size in MiB a process should reach, from fractions of meminfo."""
+    kib = proc.size_of_available * mem["MemAvailable"] + proc.size_of_total * mem["MemTotal"]
+    return proc.size_mib + int(kib // 1024)
+
+
+def start(proc: scenarios.Proc, mem: dict[str, int], here: str) -> Child:
+    """Start one scenario process."""
+    mib = size_mib(proc, mem)
+    return Child(proc, proc_argv(proc, mib, here, f"{WORK}/{proc.name}.done"), mib)
+
+
+def wait_resident(child: Child, timeout_s: float) -> None:
+    """Wait until a holder has most of its memory resident (or timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and child.popen.poll() is None:
+        if rss_kib(child.pid) >= child.mib * 1024 * 0.9:
+            return
+        time.sleep(0.2)
+
+
+def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Run the scenario, filling `result` as it goes (so a crash keeps the facts)."""
+    scen = scenarios.SCENARIOS[args.scenario]
+    daemon = daemons.DAEMONS[args.daemon]
+    here = os.path.dirname(os.path.abspath(__file__))
+    os.makedirs(WORK, exist_ok=True)
+    result["uptime_at_start_s"] = float(read_text("/proc/uptime").split()[0])
+    result["kernel"] = os.uname().release
+    result["python"] = sys.version.split()[0]
+    result["mlockall"] = lock_self()
+    note(f"scenario {scen.id} ({scen.name}) with {daemon.name}, mlockall {result['mlockall']}")
+    if scen.zram_mib:
+        setup_zram(scen.zram_mib)
+        note(f"zram swap of {scen.zram_mib} MiB on")
+    result["swap_total_kib"] = parse_meminfo(read_text("/proc/meminfo"))["SwapTotal"]
+    subprocess.run(["dmesg", "-C"], check=True)
+
+    children: list[Child] = []
+    mem = parse_meminfo(read_text("/proc/meminfo"))
+    result["mem_total_kib"] = mem["MemTotal"]
+    for proc in scen.procs:
+        if proc.role in ("bystander", "protected"):
+            child = start(proc, mem, here)
+            children.append(child)
+            wait_resident(child, 60)
+    note("holders resident")
+    probe_out = f"{WORK}/probe.json"
+    probe = Child(
+        scenarios.Proc("probe", "probe", "probe"),
+        [sys.executable, f"{here}/workloads.py", "probe", "--out", probe_out],
+        0,
+    )
+    children.append(probe)
+
+    daemon_proc: subprocess.Popen[bytes] | None = None
+    result["daemon_argv"] = list(daemon.argv)
+    if daemon.argv:
+        with open(f"{WORK}/daemon.log", "wb") as daemon_log:
+            daemon_proc = subprocess.Popen(
+                list(daemon.argv),
+                cwd=args.repo,
+                stdout=daemon_log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=reset_oom_score_adj,
+            )
+        time.sleep(daemon.settle_s)
+        result["daemon_alive_after_start"] = daemon_proc.poll() is None
+        note(f"daemon pid {daemon_proc.pid} alive: {result['daemon_alive_after_start']}")
+
+    mem = parse_meminfo(read_text("/proc/meminfo"))
+    result["mem_available_before_hogs_kib"] = mem["MemAvailable"]
+    psi0 = parse_psi_totals(read_text("/proc/pressure/memory"))
+    t0 = time.monotonic()
+    hogs = [start(p, mem, here) for p in scen.procs if p.role == "hog"]
+    children.extend(hogs)
+    note("hogs started: " + ", ".join(f"{h.spec.name} pid {h.pid} {h.mib} MiB" for h in hogs))
+
+    min_avail = mem["MemAvailable"]
+    max_swap_used = 0
+    daemon_rss_max = 0
+    settle_until: float | None = None
+    timed_out = False
+    while True:
+        time.sleep(POLL_S)
+        now = time.monotonic() - t0
+        for child in children:
+            if child.exit_code is None:
+                child.poll(now)
+                if child.exit_code is not None:
+                    note(f"{child.spec.name} exited {child.exit_code} at {now:.2f} s")
+        m = parse_meminfo(read_text("/proc/meminfo"))
+        min_avail = min(min_avail, m.get("MemAvailable", min_avail))
+        max_swap_used = max(max_swap_used, m.get("SwapTotal", 0) - m.get("SwapFree", 0))
+        if daemon_proc is not None:
+            daemon_rss_max = max(daemon_rss_max, rss_kib(daemon_proc.pid))
+        if settle_until is None and all(h.finished() for h in hogs):
+            settle_until = now + SETTLE_AFTER_HOGS_S
+        if settle_until is not None and now >= settle_until:
+            break
+        if now >= scen.timeout_s:
+            timed_out = True
+            break
+    run_s = time.monotonic() - t0
+    note(f"run over after {run_s:.1f} s, timed out: {timed_out}")
+    psi1 = parse_psi_totals(read_text("/proc/pressure/memory"))
+
+    result["timed_out"] = timed_out
+    result["run_s"] = round(run_s, 2)
+    result["psi_full_ms"] = round((psi1.get("full", 0) - psi0.get("full", 0)) / 1000)
+    result["psi_some_ms"] = round((psi1.get("some", 0) - psi0.get("some", 0)) / 1000)
+    result["min_mem_available_kib"] = min_avail
+    result["max_swap_used_kib"] = max_swap_used
+    hog_deaths = [h.t_exit for h in hogs if h.t_exit is not None]
+    result["time_to_first_hog_death_s"] = round(min(hog_deaths), 2) if hog_deaths else None
+
+    # Stop: the daemon first (so it cannot react to the teardown), then the
+    # probe (SIGTERM makes it save its summary), then everything else.
+    if daemon_proc is not None:
+        result["daemon_alive_at_end"] = daemon_proc.poll() is None
+        result["daemon_exit_code"] = daemon_proc.poll()
+        result["daemon_rss_kib_end"] = rss_kib(daemon_proc.pid)
+        result["daemon_rss_kib_max"] = max(daemon_rss_max, result["daemon_rss_kib_end"])
+        stop(daemon_proc)
+    result["processes"] = [c.report() for c in children]
+    if probe.popen.poll() is None:
+        probe.popen.send_signal(signal.SIGTERM)
+        try:
+            probe.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+    probe_text = read_text(probe_out)
+    result["probe"] = json.loads(probe_text) if probe_text else None
+    for child in children:
+        stop(child.popen)
+
+    dmesg = subprocess.run(["dmesg"], capture_output=True, check=False).stdout.decode(
+        errors="replace"
+    )
+    write_text(f"{args.out}/dmesg.txt", dmesg)
+    result["kernel_oom_kills"] = parse_kernel_oom_kills(dmesg)
+    log = ""
+    if daemon_proc is not None:
+        log = read_text(f"{WORK}/daemon.log")
+        write_text(f"{args.out}/daemon.log", log)
+    result["daemon_reported_kills"] = daemons.killed_pids(daemon, log)
+    result["daemon_log_tail"] = log[-3000:]
+
+
+def stop(popen: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process if it still runs and reap it."""
+    if popen.poll() is None:
+        popen.kill()
+    try:
+        popen.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def in_vm() -> bool:
+    """True if PID 1 is virtme-ng's init, i.e. this is the throwaway guest."""
+    return "virtme" in read_text("/proc/1/cmdline")
+
+
+def main(argv: list[str]) -> int:
+    """Run one scenario and write result.json.
+
+    Returns 0 when the result was written (whatever it says), 2 on bad
+    arguments or when not inside the test VM.
+    """
+    parser = argparse.ArgumentParser(prog="guest.py")
+    parser.add_argument("--scenario", type=int, required=True, choices=sorted(scenarios.SCENARIOS))
+    parser.add_argument("--daemon", required=True, choices=sorted(daemons.DAEMONS))
+    parser.add_argument("--repo", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--i-am-in-a-vm", action="store_true")
+    args = parser.parse_args(argv)
+    if not (args.i_am_in_a_vm or in_vm()):
+        print("guest.py: refusing to run outside the test VM", file=sys.stderr)
+        return 2
+    result: dict[str, Any] = {"scenario": args.scenario, "daemon": args.daemon, "errors": []}
+    try:
+        run(args, result)
+    except Exception:  # the host must get the facts gathered so far
+        result["errors"].append(traceback.format_exc())
+    write_text(f"{args.out}/result.json.tmp", json.dumps(result, indent=1))
+    os.replace(f"{args.out}/result.json.tmp", f"{args.out}/result.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

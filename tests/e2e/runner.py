@@ -1,0 +1,191 @@
+"""Host side of the e2e suite: one VM per scenario, judge, print one line each.
+
+Usage (through the tests/e2e/run wrapper):
+
+  tests/e2e/run --scenarios 1,3 --daemon bustd
+  tests/e2e/run --scenarios all --daemon earlyoom
+
+Prints one line per scenario and finally `N passed, N failed`. Exit codes:
+0 all passed, 1 some failed, 2 bad arguments or a missing prerequisite.
+Per-run files (result.json, daemon.log, dmesg.txt, console.log) are kept in
+--results/<daemon>/s<N>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from tests.e2e import daemons, scenarios, verdict, vm
+
+__all__ = ["Outcome", "run_scenario", "describe", "main", "add_vm_arguments", "vm_config"]
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The tree this harness lives in; the guest starts here to import it.
+HARNESS_ROOT = os.path.dirname(os.path.dirname(HERE))
+# Beyond the scenario's own timeout: boot (~25 s under TCG), filling the
+# holders, the daemon's settle time and teardown, with a wide margin.
+VM_OVERHEAD_S = 240.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One scenario run: the guest's result (None if none came back) and verdict."""
+
+    scenario: scenarios.Scenario
+    daemon: str
+    result: dict[str, Any] | None
+    failed: tuple[str, ...]
+    vm_seconds: float
+    out_dir: str
+
+
+def run_scenario(
+    scen: scenarios.Scenario, daemon: str, cfg: vm.VmConfig, repo: str, results: str
+) -> Outcome:
+    """Boot a VM for one scenario with one daemon and judge the result.
+
+    Returns the Outcome; a VM that crashed or timed out is a failed Outcome.
+    """
+    out_dir = os.path.join(results, daemon, f"s{scen.id}")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(out_dir)
+    # The guest starts in HARNESS_ROOT (vng --cwd), so -m finds this package.
+    command = [
+        "python3",
+        "-m",
+        "tests.e2e.guest",
+        "--scenario",
+        str(scen.id),
+        "--daemon",
+        daemon,
+        "--repo",
+        repo,
+        "--out",
+        out_dir,
+    ]
+    run = vm.boot(
+        cfg,
+        out_dir,
+        HARNESS_ROOT,
+        command,
+        os.path.join(out_dir, "console.log"),
+        scen.timeout_s + VM_OVERHEAD_S,
+    )
+    result: dict[str, Any] | None = None
+    try:
+        with open(os.path.join(out_dir, "result.json")) as f:
+            result = json.load(f)
+    except (OSError, ValueError):
+        result = None
+    failed = verdict.failures(result, scen, daemon)
+    if run.exit_code is None:
+        failed.insert(0, f"VM killed after {run.seconds:.0f} s")
+    return Outcome(scen, daemon, result, tuple(failed), run.seconds, out_dir)
+
+
+def describe(o: Outcome) -> str:
+    """Return the one-line summary printed for a scenario."""
+    status = "FAIL" if o.failed else "PASS"
+    head = f"{status} scenario {o.scenario.id} ({o.scenario.name}) [{o.daemon}]"
+    facts = [f"vm {o.vm_seconds:.0f} s"]
+    if o.result is not None and "processes" in o.result:
+        s = verdict.summarize(o.result)
+        if s.time_to_kill_s is not None:
+            facts.append(f"kill after {s.time_to_kill_s:.1f} s")
+        facts.append(f"killed {s.killed_total}")
+        if s.psi_full_ms is not None:
+            facts.append(f"psi full {s.psi_full_ms / 1000:.1f} s")
+        if s.daemon_rss_kib:
+            facts.append(f"daemon rss {s.daemon_rss_kib / 1024:.1f} MiB")
+        if s.probe_worst_ms is not None:
+            facts.append(f"probe worst {s.probe_worst_ms:.0f} ms")
+    line = f"{head}: {'; '.join(facts)}"
+    if o.failed:
+        line += " -- " + "; ".join(o.failed)
+    return line
+
+
+def add_vm_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options shared by run and report (VM shape, paths)."""
+    parser.add_argument(
+        "--repo",
+        default=HARNESS_ROOT,
+        help="repository whose bustd runs in the guest (default: this one)",
+    )
+    parser.add_argument(
+        "--kernel",
+        default=os.environ.get("BUSTD_E2E_KERNEL"),
+        help="guest kernel image (default: newest /boot/vmlinuz-* with PSI)",
+    )
+    parser.add_argument("--memory", default="1G", help="guest RAM (default 1G)")
+    parser.add_argument("--cpus", type=int, default=2, help="guest CPUs (default 2)")
+    parser.add_argument(
+        "--kvm", action="store_true", help="use KVM (hangs at boot on some hosts; default is TCG)"
+    )
+    parser.add_argument(
+        "--results",
+        default=os.path.join(HERE, "results"),
+        help="where per-run files go (default tests/e2e/results)",
+    )
+
+
+def vm_config(args: argparse.Namespace, daemon_names: list[str]) -> vm.VmConfig | None:
+    """Check prerequisites and return the VM config, or print why not and return None."""
+    kernel = args.kernel or vm.find_kernel()
+    missing = vm.missing_prereqs(kernel)
+    for name in daemon_names:
+        need = daemons.DAEMONS[name].needs
+        if need and not os.path.exists(os.path.join(args.repo, need)):
+            missing.append(f"daemon {name}: {need} not found (run tests/e2e/install-prereqs)")
+    for msg in missing:
+        print(f"e2e: missing prerequisite: {msg}", file=sys.stderr)
+    if missing or kernel is None:
+        return None
+    return vm.VmConfig(kernel, args.memory, args.cpus, args.kvm)
+
+
+def main(argv: list[str]) -> int:
+    """Run the chosen scenarios with one daemon; return the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="tests/e2e/run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--scenarios", default="all", help='"all" or ids like 1,3')
+    parser.add_argument("--daemon", default="bustd", choices=sorted(daemons.DAEMONS))
+    add_vm_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        ids = scenarios.parse_ids(args.scenarios)
+    except ValueError as err:
+        print(f"e2e: {err}", file=sys.stderr)
+        return 2
+    args.repo = os.path.abspath(args.repo)
+    cfg = vm_config(args, [args.daemon])
+    if cfg is None:
+        return 2
+    print(
+        f"e2e: kernel {cfg.kernel}, {cfg.memory} RAM, {cfg.cpus} cpus, "
+        f"{'KVM' if cfg.kvm else 'TCG'}, repo {args.repo}",
+        flush=True,
+    )
+    passed = failed = 0
+    for sid in ids:
+        outcome = run_scenario(scenarios.SCENARIOS[sid], args.daemon, cfg, args.repo, args.results)
+        print(describe(outcome), flush=True)
+        if outcome.failed:
+            failed += 1
+        else:
+            passed += 1
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,214 @@
+"""Guest-side programs: memory hogs, holders and the interactive probe.
+
+Run only inside the throwaway test VM (the guest driver starts them):
+
+  workloads.py hold --mib N [--touch-s S]          allocate N MiB, keep it hot
+  workloads.py leak --rate R [--random F]          allocate R MiB/s forever
+  workloads.py grow --mib N --rate R --done FILE   allocate up to N MiB, then hold
+  workloads.py workingset --mib N --rate R         allocate N MiB, then cycle over it
+  workloads.py probe --out FILE [--interval-ms 50] spawn /bin/true like a shell
+
+Pages are filled with a pattern whose first `--random` share of each 4 KiB page
+is random bytes and the rest zeros, so zram swap compresses it by a known
+ratio (a page of one repeated byte costs zram nothing, which would make the
+swap scenarios meaningless).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from types import FrameType
+
+__all__ = ["pattern_block", "main"]
+
+PAGE = 4096
+CHUNK = 1 << 20  # allocation unit: 1 MiB
+MIB = 1 << 20
+
+
+def pattern_block(random_fraction: float) -> bytes:
+    """Return one CHUNK of pages, each `random_fraction` random, rest zeros.
+
+    random_fraction 0 gives pages of a non-zero byte (real memory without
+    swap, free in zram). Raises ValueError outside [0, 1].
+    """
+    if not 0.0 <= random_fraction <= 1.0:
+        raise ValueError(f"random fraction {random_fraction} not in [0, 1]")
+    if random_fraction == 0.0:
+        return b"\x5a" * CHUNK
+    nrand = max(1, int(PAGE * random_fraction))
+    pages = [os.urandom(nrand) + bytes(PAGE - nrand) for _ in range(CHUNK // PAGE)]
+    return b"".join(pages)
+
+
+def touch(chunk: bytearray, stamp: int) -> None:
+    """Write one byte in every page of chunk (a C-level strided store)."""
+    chunk[::PAGE] = bytes([stamp & 0xFF]) * len(range(0, len(chunk), PAGE))
+
+
+class Allocator:
+    """Allocates CHUNK-sized copies of a pattern at a given average rate."""
+
+    def __init__(self, random_fraction: float, rate_mib_s: float) -> None:
+        self.block = pattern_block(random_fraction)
+        self.rate = rate_mib_s
+        self.chunks: list[bytearray] = []
+        self.start = time.monotonic()
+
+    def step(self) -> None:
+        """Allocate one chunk, sleeping first if ahead of the rate."""
+        if self.rate > 0:
+            due = self.start + len(self.chunks) / self.rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        self.chunks.append(bytearray(self.block))
+
+    def fill(self, mib: int) -> None:
+        """Allocate until `mib` MiB are held."""
+        while len(self.chunks) < mib:
+            self.step()
+
+
+def hold_forever(chunks: list[bytearray], touch_s: float) -> None:
+    """Keep the chunks resident by touching them every touch_s seconds."""
+    stamp = 0
+    while True:
+        stamp += 1
+        for chunk in chunks:
+            touch(chunk, stamp)
+        time.sleep(touch_s)
+
+
+def cmd_hold(args: argparse.Namespace) -> None:
+    """Allocate --mib MiB and keep it hot; never returns."""
+    alloc = Allocator(args.random, 0)
+    alloc.fill(args.mib)
+    hold_forever(alloc.chunks, args.touch_s)
+
+
+def cmd_leak(args: argparse.Namespace) -> None:
+    """Allocate --rate MiB/s forever; never returns."""
+    alloc = Allocator(args.random, args.rate)
+    while True:
+        alloc.step()
+
+
+def cmd_grow(args: argparse.Namespace) -> None:
+    """Allocate up to --mib at --rate, create --done, then hold; never returns."""
+    alloc = Allocator(args.random, args.rate)
+    alloc.fill(args.mib)
+    with open(args.done, "w") as f:
+        f.write(f"{args.mib}\n")
+    hold_forever(alloc.chunks, args.touch_s)
+
+
+def cmd_workingset(args: argparse.Namespace) -> None:
+    """Allocate --mib at --rate, then write every page in a cycle forever.
+
+    Cycling in order is the worst case for LRU reclaim: the page evicted is
+    always one needed soon, so with the set larger than RAM every access
+    faults and the system thrashes while swap stays far from full.
+    """
+    alloc = Allocator(args.random, args.rate)
+    alloc.fill(args.mib)
+    stamp = 0
+    while True:
+        stamp += 1
+        for chunk in alloc.chunks:
+            touch(chunk, stamp)
+
+
+class Probe:
+    """Starts a tiny program every interval and records how long each took."""
+
+    def __init__(self, out: str, interval_s: float) -> None:
+        self.out = out
+        self.interval = interval_s
+        self.latencies: list[float] = []
+        self.max_gap = 0.0
+
+    def summary(self) -> dict[str, float | int]:
+        """Return samples, worst and p99 latency and worst gap, in ms."""
+        lat = sorted(self.latencies)
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0
+        return {
+            "samples": len(lat),
+            "worst_ms": round(lat[-1] * 1000, 1) if lat else 0.0,
+            "p99_ms": round(p99 * 1000, 1),
+            "max_gap_ms": round(self.max_gap * 1000, 1),
+        }
+
+    def save(self) -> None:
+        """Write the summary to the out file atomically."""
+        tmp = self.out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.summary(), f)
+        os.replace(tmp, self.out)
+
+    def run(self) -> None:
+        """Loop until SIGTERM; then save and exit 0."""
+
+        def stop(_sig: int, _frame: FrameType | None) -> None:
+            self.save()
+            sys.exit(0)
+
+        signal.signal(signal.SIGTERM, stop)
+        last_save = last_end = time.monotonic()
+        while True:
+            t0 = time.monotonic()
+            pid = os.posix_spawn("/bin/true", ["true"], {})
+            os.waitpid(pid, 0)
+            end = time.monotonic()
+            self.latencies.append(end - t0)
+            # The gap is what a user would see: from the end of one command
+            # to the end of the next, minus the intended pause.
+            self.max_gap = max(self.max_gap, end - last_end - self.interval)
+            last_end = end
+            if end - last_save >= 1.0:
+                self.save()
+                last_save = end
+            time.sleep(self.interval)
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    """Run the interactive probe; never returns."""
+    Probe(args.out, args.interval_ms / 1000).run()
+
+
+def main(argv: list[str]) -> int:
+    """Parse argv and run the chosen program.
+
+    Returns the exit code (the programs themselves run until killed).
+    """
+    parser = argparse.ArgumentParser(prog="workloads.py")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("hold", "leak", "grow", "workingset"):
+        p = sub.add_parser(name)
+        p.add_argument("--mib", type=int, default=0)
+        p.add_argument("--rate", type=float, default=0.0)
+        p.add_argument("--random", type=float, default=0.0)
+        p.add_argument("--touch-s", type=float, default=1.0)
+        p.add_argument("--done", default="")
+    p = sub.add_parser("probe")
+    p.add_argument("--out", required=True)
+    p.add_argument("--interval-ms", type=float, default=50.0)
+    args = parser.parse_args(argv)
+    commands = {
+        "hold": cmd_hold,
+        "leak": cmd_leak,
+        "grow": cmd_grow,
+        "workingset": cmd_workingset,
+        "probe": cmd_probe,
+    }
+    commands[args.cmd](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
