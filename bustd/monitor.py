@@ -243,7 +243,7 @@ class Monitor:
             return  # a fake tree: its PSI file is no kernel's and takes no trigger
         armed = arm_trigger(self.fs.path("pressure/memory"), cfg.psi_metric, cfg.psi_cutoff)
         if armed is None:
-            self.log.info("PSI trigger not allowed here: polling")
+            self.log.debug("PSI trigger not allowed here: polling")
             return
         self.trigger_fd, self.trigger_window = armed
         self._poller.register(self.trigger_fd, select.POLLPRI)
@@ -279,7 +279,11 @@ class Monitor:
         try:
             psi = read_pressure(self.psi_fd)
         except (OSError, ValueError) as err:
-            self.log.warning(f"cannot read pressure/memory: {err}")
+            # Said once: from now on memory thresholds alone decide.
+            self.log.warning(f"cannot read pressure/memory ({err}): "
+                             "acting on memory thresholds alone from now on")
+            os.close(self.psi_fd)
+            self.psi_fd = -1
             return None
         self.meter.add(now, psi.total(self.cfg.psi_metric))
         stall = self.meter.percent()

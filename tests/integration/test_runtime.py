@@ -56,8 +56,8 @@ def test_fake_tree_runs_the_full_runtime_as_a_dry_run(tmp_path: Path) -> None:
     fake.set_pressure()
     fake.add(FAKE_PID, b"hog) R (x", oom_score=900, rss_kib=4 << 20)
     fake.add(FAKE_PID + 1, b"small", oom_score=700, rss_kib=1 << 10)
-    out = in_namespace('timeout --preserve-status -s INT 3 "$1" -m bustd -m 10,0 -r 0 --proc-root "$2"; echo rc=$?',
-                       str(tmp_path))
+    out = in_namespace('timeout --preserve-status -s INT 3 "$1" -m bustd -m 10,0 -r 0 '
+                       '--proc-root "$2"; echo rc=$?', str(tmp_path))
     assert out.stdout.strip() == "rc=0", out.stderr
     assert f"dry run: would kill pid={FAKE_PID} name=hog) R (x " in out.stderr
     assert "kill: pid=" not in out.stderr

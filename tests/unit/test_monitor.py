@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bustd import kill
+from bustd import kill, sig
 from bustd.config import Config
 from bustd.log import Log
 from bustd.monitor import DRY_RUN_PAUSE, NO_VICTIM_PAUSE, Monitor, find_victim, make_rules
@@ -52,6 +52,7 @@ def no_signals(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "kill", refuse)
     monkeypatch.setattr(os, "killpg", refuse)
     monkeypatch.setattr(signal, "pidfd_send_signal", refuse)
+    monkeypatch.setattr(sig, "pidfd_send_signal", refuse)
 
 
 class LogFile:
@@ -400,3 +401,48 @@ def test_describe(env: Env) -> None:
     assert "SIGTERM at MemAvailable <= 819.2 MiB and SwapFree <= 204.8 MiB" in text
     assert "SIGKILL at 409.6 MiB and 102.4 MiB" in text
     assert "some stall >= 25% below 15% MemAvailable, polled" in text
+
+
+def test_trigger_event_vouches_for_the_cutoff_unless_it_predates_the_last_act(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor()
+    m.trigger_window = 2.0  # as if a kernel trigger were armed
+    env.set_mem(12, 50)  # under the PSI gate
+    m.check()  # first sample: the meter alone has no rate yet
+    assert env.out.lines() == []
+    m.last_act = env.clock.now - 1.0  # a kill 1 s ago: inside the 2 s window
+    m.trigger_fired = True
+    env.clock.now += 0.05
+    m.check()
+    assert env.out.lines() == [], "an event whose window predates the kill was trusted"
+    assert not m.trigger_fired  # consumed by the check
+    env.clock.now += 2.0
+    m.trigger_fired = True
+    m.check()
+    (line,) = env.out.lines()
+    assert f"{KILL_LINE} pid={P + 1} " in line and "stall 25% >= 25%" in line
+
+
+def test_trigger_event_above_the_gate_does_nothing(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor()
+    m.trigger_window = 2.0
+    env.set_mem(40, 50)
+    m.trigger_fired = True
+    m.check()
+    assert env.out.lines() == []
+
+
+def test_pressure_unreadable_later_warns_once_then_memory_alone(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor()
+    env.set_mem(12, 50)
+    env.fake.write("pressure/memory", b"garbage\n")
+    for _ in range(5):
+        env.clock.now += 0.1
+        m.check()
+    assert env.out.count("cannot read pressure/memory") == 1
+    assert m.psi_fd < 0
+    env.set_mem(2, 0)
+    m.check()
+    assert env.out.count(KILL_LINE) == 1
