@@ -22,10 +22,14 @@ if TYPE_CHECKING:
 __all__ = ["build_config", "main", "parser"]
 
 
+class UsageError(Exception):
+    """An invalid option or value; the message names both."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        """Exit 2 with one line naming the option and the bad value."""
-        self.exit(EXIT_CONFIG, f"bustd: error: {message}\n")
+        """Raise UsageError (main prints it as one line and exits 2)."""
+        raise UsageError(message)
 
 
 def _number(text: str, low: float, high: float, what: str, whole: str = "") -> float:
@@ -152,7 +156,57 @@ def parser() -> argparse.ArgumentParser:
            "--dry-run and no PSI trigger")
     a("--print-config", action="store_true",
       help="print the effective settings and exit")
+    a("-c", "--config", metavar="FILE",
+      help="read options from FILE first ('option = value' lines, see "
+           "contrib/bustd.conf); options on the command line override them")
     return p
+
+
+# Options a config file may not set: they act on the command line itself.
+_NOT_IN_FILE = frozenset(("config", "help", "version", "print-config"))
+
+
+def config_file_args(p: argparse.ArgumentParser, path: str) -> list[str]:
+    """Return the argv equivalent of config file ``path``.
+
+    Each line is ``option = value`` with the long option name without its
+    dashes (``mem = 5,2``; ``dry-run = true`` for a flag); ``#`` starts a
+    comment. Raises UsageError naming the file, line and option.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"config file {path}: {getattr(err, 'strerror', None) or err}") from None
+    flags = {a.option_strings[-1][2:]: a for a in p._actions
+             if a.option_strings and a.option_strings[-1].startswith("--")}
+    argv: list[str] = []
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        key, sep, value = (part.strip() for part in text.partition("="))
+        key = key.replace("_", "-")
+        if not sep or not key:
+            raise UsageError(f"{where}: expected 'option = value', got {text[:60]!r}")
+        action = flags.get(key)
+        if action is None or key in _NOT_IN_FILE:
+            raise UsageError(f"{where}: unknown option {key!r}")
+        if action.nargs == 0:  # a flag
+            if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
+                raise UsageError(f"{where}: {key}: expected true or false, got {value!r}")
+            item = [f"--{key}"] if value.lower() in ("true", "yes", "1") else []
+        else:
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            item = [f"--{key}={value}"]
+        try:
+            p.parse_args(item)
+        except UsageError as err:
+            raise UsageError(f"{where}: {err}") from None
+        argv += item
+    return argv
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -193,8 +247,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns an exit code only when not exec'ing (--print-config, errors).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
-    cfg = build_config(args)
+    p = parser()
+    try:
+        args = p.parse_args(argv)
+        if args.config is not None:
+            args = p.parse_args([*config_file_args(p, args.config), *argv])
+        cfg = build_config(args)
+    except UsageError as err:
+        print(f"bustd: error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     meminfo = os.path.join(cfg.proc_root, "meminfo")
     if not os.access(meminfo, os.R_OK):
         print(f"bustd: error: cannot read {meminfo}: is --proc-root a /proc tree?",

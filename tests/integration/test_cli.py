@@ -114,5 +114,45 @@ def test_version_and_help() -> None:
                    "--psi-mem", "--sort-by-rss", "--unkillables", "--ignore", "--prefer",
                    "--avoid", "--grace", "--kill-pgroup", "--no-daemon", "--daemon",
                    "--pid-file", "--dry-run", "--report", "--verbose", "--version",
-                   "--proc-root", "--print-config"):
+                   "--proc-root", "--print-config", "--config"):
         assert option in out.stdout, option
+
+
+def test_config_file_sets_options_and_the_command_line_overrides(tmp_path: Path) -> None:
+    conf = tmp_path / "bustd.conf"
+    conf.write_text("# comment\n\nmem = 7,3\nswap_size = 2048\nprefer = '^(a b)$'\n"
+                    "dry-run = true\nkill-pgroup = false\n  psi-metric=full  \n")
+    c = config("--config", str(conf), "-m", "9")
+    assert (c["mem_term_percent"], c["mem_kill_percent"]) == ("9.0", "4.5")
+    assert (c["swap_term_kib"], c["swap_kill_kib"]) == ("2048", "1024")
+    assert (c["prefer"], c["dry_run"], c["kill_pgroup"]) == ("'^(a b)$'", "True", "False")
+    assert c["psi_metric"] == "'full'"
+
+
+def test_shipped_config_file_is_valid_and_all_defaults() -> None:
+    assert config("-c", os.path.join(REPO, "contrib", "bustd.conf")) == config()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("mem = 200\n", ":1: argument -m/--mem: invalid value '200'"),
+    ("\n# x\nfrobnicate = 1\n", ":3: unknown option 'frobnicate'"),
+    ("just words\n", ":1: expected 'option = value', got 'just words'"),
+    ("dry-run = maybe\n", ":1: dry-run: expected true or false, got 'maybe'"),
+    ("config = /etc/other\n", ":1: unknown option 'config'"),
+    ("prefer = (\n", ":1: argument --prefer: invalid regular expression '('"),
+])
+def test_bad_config_file_names_file_line_and_option(tmp_path: Path, text: str,
+                                                    message: str) -> None:
+    conf = tmp_path / "bad.conf"
+    conf.write_text(text)
+    out = bustd("--config", str(conf), "--print-config")
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [out.stderr.strip()]
+    assert out.stderr.startswith(f"bustd: error: {conf}{message}"), out.stderr
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    out = bustd("--config", str(tmp_path / "none.conf"), "--print-config")
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"bustd: error: config file {tmp_path / 'none.conf'}: No such file or directory")
