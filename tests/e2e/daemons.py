@@ -51,11 +51,12 @@ DAEMONS: dict[str, Daemon] = {
         6.0,
         "/usr/sbin/nohang",
     ),
-    # bustd logs one line per kill containing "kill" and "pid=<N>".
+    # bustd logs one line per kill containing "kill" and "pid=<N>"
+    # ("kill: pid=123 name=tail ..."); its dry-run lines say "would kill".
     "bustd": Daemon(
         "bustd",
         ("python3", "-m", "bustd"),
-        r"^.*\bkill.*\bpid=(\d+)",
+        r"^(?!.*dry run).*\bkill\b.*?\bpid=(\d+)",
         4.0,
         "bustd/__main__.py",
     ),

@@ -39,6 +39,7 @@ __all__ = ["main", "parse_meminfo", "parse_psi_totals", "parse_kernel_oom_kills"
 WORK = "/run/e2e"  # tmpfs in the guest: logs written here never block on 9p
 POLL_S = 0.25
 SETTLE_AFTER_HOGS_S = 5.0
+TRACE_S = 2.0  # how often the run's memory state is recorded in result.json
 
 
 def parse_meminfo(text: str) -> dict[str, int]:
@@ -161,12 +162,17 @@ class Child:
         """The child's pid."""
         return self.popen.pid
 
-    def poll(self, now: float) -> None:
-        """Record the exit code and time the first time the child is seen dead."""
+    def poll(self, now: float) -> bool:
+        """Record the exit code and time the first time the child is seen dead.
+
+        Returns True only on that first time.
+        """
         if self.exit_code is None:
             code = self.popen.poll()
             if code is not None:
                 self.exit_code, self.t_exit = code, now
+                return True
+        return False
 
     def finished(self) -> bool:
         """True once the child died or (a "grow" worker) reached its size."""
@@ -188,6 +194,20 @@ class Child:
         if self.exit_code is not None and self.exit_code > 0:
             out["log_tail"] = read_text(self.log_path)[-2000:]
         return out
+
+
+def trace_point(now: float, mem: dict[str, int], hogs: list[Child]) -> dict[str, Any]:
+    """Return one trace sample: time, memory, swap, PSI avg10 and hog RSS (MiB)."""
+    psi = read_text("/proc/pressure/memory")
+    avg10 = dict(re.findall(r"(some|full) avg10=([\d.]+)", psi))
+    return {
+        "t": round(now, 1),
+        "avail_mib": mem.get("MemAvailable", 0) // 1024,
+        "swap_used_mib": (mem.get("SwapTotal", 0) - mem.get("SwapFree", 0)) // 1024,
+        "some10": float(avg10.get("some", 0)),
+        "full10": float(avg10.get("full", 0)),
+        "hogs_rss_mib": sum(rss_kib(h.pid) for h in hogs if h.exit_code is None) // 1024,
+    }
 
 
 def proc_argv(proc: scenarios.Proc, mib: int, here: str, done: str) -> list[str]:
@@ -293,19 +313,23 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
     daemon_rss_max = 0
     settle_until: float | None = None
     timed_out = False
+    trace: list[dict[str, Any]] = []
+    result["trace"] = trace
+    next_trace = 0.0
     while True:
         time.sleep(POLL_S)
         now = time.monotonic() - t0
         for child in children:
-            if child.exit_code is None:
-                child.poll(now)
-                if child.exit_code is not None:
-                    note(f"{child.spec.name} exited {child.exit_code} at {now:.2f} s")
+            if child.poll(now):
+                note(f"{child.spec.name} exited {child.exit_code} at {now:.2f} s")
         m = parse_meminfo(read_text("/proc/meminfo"))
         min_avail = min(min_avail, m.get("MemAvailable", min_avail))
         max_swap_used = max(max_swap_used, m.get("SwapTotal", 0) - m.get("SwapFree", 0))
         if daemon_proc is not None:
             daemon_rss_max = max(daemon_rss_max, rss_kib(daemon_proc.pid))
+        if now >= next_trace:
+            next_trace += TRACE_S
+            trace.append(trace_point(now, m, hogs))
         if settle_until is None and all(h.finished() for h in hogs):
             settle_until = now + SETTLE_AFTER_HOGS_S
         if settle_until is not None and now >= settle_until:
