@@ -35,6 +35,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import NamedTuple
 
@@ -361,9 +362,32 @@ def lean_imports(python: str, repo: str) -> str:
 
 # --- main -------------------------------------------------------------------
 
+def warm_pyc(python: str, repo: str) -> None:
+    """Import the lean runtime once so its .pyc files exist, as after an install.
+
+    Writes only into the git-ignored ``__pycache__`` folders of ``repo``.
+    """
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import bustd.runtime"
+    subprocess.run([python, "-S", "-I", "-c", code, repo], check=False, timeout=30,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cold_copy(repo: str, tmp: str) -> str:
+    """Copy ``repo``/bustd without any .pyc into ``tmp``; return the new root."""
+    root = os.path.join(tmp, "cold")
+    shutil.copytree(os.path.join(repo, "bustd"), os.path.join(root, "bustd"),
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return root
+
+
 def build_daemons(pythons: list[tuple[str, str]], repo: str, with_bustd: bool,
-                  baseline: bool) -> list[Daemon]:
-    """Return the daemons to run while idle, earlyoom first."""
+                  baseline: bool, cold_root: str | None = None) -> list[Daemon]:
+    """Return the daemons to run while idle, earlyoom first.
+
+    With ``cold_root`` (a copy of bustd without .pyc files) one more bustd
+    runs from it with the first interpreter: its first start compiles its
+    modules, as on a system where the .pyc files cannot be written.
+    """
     out = [Daemon("earlyoom", ["earlyoom", "-r", "3600"], None,
                   "Debian's packaged arguments (-r 3600)")]
     if shutil.which("nohang"):
@@ -374,6 +398,10 @@ def build_daemons(pythons: list[tuple[str, str]], repo: str, with_bustd: bool,
         if with_bustd:
             out.append(Daemon(f"bustd ({version})", [exe, "-m", "bustd"], repo,
                               f"`{exe} -m bustd`, defaults"))
+        if with_bustd and cold_root is not None and exe == pythons[0][0]:
+            out.append(Daemon(f"bustd ({version}, no .pyc)", [exe, "-m", "bustd"], cold_root,
+                              f"`{exe} -m bustd` from a copy without .pyc files "
+                              "(first start compiles the modules)"))
         if baseline:
             out.append(Daemon(f"bare python {version}",
                               [exe, "-S", "-I", "-c",
@@ -400,6 +428,8 @@ def main(argv: list[str]) -> int:
                         help="run only these parts (repeatable)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the bare-interpreter rows")
+    parser.add_argument("--no-cold", action="store_true",
+                        help="skip the bustd row started without .pyc files")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     parts = set(args.only or ("idle", "scan", "latency"))
@@ -436,11 +466,19 @@ def main(argv: list[str]) -> int:
     failures: list[str] = []
     scans: list[tuple[str, dict[str, object]]] = []
     if "idle" in parts:
-        daemons = build_daemons(usable or pythons, repo, bool(usable), not args.no_baseline)
+        for exe, _version in usable:
+            warm_pyc(exe, repo)
+        tmp = tempfile.mkdtemp(prefix="bustd-bench-")
+        cold = cold_copy(repo, tmp) if usable and not args.no_cold else None
+        daemons = build_daemons(usable or pythons, repo, bool(usable), not args.no_baseline,
+                                cold)
         print(f"bench: idle, {len(daemons)} processes together, {args.settle:g} s settle + "
               f"{args.seconds:g} s...", file=sys.stderr)
         before = loadavg()
-        rows = measure_idle(daemons, args.seconds, args.settle, log_dir)
+        try:
+            rows = measure_idle(daemons, args.seconds, args.settle, log_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         lines += [f"## Idle, {args.seconds:g} s together after {args.settle:g} s settle", "",
                   f"Host before: {before}; after: {loadavg()}. Other work on the host "
                   "inflates CPU time and wakeups alike; compare rows of one run.", ""]
