@@ -23,7 +23,15 @@ from typing import Any
 
 from tests.e2e import daemons, scenarios, verdict, vm
 
-__all__ = ["Outcome", "run_scenario", "describe", "main", "add_vm_arguments", "vm_config"]
+__all__ = [
+    "Outcome",
+    "run_scenario",
+    "load_outcome",
+    "describe",
+    "main",
+    "add_vm_arguments",
+    "vm_config",
+]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The tree this harness lives in; the guest starts here to import it.
@@ -77,16 +85,34 @@ def run_scenario(
         os.path.join(out_dir, "console.log"),
         scen.timeout_s + VM_OVERHEAD_S,
     )
-    result: dict[str, Any] | None = None
-    try:
-        with open(os.path.join(out_dir, "result.json")) as f:
-            result = json.load(f)
-    except (OSError, ValueError):
-        result = None
+    with open(os.path.join(out_dir, "vm.json"), "w") as f:
+        json.dump({"exit_code": run.exit_code, "seconds": round(run.seconds, 1)}, f)
+    return load_outcome(scen, daemon, results)
+
+
+def load_outcome(scen: scenarios.Scenario, daemon: str, results: str) -> Outcome:
+    """Judge the files a run left in results/<daemon>/s<N>/.
+
+    Returns the Outcome; missing or unreadable files make a failed Outcome.
+    """
+    out_dir = os.path.join(results, daemon, f"s{scen.id}")
+    result = read_json(os.path.join(out_dir, "result.json"))
+    run = read_json(os.path.join(out_dir, "vm.json")) or {}
     failed = verdict.failures(result, scen, daemon)
-    if run.exit_code is None:
-        failed.insert(0, f"VM killed after {run.seconds:.0f} s")
-    return Outcome(scen, daemon, result, tuple(failed), run.seconds, out_dir)
+    seconds = float(run.get("seconds", 0.0))
+    if "exit_code" in run and run["exit_code"] is None:
+        failed.insert(0, f"VM killed after {seconds:.0f} s")
+    return Outcome(scen, daemon, result, tuple(failed), seconds, out_dir)
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    """Return a JSON object from a file, None if it is missing or not JSON."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def describe(o: Outcome) -> str:
