@@ -151,12 +151,24 @@ def daemon_pid(run: Running, timeout: float = 10.0) -> int:
     raise RuntimeError(f"{run.daemon.name} did not start; see {run.log_path}")
 
 
-def stop(run: Running) -> None:
-    """End the namespace (its PID 1, then everything in it)."""
-    if run.unshare.poll() is None:
-        run.unshare.send_signal(signal.SIGTERM)
+def stop(runs: list[Running]) -> None:
+    """End the namespaces: SIGTERM to each PID 1, SIGKILL to what is left after 5 s.
+
+    unshare(1) blocks SIGTERM while it waits, so the signal goes to the
+    namespace's PID 1 (nsinit.py), which passes it on to the daemon. Killing
+    unshare kills the namespace too (``--kill-child``).
+    """
+    for run in runs:
+        if run.unshare.poll() is None:
+            for init in children_of(run.unshare.pid):
+                try:
+                    os.kill(init, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+    end = time.monotonic() + 5.0
+    for run in runs:
         try:
-            run.unshare.wait(timeout=10)
+            run.unshare.wait(timeout=max(0.1, end - time.monotonic()))
         except subprocess.TimeoutExpired:
             run.unshare.kill()
             run.unshare.wait()
@@ -184,8 +196,7 @@ def measure_idle(daemons: list[Daemon], seconds: float, settle: float,
         minutes = (time.monotonic() - t0) / 60.0
         exes = [os.path.realpath(f"/proc/{p}/exe") for p in pids]
     finally:
-        for r in runs:
-            stop(r)
+        stop(runs)
     return [IdleRow(r.daemon.name, r.daemon.note, exe, b,
                     (b.cpu_ns - a.cpu_ns) / 1e6 / minutes, (b.switches - a.switches) / minutes)
             for r, exe, a, b in zip(runs, exes, first, last)]
