@@ -56,7 +56,7 @@ def test_fake_tree_runs_the_full_runtime_as_a_dry_run(tmp_path: Path) -> None:
     fake.set_pressure()
     fake.add(FAKE_PID, b"hog) R (x", oom_score=900, rss_kib=4 << 20)
     fake.add(FAKE_PID + 1, b"small", oom_score=700, rss_kib=1 << 10)
-    out = in_namespace('timeout --preserve-status -s INT 3 "$1" -m bustd -m 10,0 -r 0 '
+    out = in_namespace('timeout --preserve-status -s INT 6 "$1" -m bustd -m 10,0 -r 0 '
                        '--proc-root "$2"; echo rc=$?', str(tmp_path))
     assert out.stdout.strip() == "rc=0", out.stderr
     assert f"dry run: would kill pid={FAKE_PID} name=hog) R (x " in out.stderr
@@ -68,7 +68,7 @@ def test_fake_tree_runs_the_full_runtime_as_a_dry_run(tmp_path: Path) -> None:
 def test_missing_psi_means_memory_only_said_once(tmp_path: Path) -> None:
     fake = FakeProc(tmp_path)
     fake.set_meminfo(total=8 << 20, available=6 << 20)
-    out = in_namespace('timeout -s INT 2 "$1" -m bustd -r 0 --proc-root "$2"', str(tmp_path))
+    out = in_namespace('timeout -s INT 5 "$1" -m bustd -r 0 --proc-root "$2"', str(tmp_path))
     assert out.stderr.count("PSI not available") == 1, out.stderr
     assert "acting on memory thresholds alone" in out.stderr
 
@@ -77,7 +77,7 @@ def test_missing_psi_means_memory_only_said_once(tmp_path: Path) -> None:
                     reason="needs /usr/bin/python3 (readable by nobody) and setpriv")
 def test_unprivileged_start_says_so() -> None:
     out = in_namespace(
-        'timeout -s INT 2 setpriv --reuid=65534 --regid=65534 --clear-groups '
+        'timeout -s INT 5 setpriv --reuid=65534 --regid=65534 --clear-groups '
         '"$1" -m bustd -r 0', python="/usr/bin/python3")
     assert "running as uid 65534, not root" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
