@@ -36,7 +36,7 @@ def row(o: runner.Outcome) -> str:
     verdict_cell = "**FAIL**" if o.failed else "PASS"
     why = "; ".join(o.failed) if o.failed else ""
     if o.result is None or "processes" not in o.result:
-        cells = ["-"] * 6
+        cells = ["-"] * 7
     else:
         s = verdict.summarize(o.result)
         killed = f"{s.hogs_killed_by_daemon} / {s.hogs_killed_by_kernel} / {s.killed_total}"
@@ -44,6 +44,7 @@ def row(o: runner.Outcome) -> str:
             cell_time(s),
             killed,
             "-" if s.psi_full_ms is None else f"{s.psi_full_ms / 1000:.1f} s",
+            f"{o.result.get('max_swap_used_kib', 0) // 1024} MiB",
             f"{s.daemon_rss_kib / 1024:.1f} MiB" if s.daemon_rss_kib else "-",
             "-" if s.probe_worst_ms is None else f"{s.probe_worst_ms:.0f} ms",
             f"{o.result.get('run_s', 0):.0f} s",
@@ -86,12 +87,13 @@ def render(outcomes: list[runner.Outcome], command: str, env: str) -> str:
         "Columns: time from the hogs' start to the daemon's first kill; hogs killed by the",
         "daemon / hogs killed by the kernel OOM killer / all processes killed; PSI memory",
         "`full` stall accumulated during the run (`/proc/pressure/memory`, delta of",
-        "`total=`); the daemon's peak VmRSS; the worst time to start `/bin/true` in the",
-        "probe (one start every 50 ms); the run's length (the hogs' start to the end).",
+        "`total=`); the most zram swap in use; the daemon's peak VmRSS; the worst time to",
+        "start `/bin/true` in the probe (one start every 50 ms); the run's length (the",
+        "hogs' start to the end).",
         "",
         "| Scenario | Daemon | Verdict | Time to kill | Killed d / k / all | PSI full | "
-        "Daemon RSS | Probe worst | Run | Failed checks |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Swap used | Daemon RSS | Probe worst | Run | Failed checks |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [row(o) for o in outcomes]
     lines += ["", "Daemon commands (guest, from the repository root):", ""]
@@ -145,7 +147,8 @@ def main(argv: list[str]) -> int:
             outcomes.append(outcome)
     command = f"tests/e2e/install-prereqs && tests/e2e/report --scenarios {args.scenarios}"
     command += f" --daemons {','.join(names)}"
-    kernel = cfg.kernel if cfg else "(from saved results)"
+    kernels = {str(o.result.get("kernel")) for o in outcomes if o.result}
+    kernel = cfg.kernel if cfg else ", ".join(sorted(kernels)) or "unknown"
     env = (
         f"Guest: kernel {kernel}, {args.memory} RAM, {args.cpus} vCPUs, "
         f"{'KVM' if args.kvm else 'QEMU TCG (software emulation)'}; one fresh VM per row. "
