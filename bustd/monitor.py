@@ -218,6 +218,8 @@ class Monitor:
         self.trigger_fd = -1
         self.trigger_window = 0.0
         self.trigger_fired = False
+        self.woke = clock()  # when the current check began (reaction times)
+        self.woken_by = "timer"  # or "PSI trigger"
         self.mem_fd = fs.open("meminfo")
         self.psi_fd = -1
         self._poller = select.poll()
@@ -293,7 +295,8 @@ class Monitor:
 
     def check(self) -> float:
         """Run one check (and act if needed); return seconds to sleep."""
-        now = self.clock()
+        now = self.woke = self.clock()
+        self.woken_by = "PSI trigger" if self.trigger_fired else "timer"
         mem = read_meminfo(self.mem_fd)
         stall = self.stall(mem, now)
         self.trigger_fired = False
@@ -348,6 +351,7 @@ class Monitor:
             self.last_act = self.clock()
             return DRY_RUN_PAUSE
         targets = [kill.Target(m.pid, m.starttime) for m in [c, *victim.group]]
+        reaction = self.clock() - self.woke
         problems, last, took, exited = kill.signal_and_wait(
             self.fs, targets, signum, cfg.grace, self.clock)
         self.last_act = self.clock()
@@ -360,7 +364,8 @@ class Monitor:
         outcome = f"exited after {took:.2f} s" if exited else f"still alive after {took:.2f} s"
         cmdline = safe(d.cmdline.replace(b"\0", b" "))
         log.warning(f"kill: {who}{group} signal={sig.name(last)} "
-                    f"{outcome}; reason: {fresh.reason}; cmdline={cmdline}")
+                    f"{outcome}; reaction={reaction * 1000:.0f} ms after {self.woken_by} "
+                    f"wakeup; reason: {fresh.reason}; cmdline={cmdline}")
         return 0.0
 
     def run(self) -> None:

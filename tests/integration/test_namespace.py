@@ -50,6 +50,8 @@ def test_kills_the_largest_once_and_spares_the_rest() -> None:
     assert f"pid={result['pids']['hog']} name=hog" in kills[0]
     assert "signal=SIGTERM" in kills[0] and "exited after" in kills[0]
     assert "MemAvailable" in kills[0] and "oom_score=" in kills[0] and "uid=0" in kills[0]
+    reaction = int(kills[0].split("reaction=")[1].split(" ms after ")[0])
+    assert 0 <= reaction < 5000 and " ms after timer wakeup" in kills[0], kills[0]
     assert result["alive"] == {"hog": False, "small": True, "bystander": True}
     assert result["bustd_alive"]
 
