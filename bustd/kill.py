@@ -5,7 +5,9 @@ first, then checks that the process now at that PID has the start time seen
 in the scan: the scanned process existed before the pidfd was opened and
 still exists after, so the pidfd refers to it and the signal cannot reach a
 newcomer. Exit is awaited by polling the pidfd (readable once the process
-has exited), never by a sleep loop.
+has exited), never by a sleep loop. Kernels before 5.3 have no pidfds: there
+the identity check comes right before kill(), and exit is checked in /proc
+every 50 ms.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import select
 
 from . import sig
-from .process import read_starttime
+from .process import parse_stat, read_starttime
 from .procfs import NoSuchProcess, ProcFS
 
 TYPE_CHECKING = False
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["KILL_WAIT", "Target", "signal_and_wait"]
 
 KILL_WAIT = 10.0  # seconds to wait for exit after SIGKILL before giving up
+NO_PIDFD = -2  # Target.fd on kernels without pidfd_open (before 5.3)
+FALLBACK_POLL = 0.05  # seconds between /proc checks when there is no pidfd
 
 
 class Target:
@@ -41,48 +45,87 @@ class Target:
 def _open(fs: ProcFS, target: Target) -> str | None:
     """Open a pidfd for ``target`` and check its identity.
 
-    Returns None when ``target.fd`` is ready, else why it was not opened.
+    Returns None when ``target.fd`` is ready (NO_PIDFD on kernels before 5.3,
+    which lack pidfd_open), else why it was not opened.
     """
     try:
         fd = os.pidfd_open(target.pid)
     except ProcessLookupError:
         return "exited before the signal"
-    try:
-        now = read_starttime(fs, target.pid)
-    except (NoSuchProcess, ValueError):
-        os.close(fd)
-        return "exited before the signal"
-    if now != target.starttime:
-        os.close(fd)
-        return f"PID {target.pid} was recycled (start time {target.starttime} -> {now})"
+    except OSError as err:
+        if err.errno != errno.ENOSYS:
+            raise
+        fd = NO_PIDFD
+    why = _identity(fs, target)
+    if why is not None:
+        if fd >= 0:
+            os.close(fd)
+        return why
     target.fd = fd
     return None
 
 
-def _send(target: Target, signum: int) -> bool:
-    """Send ``signum`` through the pidfd; return False if the process is gone."""
+def _identity(fs: ProcFS, target: Target) -> str | None:
+    """Return why the process now at ``target.pid`` is not the target, or None."""
     try:
-        sig.pidfd_send_signal(target.fd, signum)
+        now = read_starttime(fs, target.pid)
+    except (NoSuchProcess, ValueError):
+        return "exited before the signal"
+    if now != target.starttime:
+        return f"PID {target.pid} was recycled (start time {target.starttime} -> {now})"
+    return None
+
+
+def _send(fs: ProcFS, target: Target, signum: int) -> bool:
+    """Send ``signum`` to ``target``; return False if the process is gone."""
+    try:
+        if target.fd != NO_PIDFD:
+            sig.pidfd_send_signal(target.fd, signum)
+        elif _identity(fs, target) is None:
+            # No pidfd (Linux < 5.3): kill() right after the identity check
+            # leaves only a tiny window for the PID to be recycled.
+            os.kill(target.pid, signum)
+        else:
+            return False
     except ProcessLookupError:
         return False
     return True
 
 
-def _wait(targets: list[Target], timeout: float, clock: Callable[[], float]) -> list[Target]:
-    """Wait up to ``timeout`` s for ``targets`` to exit; return those still alive."""
-    alive = {t.fd: t for t in targets}
+def _exited(fs: ProcFS, target: Target) -> bool:
+    """Without a pidfd: whether ``target`` has exited (gone, zombie or replaced)."""
+    try:
+        st = parse_stat(fs.read_pid(target.pid, "stat"))
+    except (NoSuchProcess, ValueError):
+        return True
+    return st.starttime != target.starttime or st.state in b"ZXx"
+
+
+def _wait(fs: ProcFS, targets: list[Target], timeout: float,
+          clock: Callable[[], float]) -> list[Target]:
+    """Wait up to ``timeout`` s for ``targets`` to exit; return those still alive.
+
+    Pidfds become readable when their process exits; targets without one
+    (old kernels) are checked in /proc every FALLBACK_POLL seconds.
+    """
+    alive = list(targets)
     poller = select.poll()
-    for fd in alive:
-        poller.register(fd, select.POLLIN)
+    for t in alive:
+        if t.fd >= 0:
+            poller.register(t.fd, select.POLLIN)
     deadline = clock() + timeout
     while alive:
         left = deadline - clock()
         if left <= 0:
             break
-        for fd, _ in poller.poll(max(1, int(left * 1000))):
+        if any(t.fd == NO_PIDFD for t in alive):
+            left = min(left, FALLBACK_POLL)
+        done = {fd for fd, _ in poller.poll(max(1, int(left * 1000)))}
+        for fd in done:
             poller.unregister(fd)
-            del alive[fd]
-    return list(alive.values())
+        alive = [t for t in alive if t.fd not in done
+                 and not (t.fd == NO_PIDFD and _exited(fs, t))]
+    return alive
 
 
 def signal_and_wait(fs: ProcFS, targets: Sequence[Target], first: int, grace: float,
@@ -91,18 +134,13 @@ def signal_and_wait(fs: ProcFS, targets: Sequence[Target], first: int, grace: fl
 
     Returns (problems, last signal sent, seconds until all exited, all exited).
     ``problems`` lists targets skipped because they exited early or their PID
-    was recycled. Raises OSError only for unexpected pidfd failures (ENOSYS
-    on kernels older than 5.3 is reported as a problem instead).
+    was recycled. Raises OSError only for unexpected pidfd failures; kernels
+    without pidfds (before 5.3) get kill() right after the identity check.
     """
     problems: list[str] = []
     opened: list[Target] = []
     for t in targets:
-        try:
-            why = _open(fs, t)
-        except OSError as err:
-            if err.errno != errno.ENOSYS:
-                raise
-            why = "pidfd_open is not supported by this kernel (needs Linux >= 5.3)"
+        why = _open(fs, t)
         if why is None:
             opened.append(t)
         else:
@@ -110,16 +148,17 @@ def signal_and_wait(fs: ProcFS, targets: Sequence[Target], first: int, grace: fl
     start = clock()
     signum = first
     try:
-        live = [t for t in opened if _send(t, signum)]
+        live = [t for t in opened if _send(fs, t, signum)]
         if signum != sig.SIGKILL and live:
-            live = _wait(live, grace, clock)
+            live = _wait(fs, live, grace, clock)
             if live:
                 signum = sig.SIGKILL
-                live = [t for t in live if _send(t, signum)]
+                live = [t for t in live if _send(fs, t, signum)]
         if live:
-            live = _wait(live, KILL_WAIT, clock)
+            live = _wait(fs, live, KILL_WAIT, clock)
         return problems, signum, clock() - start, not live and bool(opened)
     finally:
         for t in opened:
-            os.close(t.fd)
+            if t.fd >= 0:
+                os.close(t.fd)
             t.fd = -1

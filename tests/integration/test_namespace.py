@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -178,3 +179,53 @@ def test_recycled_pid_is_not_killed() -> None:
     assert result["b_alive"]
     assert not result["exited"]
     assert len(result["problems"]) == 1 and "recycled" in result["problems"][0]
+
+
+NO_PIDFD = r"""
+import errno, json, os, signal, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+from bustd import kill
+from bustd.process import read_starttime
+from bustd.procfs import ProcFS
+
+def no_pidfd(pid, flags=0):
+    raise OSError(errno.ENOSYS, "pidfd_open not implemented")  # as on Linux < 5.3
+
+os.pidfd_open = no_pidfd
+fs = ProcFS("/proc")
+code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+stubborn = subprocess.Popen([sys.executable, "-c", code])
+time.sleep(0.5)
+target = kill.Target(stubborn.pid, read_starttime(fs, stubborn.pid))
+result = kill.signal_and_wait(fs, [target], signal.SIGTERM, 0.3, time.monotonic)
+a = subprocess.Popen(["sleep", "60"])
+time.sleep(0.2)
+pid, start = a.pid, read_starttime(fs, a.pid)
+a.kill(); a.wait()
+with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+    f.write(str(pid - 1))
+b = subprocess.Popen(["sleep", "60"])
+time.sleep(0.2)
+recycled = kill.signal_and_wait(fs, [kill.Target(pid, start)], signal.SIGKILL, 0.5,
+                                time.monotonic)
+print(json.dumps({"first": result, "stubborn_rc": stubborn.wait(5), "a": pid, "b": b.pid,
+                  "recycled": recycled, "b_alive": b.poll() is None}))
+"""
+
+
+def test_without_pidfds_kill_escalates_and_spares_a_recycled_pid() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root: run tests/run as root")
+    out = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", NO_PIDFD,
+         os.path.dirname(os.path.dirname(HERE))],
+        capture_output=True, timeout=30, check=True)
+    r = json.loads(out.stdout)
+    problems, last, took, exited = r["first"]
+    assert problems == [] and exited and last == signal.SIGKILL, r
+    assert 0.3 <= took < 3, r
+    assert r["stubborn_rc"] == -signal.SIGKILL
+    assert r["a"] == r["b"], "the test failed to recycle the PID"
+    problems, _, _, exited = r["recycled"]
+    assert len(problems) == 1 and "recycled" in problems[0] and not exited
+    assert r["b_alive"]
