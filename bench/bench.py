@@ -30,6 +30,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -302,8 +303,26 @@ def scan_table(results: list[tuple[str, dict[str, object]]]) -> list[str]:
     return out
 
 
+# bustd's kill line: "...; reaction=12 ms after PSI trigger wakeup; ..."
+REACTION = re.compile(r"reaction=(\d+) ms after (PSI trigger|timer) wakeup")
+
+
+def parse_reaction(lines: list[str]) -> tuple[int, str] | None:
+    """Return (ms, "PSI trigger" or "timer") of the first kill line, or None."""
+    for line in lines:
+        m = REACTION.search(line)
+        if m:
+            return int(m.group(1)), m.group(2)
+    return None
+
+
 def latency_summary(result: dict[str, object]) -> dict[str, float]:
-    """Return median seconds from start to each mark of a latency result."""
+    """Return median seconds from start to each mark of a latency result.
+
+    ``reaction`` is the median of bustd's own reaction times (from the
+    wakeup of the check that killed to the signal), in seconds; NaN in a dry
+    run, whose line has none. ``timer_n`` counts the timer-woken kills.
+    """
     runs = result["runs"]
     assert isinstance(runs, list)
     out: dict[str, float] = {}
@@ -311,6 +330,10 @@ def latency_summary(result: dict[str, object]) -> dict[str, float]:
         vals = [float(r["marks_s"][mark]) for r in runs if mark in r["marks_s"]]
         out[mark] = _median(vals)
         out[mark + "_n"] = float(len(vals))
+    reactions = [x for x in (parse_reaction(list(r.get("log", []))) for r in runs) if x]
+    out["reaction"] = _median([ms / 1e3 for ms, _by in reactions])
+    out["reaction_n"] = float(len(reactions))
+    out["timer_n"] = float(sum(1 for _ms, by in reactions if by == "timer"))
     out["runs"] = float(len(runs))
     return out
 
@@ -318,13 +341,18 @@ def latency_summary(result: dict[str, object]) -> dict[str, float]:
 def latency_table(results: list[tuple[str, str, dict[str, object]]]) -> list[str]:
     """Return the Markdown lines of the latency table (median ms from start)."""
     out = ["| mode | interpreter | start -> 'watching' line | start -> kill line "
-           "| 'watching' -> kill line | start -> victim dead | runs (kill seen) |",
-           "|---|---|---:|---:|---:|---:|---:|"]
+           "| 'watching' -> kill line | start -> victim dead | bustd's reaction (its log) "
+           "| runs (kill seen) |",
+           "|---|---|---:|---:|---:|---:|---|---:|"]
     for mode, python, res in results:
         s = latency_summary(res)
         dead = "n/a (no signal)" if mode == "dry run" else f"{s['death'] * 1e3:.0f}"
+        reaction = "-"
+        if s["reaction_n"]:
+            woken = f"{int(s['timer_n'])} timer, {int(s['reaction_n'] - s['timer_n'])} PSI"
+            reaction = f"{s['reaction'] * 1e3:.0f} ms ({woken})"
         out.append(f"| {mode} | `{python}` | {s['started'] * 1e3:.0f} | {s['log'] * 1e3:.0f} "
-                   f"| {(s['log'] - s['started']) * 1e3:.0f} | {dead} "
+                   f"| {(s['log'] - s['started']) * 1e3:.0f} | {dead} | {reaction} "
                    f"| {int(s['runs'])} ({int(s['log_n'])}) |")
     return out
 
@@ -383,21 +411,30 @@ def warm_pyc(python: str, repo: str) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def cold_copy(repo: str, tmp: str) -> str:
-    """Copy ``repo``/bustd without any .pyc into ``tmp``; return the new root."""
-    root = os.path.join(tmp, "cold")
+def cold_copy(repo: str, tmp: str, name: str) -> str:
+    """Copy ``repo``/bustd without any .pyc into ``tmp``/``name``; return the new root."""
+    root = os.path.join(tmp, name)
     shutil.copytree(os.path.join(repo, "bustd"), os.path.join(root, "bustd"),
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return root
 
 
+# Run "$@" from a read-only bind mount of "$0", made in the namespace's own
+# mount namespace (unshare(1) makes its propagation private, so the host never
+# sees it). chmod would not do: root writes through permissions.
+READ_ONLY = ('mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && cd "$0" '
+             '&& exec "$@"')
+
+
 def build_daemons(pythons: list[tuple[str, str]], repo: str, with_bustd: bool,
-                  baseline: bool, cold_root: str | None = None) -> list[Daemon]:
+                  baseline: bool, cold_roots: tuple[str, str] | None = None) -> list[Daemon]:
     """Return the daemons to run while idle, earlyoom first.
 
-    With ``cold_root`` (a copy of bustd without .pyc files) one more bustd
-    runs from it with the first interpreter: its first start compiles its
-    modules, as on a system where the .pyc files cannot be written.
+    With ``cold_roots`` (two copies of bustd without .pyc files) two more
+    bustd rows run with the first interpreter: one from a writable copy, where
+    the front end compiles the runtime's .pyc files before it execs, and one
+    from a read-only bind mount of the other copy, where nothing can be
+    written and the runtime compiles its modules in memory at every start.
     """
     out = [Daemon("earlyoom", ["earlyoom", "-r", "3600"], None,
                   "Debian's packaged arguments (-r 3600)")]
@@ -409,10 +446,17 @@ def build_daemons(pythons: list[tuple[str, str]], repo: str, with_bustd: bool,
         if with_bustd:
             out.append(Daemon(f"bustd ({version})", [exe, "-m", "bustd"], repo,
                               f"`{exe} -m bustd`, defaults"))
-        if with_bustd and cold_root is not None and exe == pythons[0][0]:
-            out.append(Daemon(f"bustd ({version}, no .pyc)", [exe, "-m", "bustd"], cold_root,
-                              f"`{exe} -m bustd` from a copy without .pyc files "
-                              "(first start compiles the modules)"))
+        if with_bustd and cold_roots is not None and exe == pythons[0][0]:
+            writable, read_only = cold_roots
+            out.append(Daemon(f"bustd ({version}, no .pyc, writable)", [exe, "-m", "bustd"],
+                              writable,
+                              f"`{exe} -m bustd` from a writable copy without .pyc files "
+                              "(the front end writes them before it execs the runtime)"))
+            out.append(Daemon(f"bustd ({version}, no .pyc, read-only)",
+                              ["/bin/sh", "-c", READ_ONLY, read_only, exe, "-m", "bustd"],
+                              None,
+                              f"`{exe} -m bustd` from a read-only bind mount of a copy "
+                              "without .pyc files (the modules are compiled at every start)"))
         if baseline:
             out.append(Daemon(f"bare python {version}",
                               [exe, "-S", "-I", "-c",
@@ -440,7 +484,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the bare-interpreter rows")
     parser.add_argument("--no-cold", action="store_true",
-                        help="skip the bustd row started without .pyc files")
+                        help="skip the bustd rows started without .pyc files")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     parts = set(args.only or ("idle", "scan", "latency"))
@@ -480,7 +524,8 @@ def main(argv: list[str]) -> int:
         for exe, _version in usable:
             warm_pyc(exe, repo)
         tmp = tempfile.mkdtemp(prefix="bustd-bench-")
-        cold = cold_copy(repo, tmp) if usable and not args.no_cold else None
+        cold = ((cold_copy(repo, tmp, "writable"), cold_copy(repo, tmp, "read-only"))
+                if usable and not args.no_cold else None)
         daemons = build_daemons(usable or pythons, repo, bool(usable), not args.no_baseline,
                                 cold)
         print(f"bench: idle, {len(daemons)} processes together, {args.settle:g} s settle + "
