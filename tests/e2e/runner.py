@@ -25,6 +25,7 @@ from tests.e2e import daemons, scenarios, verdict, vm
 
 __all__ = [
     "Outcome",
+    "reaction_text",
     "run_scenario",
     "load_outcome",
     "describe",
@@ -115,6 +116,17 @@ def read_json(path: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def reaction_text(s: verdict.Summary) -> str:
+    """Return the daemon's own reaction times, e.g. "12 ms (PSI trigger)", or "-".
+
+    Reported, not judged: issue 4's target (the signal within 200 ms of a PSI
+    trigger event) is a performance figure, not a pass/fail check.
+    """
+    if not s.reactions:
+        return "-"
+    return ", ".join(f"{ms} ms ({wakeup})" for ms, wakeup in s.reactions)
+
+
 def describe(o: Outcome) -> str:
     """Return the one-line summary printed for a scenario."""
     status = "FAIL" if o.failed else "PASS"
@@ -125,6 +137,8 @@ def describe(o: Outcome) -> str:
         if s.time_to_kill_s is not None:
             facts.append(f"kill after {s.time_to_kill_s:.1f} s")
         facts.append(f"killed {s.killed_total}")
+        if s.reactions:
+            facts.append(f"reaction {reaction_text(s)}")
         if s.psi_full_ms is not None:
             facts.append(f"psi full {s.psi_full_ms / 1000:.1f} s")
         if s.daemon_rss_kib:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e import daemons, guest, scenarios, verdict, workloads
+from tests.e2e import daemons, guest, reporting, runner, scenarios, verdict, workloads
 
 # Log lines as the daemons printed them in guest runs of this suite.
 EARLYOOM_LOG = (
@@ -18,7 +18,8 @@ BUSTD_LOG = (
     "bustd 0.1.0 (pid 247) watching /proc: SIGTERM at MemAvailable <= 95.8 MiB\n"
     "warning: dry run: would kill pid=12 name=x uid=0 rss=1 MiB with SIGTERM: test\n"
     "warning: kill: pid=279 name=tail uid=0 rss=635.6 MiB oom_score=1109 "
-    "oom_score_adj=0 signal=SIGTERM exited after 0.25 s; reason: ...\n"
+    "oom_score_adj=0 signal=SIGTERM exited after 0.25 s; reaction=12 ms after PSI trigger "
+    "wakeup; reason: memory some stall 25% >= 25%; cmdline=tail /dev/zero\n"
 )
 NOHANG_LOG = (
     "Victim status (found in 1ms):\n  PID:       4321, name: python3, state: R (running), EUID: 0\n"
@@ -36,6 +37,30 @@ NOHANG_LOG = (
 )
 def test_killed_pids(name: str, log: str, pids: list[int]) -> None:
     assert daemons.killed_pids(daemons.DAEMONS[name], log) == pids
+
+
+def test_reactions() -> None:
+    bustd = daemons.DAEMONS["bustd"]
+    log = BUSTD_LOG + (
+        "warning: kill: pid=280 name=x uid=0 rss=1 MiB oom_score=1 oom_score_adj=0 "
+        "signal=SIGKILL still alive after 2.00 s; reaction=0 ms after timer wakeup; "
+        "reason: MemAvailable 9 MiB; cmdline=x\n"
+        # not a kill, and not bustd's format: ignored
+        "warning: dry run: would kill pid=3 ...; reaction=5 ms after timer wakeup\n"
+        "kill: pid=4 reaction=abc ms after timer wakeup\n"
+        "kill: pid=5 reaction=7 ms after signal wakeup\n"
+    )
+    assert daemons.reactions(bustd, log) == [
+        {"ms": 12, "wakeup": "PSI trigger"},
+        {"ms": 0, "wakeup": "timer"},
+    ]
+    assert daemons.reactions(bustd, "watching /proc\n") == []
+    # bustd's old kill line (no reaction field) still gives its pid
+    old = "warning: kill: pid=9 name=x signal=SIGTERM exited after 0.1 s; reason: y\n"
+    assert daemons.reactions(bustd, old) == []
+    assert daemons.killed_pids(bustd, old) == [9]
+    for name in ("none", "earlyoom", "nohang"):
+        assert daemons.reactions(daemons.DAEMONS[name], BUSTD_LOG) == []
 
 
 def test_parse_ids() -> None:
@@ -139,3 +164,29 @@ def test_collateral_and_dead_daemon_fail() -> None:
 
 def test_missing_result_fails() -> None:
     assert verdict.failures(None, SCEN, "bustd")
+
+
+def test_reaction_reported_not_judged() -> None:
+    slow = [{"ms": 950, "wakeup": "timer"}]
+    r = result(proc("bystander", "bystander", 1), proc("tail", "hog", 2, 15), daemon_reactions=slow)
+    assert verdict.failures(r, SCEN, "bustd") == []  # a target, not a check
+    s = verdict.summarize(r)
+    assert s.reactions == ((950, "timer"),)
+    assert runner.reaction_text(s) == "950 ms (timer)"
+    assert runner.reaction_text(verdict.summarize(result())) == "-"
+    outcome = runner.Outcome(SCEN, "bustd", r, (), 50.0, "/nonexistent")
+    assert "reaction 950 ms (timer)" in runner.describe(outcome)
+    cells = reporting.row(outcome).split(" | ")
+    assert cells[4] == "950 ms (timer)"
+    note = " ".join(reporting.reaction_note([outcome]))
+    assert "over the target in scenario(s) 1 (950 ms, timer)" in note
+    fast = result(
+        proc("tail", "hog", 2, 15), daemon_reactions=[{"ms": 12, "wakeup": "PSI trigger"}]
+    )
+    other = runner.Outcome(SCEN, "earlyoom", result(proc("tail", "hog", 2, 15)), (), 1, "")
+    text = reporting.render(
+        [runner.Outcome(SCEN, "bustd", fast, (), 50.0, ""), other], "cmd", "env"
+    )
+    assert "| 1 | bustd | PASS | 3.5 s | 12 ms (PSI trigger) |" in text
+    assert "| 1 | earlyoom | PASS | 3.5 s | - |" in text
+    assert "Every kill followed a PSI trigger wakeup." in text

@@ -27,6 +27,9 @@ class Summary:
     daemon_rss_kib: int | None
     probe_worst_ms: float | None
     daemon_alive: bool | None
+    # The daemon's own reaction times from its log, one (ms, "PSI trigger" or
+    # "timer") per kill; () when it logs none (every daemon but bustd).
+    reactions: tuple[tuple[int, str], ...] = ()
 
 
 def summarize(result: dict[str, Any]) -> Summary:
@@ -71,6 +74,9 @@ def summarize(result: dict[str, Any]) -> Summary:
         daemon_rss_kib=result.get("daemon_rss_kib_max"),
         probe_worst_ms=probe.get("worst_ms"),
         daemon_alive=result.get("daemon_alive_at_end"),
+        reactions=tuple(
+            (int(r["ms"]), str(r["wakeup"])) for r in result.get("daemon_reactions", [])
+        ),
     )
 
 
