@@ -107,9 +107,10 @@ def zram_note(outcomes: list[runner.Outcome]) -> list[str]:
     return [
         "In the zram scenarios bustd acts on PSI during the hog's build-up, before zram "
         "is much used: its kill lines give a memory stall (PSI `some` at its threshold) "
-        "with little MemAvailable as the reason, while earlyoom and nohang wait until "
-        "swap is nearly full. So its rows there show it acting early, not how it "
-        "behaves once zram carries most of the load (" + "; ".join(facts) + ").",
+        "with little MemAvailable as the reason. earlyoom and nohang act on free memory "
+        "and free swap, so they act later, once zram is nearly full, or never (compare "
+        "the Swap used column). bustd's rows there show it acting early, not how it "
+        "would behave once zram carries most of the load (" + "; ".join(facts) + ").",
         "",
     ]
 
@@ -146,13 +147,12 @@ def render(outcomes: list[runner.Outcome], command: str, env: str) -> str:
         "",
         "## Results",
         "",
-        "Columns: time from the hogs' start to the daemon's first kill; bustd's reaction",
-        "as its kill line gives it (from the wakeup of the check that killed, by a PSI",
-        "trigger event or by its timer, to the signal; other daemons log no such figure);",
-        "hogs killed by the",
-        "daemon / hogs killed by the kernel OOM killer / all processes killed; PSI memory",
-        "`full` stall accumulated during the run (`/proc/pressure/memory`, delta of",
-        "`total=`); the most zram swap in use; the daemon's peak VmRSS; the worst time to",
+        "Columns: time from the hogs' start to the daemon's first kill; bustd's reaction as",
+        "its kill line gives it (from the wakeup of the check that killed, by a PSI trigger",
+        "event or by its timer, to the signal; other daemons log no such figure); hogs",
+        "killed by the daemon / hogs killed by the kernel OOM killer / all processes killed;",
+        "PSI memory `full` stall accumulated during the run (`/proc/pressure/memory`, delta",
+        "of `total=`); the most zram swap in use; the daemon's peak VmRSS; the worst time to",
         "start `/bin/true` in the probe (one start every 50 ms); the run's length (the",
         "hogs' start to the end).",
         "",
@@ -162,7 +162,7 @@ def render(outcomes: list[runner.Outcome], command: str, env: str) -> str:
     ]
     lines += [row(o) for o in outcomes]
     lines += ["", *reaction_note(outcomes), *zram_note(outcomes)]
-    lines += ["", "Daemon commands (guest, from the repository root):", ""]
+    lines += ["Daemon commands (guest, from the repository root):", ""]
     for name in sorted({o.daemon for o in outcomes}):
         argv = daemons.DAEMONS[name].argv
         lines.append(f"- {name}: `{shlex.join(argv)}`" if argv else f"- {name}: no daemon")
