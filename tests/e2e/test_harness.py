@@ -179,7 +179,8 @@ def test_reaction_reported_not_judged() -> None:
     cells = reporting.row(outcome).split(" | ")
     assert cells[4] == "950 ms (timer)"
     note = " ".join(reporting.reaction_note([outcome]))
-    assert "over the target in scenario(s) 1 (950 ms, timer)" in note
+    assert "Kills woken by bustd's timer" in note
+    assert "Over 200 ms: 1 (950 ms)." in note
     fast = result(
         proc("tail", "hog", 2, 15), daemon_reactions=[{"ms": 12, "wakeup": "PSI trigger"}]
     )
@@ -189,4 +190,5 @@ def test_reaction_reported_not_judged() -> None:
     )
     assert "| 1 | bustd | PASS | 3.5 s | 12 ms (PSI trigger) |" in text
     assert "| 1 | earlyoom | PASS | 3.5 s | - |" in text
-    assert "Every kill followed a PSI trigger wakeup." in text
+    assert "Kills woken by a PSI trigger, by scenario: 1 (12 ms)." in text
+    assert "Every kill was signalled within 200 ms of its wakeup." in text
