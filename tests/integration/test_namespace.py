@@ -144,13 +144,10 @@ def test_kill_pgroup_signals_the_whole_group() -> None:
     assert result["alive"] == {"leader": False, "member": False, "outsider": True}
 
 
+# Runs in a new PID namespace: recycles a PID with ns_last_pid and asks
+# kill.signal_and_wait to kill the old process at that PID. ``extra`` (set by
+# the code before it) is printed with the result.
 RECYCLE = r"""
-import json, os, signal, subprocess, sys, time
-sys.path.insert(0, sys.argv[1])
-from bustd import kill
-from bustd.process import read_starttime
-from bustd.procfs import ProcFS
-fs = ProcFS("/proc")
 a = subprocess.Popen(["sleep", "60"])
 time.sleep(0.2)
 pid, start = a.pid, read_starttime(fs, a.pid)
@@ -162,70 +159,63 @@ b = subprocess.Popen(["sleep", "60"])
 time.sleep(0.2)
 problems, sig, took, exited = kill.signal_and_wait(
     fs, [kill.Target(pid, start)], signal.SIGKILL, 0.5, time.monotonic)
-print(json.dumps({"a": pid, "b": b.pid, "problems": problems, "exited": exited,
+print(json.dumps({**extra, "a": pid, "b": b.pid, "problems": problems, "exited": exited,
                   "b_alive": b.poll() is None}))
 """
 
+PREAMBLE = r"""
+import errno, json, os, signal, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+from bustd import kill
+from bustd.process import read_starttime
+from bustd.procfs import ProcFS
+fs = ProcFS("/proc")
+extra = {}
+"""
 
-def test_recycled_pid_is_not_killed() -> None:
+
+def python_in_namespace(code: str) -> dict[str, Any]:
+    """Run Python ``code`` as PID 1 of a new PID namespace; return its JSON output."""
     if os.geteuid() != 0:
         pytest.fail("needs root: run tests/run as root")
     out = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", RECYCLE,
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", PREAMBLE + code,
          os.path.dirname(os.path.dirname(HERE))],
         capture_output=True, timeout=30, check=True)
-    result = json.loads(out.stdout)
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def assert_recycled_pid_spared(result: dict[str, Any]) -> None:
+    """Check the outcome of RECYCLE."""
     assert result["a"] == result["b"], "the test failed to recycle the PID"
     assert result["b_alive"]
     assert not result["exited"]
     assert len(result["problems"]) == 1 and "recycled" in result["problems"][0]
 
 
-NO_PIDFD = r"""
-import errno, json, os, signal, subprocess, sys, time
-sys.path.insert(0, sys.argv[1])
-from bustd import kill
-from bustd.process import read_starttime
-from bustd.procfs import ProcFS
+def test_recycled_pid_is_not_killed() -> None:
+    assert_recycled_pid_spared(python_in_namespace(RECYCLE))
 
+
+NO_PIDFD = r"""
 def no_pidfd(pid, flags=0):
     raise OSError(errno.ENOSYS, "pidfd_open not implemented")  # as on Linux < 5.3
 
 os.pidfd_open = no_pidfd
-fs = ProcFS("/proc")
 code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
 stubborn = subprocess.Popen([sys.executable, "-c", code])
 time.sleep(0.5)
 target = kill.Target(stubborn.pid, read_starttime(fs, stubborn.pid))
-result = kill.signal_and_wait(fs, [target], signal.SIGTERM, 0.3, time.monotonic)
-a = subprocess.Popen(["sleep", "60"])
-time.sleep(0.2)
-pid, start = a.pid, read_starttime(fs, a.pid)
-a.kill(); a.wait()
-with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-    f.write(str(pid - 1))
-b = subprocess.Popen(["sleep", "60"])
-time.sleep(0.2)
-recycled = kill.signal_and_wait(fs, [kill.Target(pid, start)], signal.SIGKILL, 0.5,
-                                time.monotonic)
-print(json.dumps({"first": result, "stubborn_rc": stubborn.wait(5), "a": pid, "b": b.pid,
-                  "recycled": recycled, "b_alive": b.poll() is None}))
+extra["first"] = kill.signal_and_wait(fs, [target], signal.SIGTERM, 0.3, time.monotonic)
+extra["stubborn_rc"] = stubborn.wait(5)
 """
 
 
 def test_without_pidfds_kill_escalates_and_spares_a_recycled_pid() -> None:
-    if os.geteuid() != 0:
-        pytest.fail("needs root: run tests/run as root")
-    out = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", NO_PIDFD,
-         os.path.dirname(os.path.dirname(HERE))],
-        capture_output=True, timeout=30, check=True)
-    r = json.loads(out.stdout)
+    r = python_in_namespace(NO_PIDFD + RECYCLE)
     problems, last, took, exited = r["first"]
     assert problems == [] and exited and last == signal.SIGKILL, r
     assert 0.3 <= took < 3, r
     assert r["stubborn_rc"] == -signal.SIGKILL
-    assert r["a"] == r["b"], "the test failed to recycle the PID"
-    problems, _, _, exited = r["recycled"]
-    assert len(problems) == 1 and "recycled" in problems[0] and not exited
-    assert r["b_alive"]
+    assert_recycled_pid_spared(r)
