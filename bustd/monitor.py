@@ -26,6 +26,7 @@ from .victim import Rules, protected, rank
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import re
     from typing import Callable
 
 __all__ = ["Decision", "Thresholds", "Victim", "decide", "find_victim", "Monitor",
@@ -179,7 +180,7 @@ def find_victim(fs: ProcFS, rules: Rules, kill_pgroup: bool = False,
     return None
 
 
-def _compile(pattern: str) -> object | None:
+def _compile(pattern: str) -> re.Pattern[str] | None:
     if not pattern:
         return None
     import re  # only when a regex option is set: +1 MiB RSS otherwise wasted
@@ -189,17 +190,17 @@ def _compile(pattern: str) -> object | None:
 def make_rules(cfg: Config, self_pid: int) -> Rules:
     """Return the victim Rules of ``cfg`` (regexes compiled here)."""
     return Rules(self_pid, [g for g in cfg.unkillables.split("|") if g],
-                 _compile(cfg.ignore), _compile(cfg.prefer), _compile(cfg.avoid),  # type: ignore[arg-type]
+                 _compile(cfg.ignore), _compile(cfg.prefer), _compile(cfg.avoid),
                  cfg.sort_by_rss)
 
 
 class Monitor:
     """The daemon's state between checks; ``run`` is the loop.
 
-    ``clock`` returns monotonic seconds; ``wait(fds, timeout)`` sleeps up to
-    ``timeout`` seconds or until a registered fd has an event and returns
-    the events (the real one is ``select.poll``), so tests drive the loop in
-    simulated time.
+    ``clock`` returns monotonic seconds; ``wait(timeout)`` sleeps up to
+    ``timeout`` seconds or until the PSI trigger has an event and returns the
+    (fd, events) pairs (the real one polls with ``select.poll``), so tests
+    drive the loop in simulated time.
     """
 
     def __init__(self, cfg: Config, fs: ProcFS, log: Log, self_pid: int,
