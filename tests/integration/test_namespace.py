@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
 from typing import Any
 
-import pytest
+from tests.integration.confine import confined
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -24,12 +22,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def run(spec: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
     """Run one scenario in a new PID namespace; return the harness's JSON."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.fail("integration tests need root and unshare(1): run tests/run as root")
-    out = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable,
-         os.path.join(HERE, "harness.py"), json.dumps(spec)],
-        capture_output=True, timeout=timeout, check=False)
+    out = confined([sys.executable, os.path.join(HERE, "harness.py"), json.dumps(spec)],
+                   timeout)
     if out.returncode != 0:
         raise AssertionError(f"harness failed ({out.returncode}): {out.stderr.decode()}")
     result: dict[str, Any] = json.loads(out.stdout)
@@ -176,12 +170,9 @@ extra = {}
 
 def python_in_namespace(code: str) -> dict[str, Any]:
     """Run Python ``code`` as PID 1 of a new PID namespace; return its JSON output."""
-    if os.geteuid() != 0:
-        pytest.fail("needs root: run tests/run as root")
-    out = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", PREAMBLE + code,
-         os.path.dirname(os.path.dirname(HERE))],
-        capture_output=True, timeout=30, check=True)
+    out = confined([sys.executable, "-c", PREAMBLE + code,
+                    os.path.dirname(os.path.dirname(HERE))], 30)
+    assert out.returncode == 0, out.stderr.decode()
     result: dict[str, Any] = json.loads(out.stdout)
     return result
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakeproc import FAKE_PID, FakeProc
+from tests.integration.confine import confined
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,12 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 def in_namespace(script: str, *args: str, timeout: float = 30,
                  python: str = sys.executable) -> subprocess.CompletedProcess[str]:
     """Run a shell ``script`` as PID 1 of a new PID namespace, in the repository."""
-    if os.geteuid() != 0:
-        pytest.fail("integration tests need root: run tests/run as root")
-    return subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script, "sh",
-         python, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
-        check=False)
+    return confined(["sh", "-c", script, "sh", python, *args], timeout, text=True, cwd=REPO)
 
 
 def test_daemon_mode_writes_pid_file_refuses_a_second_and_cleans_up(tmp_path: Path) -> None:
