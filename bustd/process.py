@@ -1,8 +1,12 @@
 """Per-process snapshots read from ``/proc/PID``.
 
 A scan reads only the cheap fields of every process (``stat`` and
-``oom_score``); the name-independent details (cmdline, uid, oom_score_adj,
-statm) are read for the leaders only, by :func:`read_details`.
+``oom_score``). Sizes with swap (``status``) are read for the largest
+processes while memory is in the watch zone (:func:`read_status`); identity
+and protection (:func:`read_details`: uid, ``oom_score_adj``, the executable)
+for the leaders only. Nothing here reads ``cmdline``: the kernel serves it
+under the target's ``mmap_lock``, which a thrashing process may hold for
+seconds (issue 10), so it is never read on the way to a signal.
 """
 
 from __future__ import annotations
@@ -11,8 +15,8 @@ import os
 
 from .procfs import NoSuchProcess, ProcFS
 
-__all__ = ["Candidate", "Details", "StatFields", "parse_stat", "parse_status_uid",
-           "read_details", "read_starttime", "scan"]
+__all__ = ["Candidate", "Details", "StatFields", "Status", "parse_stat", "parse_status",
+           "parse_status_uid", "read_details", "read_starttime", "read_status", "scan"]
 
 # /proc/PID/stat field numbers from proc(5), counted from 1. Parsing splits the
 # line at the *last* ')' because the comm field may contain spaces and
@@ -26,7 +30,9 @@ _RSS = 24 - 3
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: "I am a kernel thread"
 _DEAD_STATES = frozenset(b"ZXx")  # zombie or dead: memory already released
+ZOMBIE = ord("Z")
 PAGE_KIB = os.sysconf("SC_PAGESIZE") // 1024
+_DELETED = b" (deleted)"  # readlink of /proc/PID/exe for a replaced binary
 
 
 class StatFields:
@@ -66,25 +72,67 @@ def parse_stat(buf: bytes) -> StatFields:
         raise ValueError(f"stat: malformed fields in {buf[:80]!r}") from None
 
 
+class Status:
+    """The fields of ``/proc/PID/status`` bustd uses (sizes in KiB)."""
+
+    __slots__ = ("uid", "rss_kib", "swap_kib", "threads")
+
+    def __init__(self, uid: int, rss_kib: int, swap_kib: int, threads: int) -> None:
+        self.uid = uid
+        self.rss_kib = rss_kib
+        self.swap_kib = swap_kib
+        self.threads = threads
+
+
+def _status_field(buf: bytes, key: bytes) -> bytes | None:
+    """Return the text after ``key`` (b"\\nVmRSS:") up to the line's end, or None."""
+    start = buf.find(key)
+    if start < 0:
+        return None
+    start += len(key)
+    end = buf.find(b"\n", start)
+    return buf[start:end if end >= 0 else len(buf)]
+
+
+def _first_number(text: bytes | None, key: str, default: int | None) -> int:
+    if text is None:
+        if default is None:
+            raise ValueError(f"status: no {key} line")
+        return default
+    fields = text.split()
+    if not fields or not fields[0].isdigit():
+        raise ValueError(f"status: malformed {key} line")
+    return int(fields[0])
+
+
+def parse_status(buf: bytes) -> Status:
+    """Return the uid, VmRSS, VmSwap and thread count of ``/proc/PID/status`` text.
+
+    A process without memory (a zombie, a kernel thread) has no Vm lines:
+    its sizes are 0. Raises ValueError if the Uid line is missing or a field
+    is malformed.
+    """
+    uid = _first_number(_status_field(buf, b"\nUid:"), "Uid", None)
+    rss = _first_number(_status_field(buf, b"\nVmRSS:"), "VmRSS", 0)
+    swap = _first_number(_status_field(buf, b"\nVmSwap:"), "VmSwap", 0)
+    threads = _first_number(_status_field(buf, b"\nThreads:"), "Threads", 1)
+    return Status(uid, rss, swap, threads)
+
+
 def parse_status_uid(buf: bytes) -> int:
     """Return the real uid from the ``Uid:`` line of ``/proc/PID/status``.
 
     Raises ValueError if the line is missing or malformed.
     """
-    start = buf.find(b"\nUid:")
-    if start < 0:
-        raise ValueError("status: no Uid line")
-    end = buf.find(b"\n", start + 5)
-    fields = buf[start + 5:end if end >= 0 else len(buf)].split()
-    if not fields or not fields[0].isdigit():
-        raise ValueError("status: malformed Uid line")
-    return int(fields[0])
+    return _first_number(_status_field(buf, b"\nUid:"), "Uid", None)
 
 
 class Candidate:
-    """The cheap, per-scan fields of one killable-looking process."""
+    """One killable-looking process: the cheap fields of a scan, then what the
+    watch zone learnt (size with swap, recent growth) and its rank score."""
 
-    __slots__ = ("pid", "oom_score", "rss_kib", "starttime", "pgrp", "comm")
+    __slots__ = ("pid", "oom_score", "rss_kib", "starttime", "pgrp", "comm", "exe",
+                 "size_kib", "swap_kib", "growth_kib", "growth_s", "badness")
 
     def __init__(self, pid: int, oom_score: int, rss_kib: int, starttime: int,
                  pgrp: int, comm: bytes) -> None:
@@ -94,6 +142,17 @@ class Candidate:
         self.starttime = starttime
         self.pgrp = pgrp
         self.comm = comm
+        self.exe: bytes | None = None  # read only when a name rule needs it
+        self.size_kib = rss_kib  # RSS + swap once status was sampled
+        self.swap_kib = 0
+        self.growth_kib = 0  # net growth of size_kib over growth_s seconds
+        self.growth_s = 0.0
+        self.badness = float(oom_score)
+
+    @property
+    def rate_kib_s(self) -> float:
+        """Recent growth in KiB/s (0 when unknown or shrinking)."""
+        return self.growth_kib / self.growth_s if self.growth_s > 0 else 0.0
 
     def __repr__(self) -> str:
         return (f"Candidate(pid={self.pid}, oom_score={self.oom_score}, "
@@ -101,27 +160,68 @@ class Candidate:
 
 
 class Details:
-    """What is read only for the leaders: identity and protection."""
+    """What is read only for the leaders: owner, protection and the executable."""
 
-    __slots__ = ("cmdline", "uid", "oom_score_adj", "rss_kib")
+    __slots__ = ("uid", "oom_score_adj", "exe")
 
-    def __init__(self, cmdline: bytes, uid: int, oom_score_adj: int, rss_kib: int) -> None:
-        self.cmdline = cmdline
+    def __init__(self, uid: int, oom_score_adj: int, exe: bytes) -> None:
         self.uid = uid
         self.oom_score_adj = oom_score_adj
-        self.rss_kib = rss_kib
+        self.exe = exe
 
     def exe_name(self) -> bytes:
-        """Return the basename of argv[0] (the untruncated program name)."""
-        argv0 = self.cmdline.split(b"\0", 1)[0]
-        return argv0.rsplit(b"/", 1)[-1]
+        """Return the basename of the executable (b"" when unknown)."""
+        return self.exe.rsplit(b"/", 1)[-1]
 
 
-def scan(fs: ProcFS, skip: frozenset[int] = frozenset()) -> list[Candidate]:
+def read_exe(fs: ProcFS, pid: int) -> bytes:
+    """Return the real path of ``pid``'s executable, b"" when it has none.
+
+    ``/proc/PID/exe`` is set by the kernel at exec and cannot be changed by
+    the process (unlike ``comm`` and ``argv[0]``), so rules that protect
+    match it. A replaced binary's `` (deleted)`` suffix is dropped. Raises
+    NoSuchProcess if the process is gone; unreadable (another user's process
+    when bustd is not root, a zombie) gives b"".
+    """
+    try:
+        path = fs.readlink_pid(pid, "exe")
+    except NoSuchProcess:
+        if not fs.exists_pid(pid):
+            raise
+        return b""
+    return path[:-len(_DELETED)] if path.endswith(_DELETED) else path
+
+
+def _zombie_leader_alive(fs: ProcFS, pid: int) -> tuple[int, int] | None:
+    """For a zombie thread-group leader: (RSS KiB, threads) if other threads live on.
+
+    The leader's own stat shows no memory once its thread exited, while the
+    other threads keep the whole address space (issue 10): the RSS is read
+    from a live thread. Returns None if no other thread is alive.
+    """
+    st = parse_status(fs.read_pid(pid, "status", 8192))
+    if st.threads <= 1:
+        return None
+    for tid in fs.tids(pid):
+        if tid == pid:
+            continue
+        try:
+            t = parse_stat(fs.read_pid(pid, f"task/{tid}/stat"))
+        except (NoSuchProcess, ValueError):
+            continue
+        if t.state not in _DEAD_STATES:
+            return t.rss_pages * PAGE_KIB, st.threads
+    return None
+
+
+def scan(fs: ProcFS, skip: frozenset[int] = frozenset(), want_exe: bool = False
+         ) -> list[Candidate]:
     """Return a Candidate for every live user-space process not in ``skip``.
 
-    Kernel threads, zombies and PID 1 are left out. A process that vanishes
-    mid-scan is skipped; an unreadable ``/proc`` raises OSError.
+    Kernel threads, zombies and PID 1 are left out; a zombie leader whose
+    other threads still run is kept (it holds their memory). ``want_exe``
+    also reads each executable (for name rules that rank). A process that
+    vanishes mid-scan is skipped; an unreadable ``/proc`` raises OSError.
     """
     out: list[Candidate] = []
     append = out.append
@@ -131,12 +231,21 @@ def scan(fs: ProcFS, skip: frozenset[int] = frozenset()) -> list[Candidate]:
             continue
         try:
             st = parse_stat(read(pid, "stat"))
-            if st.flags & PF_KTHREAD or st.state in _DEAD_STATES:
+            if st.flags & PF_KTHREAD:
                 continue
+            rss_kib = st.rss_pages * PAGE_KIB
+            if st.state in _DEAD_STATES:
+                live = _zombie_leader_alive(fs, pid) if st.state == ZOMBIE else None
+                if live is None:
+                    continue
+                rss_kib = live[0]
             score = int(read(pid, "oom_score", 64))
+            c = Candidate(pid, score, rss_kib, st.starttime, st.pgrp, st.comm)
+            if want_exe:
+                c.exe = read_exe(fs, pid)
         except (NoSuchProcess, ValueError):
             continue  # vanished, or a dying task's half-written file
-        append(Candidate(pid, score, st.rss_pages * PAGE_KIB, st.starttime, st.pgrp, st.comm))
+        append(c)
     return out
 
 
@@ -148,11 +257,13 @@ def read_starttime(fs: ProcFS, pid: int) -> int:
     return parse_stat(fs.read_pid(pid, "stat")).starttime
 
 
+def read_status(fs: ProcFS, pid: int) -> Status:
+    """Return the Status of ``pid``; raises NoSuchProcess or ValueError."""
+    return parse_status(fs.read_pid(pid, "status", 8192))
+
+
 def read_details(fs: ProcFS, pid: int) -> Details:
     """Return the Details of ``pid``; raises NoSuchProcess or ValueError."""
-    cmdline = fs.read_pid(pid, "cmdline", 4096).rstrip(b"\0")
     uid = parse_status_uid(fs.read_pid(pid, "status", 8192))
     adj = int(fs.read_pid(pid, "oom_score_adj", 64))
-    statm = fs.read_pid(pid, "statm", 256).split()
-    rss_kib = int(statm[1]) * PAGE_KIB if len(statm) > 1 else 0
-    return Details(cmdline, uid, adj, rss_kib)
+    return Details(uid, adj, read_exe(fs, pid))

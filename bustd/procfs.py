@@ -12,10 +12,11 @@ A process that vanishes, or whose files become unreadable, between listing
 
 from __future__ import annotations
 
+import _thread
 import errno
 import os
 
-__all__ = ["NoSuchProcess", "ProcFS"]
+__all__ = ["NoSuchProcess", "Pending", "ProcFS"]
 
 # ENOENT/ESRCH: the process exited. EACCES/EPERM: hidepid or a setuid
 # transition made it unreadable. EINVAL: reading a file of a dying task.
@@ -29,6 +30,55 @@ class NoSuchProcess(Exception):
     def __init__(self, pid: int, name: str) -> None:
         super().__init__(f"process {pid} vanished or is unreadable ({name})")
         self.pid = pid
+
+
+# Stack of the reader threads of Pending: they only make one read() call.
+# Small, so that mlockall(MCL_FUTURE) on kernels without MCL_ONFAULT does not
+# lock the default 8 MiB per thread.
+_READER_STACK = 256 * 1024
+
+
+class Pending:
+    """A read of a /proc file in a thread of its own, never waited on for long.
+
+    ``/proc/PID/cmdline`` is served under the target's ``mmap_lock``, which a
+    process thrashing or being torn down can hold for seconds (issue 10):
+    bustd starts the read, goes on with the kill, and takes whatever has
+    arrived by then.
+    """
+
+    __slots__ = ("_done", "data")
+
+    def __init__(self, path: str, size: int) -> None:
+        self.data: bytes | None = None
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        old = _thread.stack_size(_READER_STACK)
+        try:
+            _thread.start_new_thread(self._read, (path, size))
+        except RuntimeError:  # no thread could be started: go without
+            self._done.release()
+        finally:
+            _thread.stack_size(old)
+
+    def _read(self, path: str, size: int) -> None:
+        try:
+            fd = os.open(path, _FLAGS)
+            try:
+                self.data = os.read(fd, size)
+            finally:
+                os.close(fd)
+        except OSError:
+            self.data = b""
+        finally:
+            self._done.release()
+
+    def result(self, timeout: float) -> bytes | None:
+        """Return the bytes read (b"" if unreadable), or None if not done in ``timeout`` s."""
+        if self._done.acquire(True, max(0.0, timeout)):
+            self._done.release()
+            return self.data
+        return None
 
 
 class ProcFS:
@@ -80,6 +130,36 @@ class ProcFS:
         finally:
             os.close(fd)
 
+    def read_pid_later(self, pid: int, name: str, size: int = 4096) -> Pending:
+        """Start reading ``/proc/PID/name`` in the background (see :class:`Pending`)."""
+        return Pending(f"{self.root}/{pid}/{name}", size)
+
+    def readlink_pid(self, pid: int, name: str) -> bytes:
+        """Return the target of the link ``/proc/PID/name`` (``exe``).
+
+        Raises NoSuchProcess if the process is gone or the link unreadable
+        (another user's process, a zombie); other OSErrors propagate.
+        """
+        try:
+            return os.readlink(f"{self.root}/{pid}/{name}".encode())
+        except OSError as err:
+            if err.errno in _GONE:
+                raise NoSuchProcess(pid, name) from err
+            raise
+
+    def exists_pid(self, pid: int) -> bool:
+        """Return whether ``/proc/PID`` exists."""
+        return os.path.exists(f"{self.root}/{pid}")
+
     def pids(self) -> list[int]:
         """Return the PIDs listed in the tree; raises OSError if unreadable."""
         return [int(n) for n in os.listdir(self.root) if n.isdigit()]
+
+    def tids(self, pid: int) -> list[int]:
+        """Return the thread IDs of ``pid``; raises NoSuchProcess if it is gone."""
+        try:
+            return [int(n) for n in os.listdir(f"{self.root}/{pid}/task") if n.isdigit()]
+        except OSError as err:
+            if err.errno in _GONE or err.errno == errno.ENOTDIR:
+                raise NoSuchProcess(pid, "task") from err
+            raise

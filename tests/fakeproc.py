@@ -114,10 +114,13 @@ class FakeProc:
     def add(self, pid: int, comm: bytes = b"worker", *, state: bytes = b"S", ppid: int = 1,
             pgrp: int = 0, flags: int = 0x400000, starttime: int = 1000,
             rss_kib: int = 100 * PAGE_KIB, oom_score: int = 100, oom_score_adj: int = 0,
-            uid: int = 1000, cmdline: bytes | None = None) -> None:
-        """Create ``PID/`` with stat, oom_score, oom_score_adj, status, statm, cmdline.
+            uid: int = 1000, cmdline: bytes | None = None, exe: bytes | None = None,
+            swap_kib: int = 0, threads: int = 1) -> None:
+        """Create ``PID/`` with stat, oom_score, oom_score_adj, status, statm, cmdline, exe.
 
         ``cmdline`` defaults to ``/usr/bin/<comm>``; pass the NUL-separated argv.
+        ``exe`` (the symbolic link's target) defaults to ``/usr/bin/<comm>``;
+        b"" leaves the link out (unreadable, as for a zombie).
         """
         rss_pages = rss_kib // PAGE_KIB
         os.makedirs(self.path(str(pid)), exist_ok=True)
@@ -127,12 +130,31 @@ class FakeProc:
         self.write(f"{pid}/oom_score_adj", b"%d\n" % oom_score_adj)
         self.write(f"{pid}/status", b"Name:\t%s\nUmask:\t0022\nState:\tS (sleeping)\n"
                    b"Tgid:\t%d\nPid:\t%d\nPPid:\t%d\nUid:\t%d\t%d\t%d\t%d\n"
-                   b"Gid:\t100\t100\t100\t100\nVmRSS:\t%d kB\n"
-                   % (comm[:15], pid, pid, ppid, uid, uid, uid, uid, rss_kib))
+                   b"Gid:\t100\t100\t100\t100\nVmRSS:\t%d kB\nVmSwap:\t%d kB\n"
+                   b"Threads:\t%d\n"
+                   % (comm[:15], pid, pid, ppid, uid, uid, uid, uid, rss_kib, swap_kib,
+                      threads))
         self.write(f"{pid}/statm", b"%d %d 50 10 0 80 0\n" % (rss_pages * 4, rss_pages))
         argv = b"/usr/bin/" + comm + b"\0" if cmdline is None else cmdline
         self.write(f"{pid}/cmdline", argv)
+        self.set_exe(pid, b"/usr/bin/" + comm if exe is None else exe)
 
+    def set_exe(self, pid: int, target: bytes) -> None:
+        """Point ``PID/exe`` at ``target`` (b"": no link, as for a zombie)."""
+        link = self.path(f"{pid}/exe").encode()
+        if os.path.lexists(link):
+            os.unlink(link)
+        if target:
+            os.symlink(target, link)
+
+    def set_status_sizes(self, pid: int, rss_kib: int, swap_kib: int = 0) -> None:
+        """Rewrite the VmRSS and VmSwap lines of ``PID/status`` (a process growing)."""
+        with open(self.path(f"{pid}/status"), "rb") as f:
+            text = f.read()
+        lines = [line for line in text.split(b"\n")
+                 if not line.startswith((b"VmRSS:", b"VmSwap:")) and line]
+        lines += [b"VmRSS:\t%d kB" % rss_kib, b"VmSwap:\t%d kB" % swap_kib]
+        self.write(f"{pid}/status", b"\n".join(lines) + b"\n")
     def remove(self, pid: int) -> None:
         """Remove ``PID/`` as if the process had exited and been reaped."""
         shutil.rmtree(self.path(str(pid)))

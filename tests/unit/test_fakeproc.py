@@ -32,7 +32,7 @@ def test_add_writes_every_file(tmp_path: Path) -> None:
     fake = FakeProc(tmp_path)
     fake.add(FAKE_PID, b"name", uid=42, oom_score=7, rss_kib=3 * PAGE_KIB)
     files = sorted(os.listdir(fake.path(str(FAKE_PID))))
-    assert files == ["cmdline", "oom_score", "oom_score_adj", "stat", "statm", "status"]
+    assert files == ["cmdline", "exe", "oom_score", "oom_score_adj", "stat", "statm", "status"]
     fs = fake.fs
     assert parse_status_uid(fs.read_pid(FAKE_PID, "status")) == 42
     assert parse_stat(fs.read_pid(FAKE_PID, "stat")).rss_pages == 3

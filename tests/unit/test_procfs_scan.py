@@ -11,9 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from bustd.process import PF_KTHREAD, Candidate, read_details, read_starttime, scan
+from bustd.process import (
+    PF_KTHREAD,
+    Candidate,
+    read_details,
+    read_exe,
+    read_starttime,
+    read_status,
+    scan,
+)
 from bustd.procfs import NoSuchProcess, ProcFS
-from tests.fakeproc import FAKE_PID, PAGE_KIB, FakeProc
+from tests.fakeproc import FAKE_PID, PAGE_KIB, FakeProc, stat_line
 
 P = FAKE_PID
 
@@ -220,23 +228,33 @@ def test_scan_skips_unreadable_files(tmp_path: Path) -> None:
 
 def test_read_details(fake: FakeProc) -> None:
     fake.add(P, b"Web Content", uid=1234, oom_score_adj=-500, rss_kib=2048 * PAGE_KIB,
-             cmdline=b"/usr/lib/firefox/firefox\0-contentproc\0-childID\0\0")
+             cmdline=b"/usr/lib/firefox/firefox\0-contentproc\0", exe=b"/usr/lib/firefox/firefox")
     d = read_details(fake.fs, P)
-    assert d.cmdline == b"/usr/lib/firefox/firefox\0-contentproc\0-childID"
-    assert (d.uid, d.oom_score_adj, d.rss_kib) == (1234, -500, 2048 * PAGE_KIB)
+    assert (d.uid, d.oom_score_adj, d.exe) == (1234, -500, b"/usr/lib/firefox/firefox")
     assert d.exe_name() == b"firefox"
 
 
-@pytest.mark.parametrize(("cmdline", "exe"), [
-    (b"", b""),
-    (b"plain", b"plain"),
-    (b"/a/b/c/", b""),
-    (b"./rel/prog\0arg/with/slash", b"prog"),
-    (b"averyveryverylongprogramname\0", b"averyveryverylongprogramname"),
+@pytest.mark.parametrize(("target", "exe"), [
+    (b"/usr/bin/python3.11", b"/usr/bin/python3.11"),
+    (b"/opt/app/bin/app (deleted)", b"/opt/app/bin/app"),  # replaced by an upgrade
+    (b"/tmp/a b/c\n(x)", b"/tmp/a b/c\n(x)"),
+    (b"", b""),  # no link: a zombie, or another user's process when not root
 ])
-def test_exe_name(fake: FakeProc, cmdline: bytes, exe: bytes) -> None:
-    fake.add(P, cmdline=cmdline)
-    assert read_details(fake.fs, P).exe_name() == exe
+def test_read_exe(fake: FakeProc, target: bytes, exe: bytes) -> None:
+    fake.add(P, exe=target)
+    assert read_exe(fake.fs, P) == exe
+    assert read_details(fake.fs, P).exe == exe
+
+
+def test_exe_is_not_argv0(fake: FakeProc) -> None:
+    # exec -a /usr/sbin/sshd sleep 300
+    fake.add(P, b"sleep", cmdline=b"/usr/sbin/sshd\x00300\x00", exe=b"/usr/bin/sleep")
+    assert read_details(fake.fs, P).exe_name() == b"sleep"
+
+
+def test_read_exe_of_vanished_process(fake: FakeProc) -> None:
+    with pytest.raises(NoSuchProcess):
+        read_exe(fake.fs, P)
 
 
 def test_read_details_of_vanished_process(fake: FakeProc) -> None:
@@ -256,10 +274,59 @@ def test_read_details_garbage(fake: FakeProc) -> None:
         read_details(fake.fs, P)
 
 
-def test_read_details_empty_statm_means_no_rss(fake: FakeProc) -> None:
+def test_read_details_never_reads_cmdline(fake: FakeProc) -> None:
+    # cmdline is served under the target's mmap_lock (issue 10): not on the kill path.
     fake.add(P)
-    fake.write(f"{P}/statm", b"")
-    assert read_details(fake.fs, P).rss_kib == 0
+    fake.remove_file(P, "cmdline")
+    os.mkdir(fake.path(f"{P}/cmdline"))  # reading it would fail with EISDIR
+    assert read_details(fake.fs, P).uid == 1000
+    assert pids(scan(fake.fs, want_exe=True)) == [P]
+
+
+def test_read_status(fake: FakeProc) -> None:
+    fake.add(P, rss_kib=4096, swap_kib=1024, threads=7, uid=33)
+    st = read_status(fake.fs, P)
+    assert (st.uid, st.rss_kib, st.swap_kib, st.threads) == (33, 4096, 1024, 7)
+    fake.set_status_sizes(P, 8192, 0)
+    assert (read_status(fake.fs, P).rss_kib, read_status(fake.fs, P).swap_kib) == (8192, 0)
+
+
+def test_scan_reads_exe_only_when_wanted(fake: FakeProc) -> None:
+    fake.add(P, exe=b"/opt/x")
+    (c,) = scan(fake.fs)
+    assert c.exe is None
+    (c,) = scan(fake.fs, want_exe=True)
+    assert c.exe == b"/opt/x"
+    assert (c.size_kib, c.growth_kib, c.growth_s) == (c.rss_kib, 0, 0.0)
+
+
+# -- zombie leaders (issue 10, defect 3) -----------------------------------------
+
+def add_thread(fake: FakeProc, pid: int, tid: int, state: bytes = b"S",
+               rss_kib: int = 0) -> None:
+    fake.write(f"{pid}/task/{tid}/stat",
+               stat_line(tid, b"worker", state, rss_pages=rss_kib // PAGE_KIB))
+
+
+def test_zombie_leader_with_live_threads_is_a_candidate(fake: FakeProc) -> None:
+    # The main thread exited; 200 MiB live on in the other threads.
+    fake.add(P, b"leaderless", state=b"Z", rss_kib=0, threads=3, oom_score=900)
+    add_thread(fake, P, P, b"Z")
+    add_thread(fake, P, P + 7, b"Z")
+    add_thread(fake, P, P + 8, b"S", rss_kib=200 * 1024)
+    (c,) = scan(fake.fs)
+    assert (c.pid, c.rss_kib, c.oom_score) == (P, 200 * 1024, 900)
+
+
+def test_zombie_with_no_live_thread_is_skipped(fake: FakeProc) -> None:
+    fake.add(P, b"dead", state=b"Z", threads=1)
+    assert scan(fake.fs) == []
+    fake.add(P + 1, b"dying", state=b"Z", threads=2)  # Threads says 2, all are gone
+    add_thread(fake, P + 1, P + 1, b"Z")
+    add_thread(fake, P + 1, P + 9, b"X")
+    assert scan(fake.fs) == []
+    fake.add(P + 2, b"notasks", state=b"Z", threads=2)  # task/ already gone
+    assert scan(fake.fs) == []
 
 
 def test_read_starttime(fake: FakeProc) -> None:
