@@ -1,9 +1,29 @@
 """The pure choice of a victim: ranking and protection rules, no I/O.
 
-Ranking: the highest ``oom_score`` wins (shifted by ``--prefer``/``--avoid``),
-ties go to the larger RSS, then the younger process (later start time), then
-the higher PID, so the order of the candidates never changes the choice.
-With ``sort_by_rss`` the RSS comes first and the score breaks ties.
+Ranking policies (``--rank``):
+
+``growth`` (the default): the kernel's ``oom_score`` (its badness: RSS, swap
+and page tables in thousandths of RAM + swap, plus ``oom_score_adj``) plus
+the memory the process would add in the next :data:`HORIZON_S` seconds at the
+rate it grew over the last few seconds, in the same units::
+
+    badness = oom_score + HORIZON_S * growth_rate_kib_s * score_per_kib
+
+so a large idle process loses to a smaller one that is filling memory, while
+a process that stopped growing (or shrinks) is ranked by its size alone.
+
+``oom_score``: the kernel's ``oom_score`` alone.
+``rss``: size first (RSS plus swap where sampled), the score breaking ties.
+
+``--prefer``/``--avoid`` add or subtract :data:`PREFER_SHIFT` to the score in
+every policy. Ties go to the larger size, then the younger process (later
+start time), then the higher PID, so the order of the candidates never
+changes the choice.
+
+Name rules (``--unkillables``, ``--ignore``, ``--prefer``, ``--avoid``) match
+the executable (the real path of ``/proc/PID/exe``, which a process cannot
+change, unlike ``comm`` and ``argv[0]``): its basename, or the full path when
+the pattern contains a ``/``.
 """
 
 from __future__ import annotations
@@ -15,31 +35,59 @@ if TYPE_CHECKING:
     from typing import Protocol, Sequence
 
     class Pattern(Protocol):
-        """A compiled regular expression (only ``search`` is used)."""
+        """A compiled regular expression (only ``search`` and ``pattern`` are used)."""
+
+        @property
+        def pattern(self) -> str: ...
 
         def search(self, string: str) -> object: ...
 
-__all__ = ["PREFER_SHIFT", "Rules", "glob_match", "protected", "rank"]
+__all__ = ["HORIZON_S", "POLICIES", "PREFER_SHIFT", "Rules", "badness", "exe_text",
+           "glob_match", "protected", "rank"]
 
 # Shift applied to oom_score by --prefer/--avoid; oom_score runs 0..~1333 on
 # kernels >= 5.9, so 300 moves a process well past its peers (as earlyoom).
 PREFER_SHIFT = 300
+# How far ahead recent growth is projected: "who will hold the most memory in
+# half a minute if everyone keeps their pace". Chosen with the VM scenarios
+# (docs/e2e-report.md): long enough that a steady grower outranks a larger
+# idle process, short enough that size still dominates small bursts.
+HORIZON_S = 30.0
+POLICIES = ("growth", "oom_score", "rss")
 
 
 class Rules:
-    """Who may not be killed, and who is preferred or avoided."""
+    """Who may not be killed, who is preferred or avoided, and the ranking policy."""
 
-    __slots__ = ("self_pid", "unkillables", "ignore", "prefer", "avoid", "sort_by_rss")
+    __slots__ = ("self_pid", "unkillables", "ignore", "prefer", "avoid", "policy")
 
     def __init__(self, self_pid: int, unkillables: Sequence[str] = (),
                  ignore: Pattern | None = None, prefer: Pattern | None = None,
-                 avoid: Pattern | None = None, sort_by_rss: bool = False) -> None:
+                 avoid: Pattern | None = None, policy: str = "growth") -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown ranking policy {policy!r}")
         self.self_pid = self_pid
         self.unkillables = tuple(unkillables)
         self.ignore = ignore
         self.prefer = prefer
         self.avoid = avoid
-        self.sort_by_rss = sort_by_rss
+        self.policy = policy
+
+    @property
+    def shifts(self) -> bool:
+        """Whether ranking needs each candidate's executable (--prefer/--avoid)."""
+        return self.prefer is not None or self.avoid is not None
+
+
+def exe_text(exe: bytes, pattern: str) -> str:
+    """Return what a name rule ``pattern`` is matched against for ``exe``.
+
+    The full path when the pattern contains '/', else its basename; decoded
+    with replacement characters.
+    """
+    if "/" not in pattern:
+        exe = exe.rsplit(b"/", 1)[-1]
+    return exe.decode("utf-8", "replace")
 
 
 def glob_match(pattern: str, name: str) -> bool:
@@ -107,32 +155,41 @@ def _class_match(pattern: str, start: int, ch: str) -> tuple[int, bool]:
     return i + 1, matched != negate
 
 
-def _shifted(score: int, name: str, rules: Rules) -> int:
-    if rules.prefer is not None and rules.prefer.search(name):
+def _matches(rule: Pattern | None, exe: bytes | None) -> bool:
+    return rule is not None and rule.search(exe_text(exe or b"", rule.pattern)) is not None
+
+
+def badness(c: Candidate, rules: Rules, score_per_kib: float) -> float:
+    """Return the rank score of ``c`` under ``rules`` (higher dies first).
+
+    ``score_per_kib`` converts KiB into ``oom_score`` units (see
+    :func:`oom_score_per_kib` in the Monitor); growth only counts under the
+    ``growth`` policy.
+    """
+    score = float(c.oom_score)
+    if _matches(rules.prefer, c.exe):
         score += PREFER_SHIFT
-    if rules.avoid is not None and rules.avoid.search(name):
+    if _matches(rules.avoid, c.exe):
         score -= PREFER_SHIFT
+    if rules.policy == "growth":
+        score += HORIZON_S * c.rate_kib_s * score_per_kib
     return score
 
 
-def rank(candidates: Sequence[Candidate], rules: Rules) -> list[Candidate]:
-    """Return the candidates ordered best victim first.
+def rank(candidates: Sequence[Candidate], rules: Rules,
+         score_per_kib: float = 0.0) -> list[Candidate]:
+    """Return the candidates ordered best victim first (each one's ``badness`` set).
 
-    ``--prefer``/``--avoid`` match the name (``comm``, decoded with
-    replacement characters).
+    ``--prefer``/``--avoid`` need ``Candidate.exe`` (None counts as no match).
     """
-    if rules.prefer is None and rules.avoid is None:
-        def score(c: Candidate) -> int:
-            return c.oom_score
+    for c in candidates:
+        c.badness = badness(c, rules, score_per_kib)
+    if rules.policy == "rss":
+        def key(c: Candidate) -> tuple[float, float, int, int]:
+            return (c.size_kib, c.badness, c.starttime, c.pid)
     else:
-        def score(c: Candidate) -> int:
-            return _shifted(c.oom_score, c.comm.decode("utf-8", "replace"), rules)
-    if rules.sort_by_rss:
-        def key(c: Candidate) -> tuple[int, int, int, int]:
-            return (c.rss_kib, score(c), c.starttime, c.pid)
-    else:
-        def key(c: Candidate) -> tuple[int, int, int, int]:
-            return (score(c), c.rss_kib, c.starttime, c.pid)
+        def key(c: Candidate) -> tuple[float, float, int, int]:
+            return (c.badness, c.size_kib, c.starttime, c.pid)
     return sorted(candidates, key=key, reverse=True)
 
 
@@ -140,8 +197,7 @@ def protected(c: Candidate, d: Details, rules: Rules) -> str | None:
     """Return why ``c`` must not be killed, or None if it may be.
 
     Never: bustd itself, PID 1, ``oom_score_adj`` -1000 (the kernel's own
-    "never kill"), a name matching ``--unkillables`` (against comm and the
-    untruncated argv[0] basename) or ``--ignore`` (against comm).
+    "never kill"), an executable matching ``--unkillables`` or ``--ignore``.
     """
     if c.pid == rules.self_pid:
         return "is bustd itself"
@@ -149,12 +205,9 @@ def protected(c: Candidate, d: Details, rules: Rules) -> str | None:
         return "is PID 1"
     if d.oom_score_adj <= -1000:
         return "has oom_score_adj -1000"
-    comm = c.comm.decode("utf-8", "replace")
-    if rules.unkillables:
-        exe = d.exe_name().decode("utf-8", "replace")
-        for pattern in rules.unkillables:
-            if glob_match(pattern, comm) or (exe and glob_match(pattern, exe)):
-                return f"matches --unkillables {pattern!r}"
-    if rules.ignore is not None and rules.ignore.search(comm):
+    for pattern in rules.unkillables:
+        if glob_match(pattern, exe_text(d.exe, pattern)):
+            return f"matches --unkillables {pattern!r}"
+    if _matches(rules.ignore, d.exe):
         return "matches --ignore"
     return None

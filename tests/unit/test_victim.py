@@ -9,22 +9,38 @@ import re
 import pytest
 
 from bustd.process import Candidate, Details
-from bustd.victim import PREFER_SHIFT, Rules, glob_match, protected, rank
+from bustd.victim import (
+    HORIZON_S,
+    POLICIES,
+    PREFER_SHIFT,
+    Rules,
+    badness,
+    glob_match,
+    protected,
+    rank,
+)
 
 SELF = 4_999_999
+MIB = 1024
+# oom_score points per KiB on a machine with 1 GiB RAM and no swap (Linux >= 5.9).
+PER_KIB = 1000.0 / (1024 * MIB) * 2 / 3
 
 
 def cand(pid: int, score: int = 100, rss: int = 1000, start: int = 10,
-         comm: bytes = b"proc") -> Candidate:
-    return Candidate(pid, score, rss, start, pid, comm)
+         comm: bytes = b"proc", exe: bytes | None = None, grew: int = 0,
+         over: float = 0.0) -> Candidate:
+    c = Candidate(pid, score, rss, start, pid, comm)
+    c.exe = b"/usr/bin/" + comm if exe is None else exe
+    c.growth_kib, c.growth_s = grew, over
+    return c
 
 
-def details(cmdline: bytes = b"/usr/bin/proc", adj: int = 0) -> Details:
-    return Details(cmdline, 1000, adj, 1000)
+def details(exe: bytes = b"/usr/bin/proc", adj: int = 0) -> Details:
+    return Details(1000, adj, exe)
 
 
-def order(cands: list[Candidate], rules: Rules) -> list[int]:
-    return [c.pid for c in rank(cands, rules)]
+def order(cands: list[Candidate], rules: Rules, per_kib: float = PER_KIB) -> list[int]:
+    return [c.pid for c in rank(cands, rules, per_kib)]
 
 
 def assert_same_for_every_order(cands: list[Candidate], rules: Rules,
@@ -35,13 +51,22 @@ def assert_same_for_every_order(cands: list[Candidate], rules: Rules,
 
 # -- rank -------------------------------------------------------------------
 
-def test_highest_oom_score_first_in_every_order() -> None:
+def test_policies() -> None:
+    assert POLICIES == ("growth", "oom_score", "rss")
+    assert Rules(SELF).policy == "growth"
+    with pytest.raises(ValueError, match="unknown ranking policy 'size'"):
+        Rules(SELF, policy="size")
+
+
+@pytest.mark.parametrize("policy", ["growth", "oom_score"])
+def test_highest_oom_score_first_in_every_order(policy: str) -> None:
+    # Without growth, the growth policy is the oom_score policy.
     cands = [cand(10, 300), cand(11, 900), cand(12, 5), cand(13, 600), cand(14, 0),
              cand(15, 1333)]
-    assert_same_for_every_order(cands, Rules(SELF), [15, 11, 13, 10, 12, 14])
+    assert_same_for_every_order(cands, Rules(SELF, policy=policy), [15, 11, 13, 10, 12, 14])
 
 
-def test_ties_by_rss_then_start_time_then_pid_in_every_order() -> None:
+def test_ties_by_size_then_start_time_then_pid_in_every_order() -> None:
     cands = [
         cand(20, 500, rss=100, start=50),
         cand(21, 500, rss=900, start=10),   # same score, bigger RSS
@@ -53,7 +78,7 @@ def test_ties_by_rss_then_start_time_then_pid_in_every_order() -> None:
     assert_same_for_every_order(cands, Rules(SELF), [23, 22, 21, 25, 20, 24])
 
 
-def test_sort_by_rss_puts_rss_first_and_score_breaks_ties() -> None:
+def test_rss_policy_puts_size_first_and_score_breaks_ties() -> None:
     cands = [
         cand(30, 900, rss=100),
         cand(31, 10, rss=5000),
@@ -61,8 +86,73 @@ def test_sort_by_rss_puts_rss_first_and_score_breaks_ties() -> None:
         cand(33, 20, rss=5000, start=11),
         cand(34, 1000, rss=4999),
     ]
-    assert_same_for_every_order(cands, Rules(SELF, sort_by_rss=True), [33, 32, 31, 34, 30])
-    assert order(cands, Rules(SELF)) == [34, 30, 33, 32, 31]
+    assert_same_for_every_order(cands, Rules(SELF, policy="rss"), [33, 32, 31, 34, 30])
+    assert order(cands, Rules(SELF, policy="oom_score")) == [34, 30, 33, 32, 31]
+
+
+def test_rss_policy_counts_swap_where_sampled() -> None:
+    idle = cand(1, 500, rss=100 * MIB)
+    idle.size_kib = 400 * MIB  # 300 MiB of it in swap
+    busy = cand(2, 500, rss=300 * MIB)
+    assert order([busy, idle], Rules(SELF, policy="rss")) == [1, 2]
+
+
+def test_badness_formula() -> None:
+    c = cand(1, 400, grew=40 * MIB, over=10.0)  # 4 MiB/s
+    assert c.rate_kib_s == 4 * MIB
+    expected = 400 + HORIZON_S * 4 * MIB * PER_KIB
+    assert badness(c, Rules(SELF), PER_KIB) == pytest.approx(expected)
+    assert badness(c, Rules(SELF, policy="oom_score"), PER_KIB) == 400
+    assert badness(c, Rules(SELF, policy="rss"), PER_KIB) == 400
+    # A shrinking or unknown history counts as no growth.
+    assert badness(cand(2, 400), Rules(SELF), PER_KIB) == 400
+    assert cand(3, grew=5, over=0.0).rate_kib_s == 0.0
+
+
+# The first case, measured in a 1 GiB VM: a large idle process
+# (0.42 x RAM, never growing) beside a smaller one growing at 40 MB/s.
+def test_growing_process_outranks_larger_idle_one() -> None:
+    idle = cand(100, 666 + 280, rss=430 * MIB, comm=b"idle")  # oom_score 5.9+ form
+    grower = cand(101, 666 + 200, rss=300 * MIB, comm=b"grower", grew=300 * MIB, over=8.0)
+    bystander = cand(102, 666 + 30, rss=48 * MIB)
+    cands = [idle, grower, bystander]
+    assert_same_for_every_order(cands, Rules(SELF), [101, 100, 102])
+    assert order(cands, Rules(SELF, policy="oom_score")) == [100, 101, 102]
+    assert order(cands, Rules(SELF, policy="rss")) == [100, 101, 102]
+
+
+# The second case: twelve workers at 8 MB/s each beside an idle 120 MiB
+# process, the largest when the emergency begins.
+def test_many_small_growers_outrank_the_largest_idle_process() -> None:
+    idle = cand(200, 666 + 78, rss=120 * MIB, comm=b"idle")
+    workers = [cand(201 + i, 666 + 36, rss=55 * MIB, grew=55 * MIB, over=7.0, start=20 + i)
+               for i in range(12)]
+    ranked = order([idle, *workers], Rules(SELF))
+    assert ranked[-1] == 200
+    assert ranked[0] == 212  # equal growth and size: the youngest worker first
+    assert order([idle, *workers], Rules(SELF, policy="oom_score"))[0] == 200
+
+
+def test_size_still_dominates_a_small_burst() -> None:
+    # A 4 GiB idle process against a 100 MiB burst over 10 s on a 16 GiB machine.
+    per_kib = 1000.0 / (16 * 1024 * MIB) * 2 / 3
+    db = cand(1, 666 + 166, rss=4096 * MIB)
+    burst = cand(2, 666 + 4, rss=100 * MIB, grew=100 * MIB, over=10.0)
+    assert order([burst, db], Rules(SELF), per_kib) == [1, 2]
+
+
+def test_fast_grower_beats_slow_grower_of_equal_size() -> None:
+    slow = cand(1, 700, rss=200 * MIB, grew=20 * MIB, over=10.0)
+    fast = cand(2, 700, rss=200 * MIB, grew=100 * MIB, over=10.0)
+    assert_same_for_every_order([slow, fast], Rules(SELF), [2, 1])
+
+
+def test_oom_score_adj_stays_the_users_override() -> None:
+    # oom_score includes oom_score_adj: a grower the user shielded with -500
+    # loses to an idle process the user offered with +500.
+    shielded = cand(1, 200, rss=300 * MIB, grew=300 * MIB, over=8.0)
+    offered = cand(2, 1300, rss=100 * MIB)
+    assert order([shielded, offered], Rules(SELF)) == [2, 1]
 
 
 def test_prefer_and_avoid_shift_by_300() -> None:
@@ -71,7 +161,7 @@ def test_prefer_and_avoid_shift_by_300() -> None:
     # 300 points: 301 below the leader is not enough, 299 below is.
     assert order([cand(1, 600), cand(2, 299, comm=b"chromium")], prefer) == [1, 2]
     assert order([cand(1, 600), cand(2, 301, comm=b"chromium")], prefer) == [2, 1]
-    # An exact tie after the shift falls to RSS.
+    # An exact tie after the shift falls to size.
     assert order([cand(1, 600, rss=5), cand(2, 300, rss=6, comm=b"chromium")], prefer) == [2, 1]
     avoid = Rules(SELF, avoid=re.compile("sql"))
     assert order([cand(1, 1000, comm=b"postgresql"), cand(2, 701)], avoid) == [2, 1]
@@ -87,6 +177,20 @@ def test_prefer_in_every_order() -> None:
     rules = Rules(SELF, prefer=re.compile("node"), avoid=re.compile("^(sshd|java)$"))
     # node 1000, node-gyp 600, sshd 650, java 600 (RSS tie -> start tie -> pid), \xffnode 400
     assert_same_for_every_order(cands, rules, [41, 43, 42, 40, 44])
+
+
+def test_avoid_matches_the_executable_not_the_forgeable_name() -> None:
+    rules = Rules(SELF, avoid=re.compile("^sshd$"))
+    # A hog that calls itself sshd (comm and argv[0]) is not avoided.
+    forged = cand(1, 900, comm=b"sshd", exe=b"/usr/bin/python3.11")
+    real = cand(2, 800, comm=b"sshd", exe=b"/usr/sbin/sshd")
+    assert order([forged, real], rules) == [1, 2]
+    # With a '/', the full path is matched.
+    rules = Rules(SELF, prefer=re.compile("^/opt/"))
+    assert order([cand(3, 500), cand(4, 300, exe=b"/opt/app/bin/app")], rules) == [4, 3]
+    # An unknown executable matches nothing.
+    assert order([cand(5, 500, exe=b""), cand(6, 400)], Rules(SELF, avoid=re.compile(""))) \
+        == [5, 6]
 
 
 def test_rank_returns_a_new_list() -> None:
@@ -111,52 +215,58 @@ def test_oom_score_adj(adj: int, why: str | None) -> None:
     assert protected(cand(7), details(adj=adj), Rules(SELF)) == why
 
 
-def test_unkillables_match_comm() -> None:
+def test_unkillables_match_the_executable() -> None:
     rules = Rules(SELF, unkillables=["sshd", "X*", "systemd-?ournald"])
-    for comm in (b"sshd", b"Xorg", b"Xwayland", b"systemd-journald"):
-        assert protected(cand(7, comm=comm), details(b""), rules) is not None, comm
-    for comm in (b"sshd2", b"xorg", b"my-sshd", b"systemd-journal"):
-        assert protected(cand(7, comm=comm), details(b""), rules) is None, comm
-    assert protected(cand(7, comm=b"Xorg"), details(b""), rules) == "matches --unkillables 'X*'"
+    for exe in (b"/usr/sbin/sshd", b"/usr/lib/xorg/Xorg", b"/usr/bin/Xwayland",
+                b"/lib/systemd/systemd-journald"):
+        assert protected(cand(7), details(exe), rules) is not None, exe
+    for exe in (b"/usr/bin/sshd2", b"/usr/bin/xorg", b"/bin/my-sshd",
+                b"/lib/systemd/systemd-journal", b""):
+        assert protected(cand(7), details(exe), rules) is None, exe
+    assert protected(cand(7), details(b"/usr/lib/xorg/Xorg"), rules) == \
+        "matches --unkillables 'X*'"
 
 
-def test_unkillables_match_untruncated_argv0_basename() -> None:
-    # The kernel cuts comm at 15 bytes; the program name in argv[0] is whole.
-    comm = b"gnome-shell-cal"
-    exe = b"/usr/libexec/gnome-shell-calendar-server\0--flag\0"
+def test_unkillables_cannot_be_forged_by_name() -> None:
+    # `exec -a /usr/sbin/sshd sleep 300`: comm and argv[0] say sshd, exe says sleep.
+    rules = Rules(SELF, unkillables=["sshd"])
+    assert protected(cand(7, comm=b"sshd"), details(b"/usr/bin/sleep"), rules) is None
+    assert protected(cand(7, comm=b"sleep"), details(b"/usr/sbin/sshd"), rules) is not None
+
+
+def test_unkillables_full_path_with_a_slash() -> None:
+    # The kernel cuts comm at 15 bytes; the executable's name is whole.
+    exe = b"/usr/libexec/gnome-shell-calendar-server"
     rules = Rules(SELF, unkillables=["gnome-shell-calendar-server"])
-    assert protected(cand(7, comm=comm), details(exe), rules) is not None
-    assert protected(cand(7, comm=comm), details(b"/usr/bin/other\0"), rules) is None
-    # Only the basename counts, not the folder, and not later arguments.
-    rules = Rules(SELF, unkillables=["libexec"])
-    assert protected(cand(7, comm=comm), details(exe), rules) is None
-    rules = Rules(SELF, unkillables=["--flag"])
-    assert protected(cand(7, comm=comm), details(exe), rules) is None
-    rules = Rules(SELF, unkillables=["*-server"])
-    assert protected(cand(7, comm=comm), details(exe), rules) is not None
+    assert protected(cand(7, comm=b"gnome-shell-cal"), details(exe), rules) is not None
+    rules = Rules(SELF, unkillables=["libexec"])  # the folder is not the name
+    assert protected(cand(7), details(exe), rules) is None
+    rules = Rules(SELF, unkillables=["/usr/libexec/*"])  # but a path pattern sees it
+    assert protected(cand(7), details(exe), rules) is not None
+    assert protected(cand(7), details(b"/opt/libexec/x"), rules) is None
 
 
-def test_empty_argv0_does_not_match_star() -> None:
-    # A kernel-thread-like empty cmdline must not make "*x" style globs match ''.
+def test_unknown_executable_matches_only_star() -> None:
     rules = Rules(SELF, unkillables=["*"])
     assert protected(cand(7, comm=b"anything"), details(b""), rules) is not None
     rules = Rules(SELF, unkillables=["x*"])
-    assert protected(cand(7, comm=b"abc"), details(b""), rules) is None
+    assert protected(cand(7, comm=b"xyz"), details(b""), rules) is None
 
 
-def test_ignore_regex_matches_comm() -> None:
+def test_ignore_regex_matches_the_executable() -> None:
     rules = Rules(SELF, ignore=re.compile(r"^(Xorg|sway)$"))
-    assert protected(cand(7, comm=b"sway"), details(), rules) == "matches --ignore"
-    assert protected(cand(7, comm=b"swayidle"), details(), rules) is None
+    assert protected(cand(7), details(b"/usr/bin/sway"), rules) == "matches --ignore"
+    assert protected(cand(7), details(b"/usr/bin/swayidle"), rules) is None
+    assert protected(cand(7, comm=b"sway"), details(b"/usr/bin/sleep"), rules) is None
     rules = Rules(SELF, ignore=re.compile("idle"))
-    assert protected(cand(7, comm=b"swayidle"), details(), rules) == "matches --ignore"
+    assert protected(cand(7), details(b"/usr/bin/swayidle"), rules) == "matches --ignore"
 
 
 def test_invalid_utf8_names_are_compared_decoded() -> None:
-    rules = Rules(SELF, unkillables=["caf*"], ignore=re.compile("\ufffd"))
-    assert protected(cand(7, comm=b"caf\xc3"), details(b""), rules) is not None
+    rules = Rules(SELF, unkillables=["caf*"])
+    assert protected(cand(7), details(b"/bin/caf\xc3"), rules) is not None
     rules = Rules(SELF, ignore=re.compile("\ufffd"))
-    assert protected(cand(7, comm=b"ab\xff"), details(b""), rules) == "matches --ignore"
+    assert protected(cand(7), details(b"/bin/ab\xff"), rules) == "matches --ignore"
 
 
 def test_protection_order() -> None:
