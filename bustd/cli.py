@@ -124,8 +124,17 @@ def parser() -> argparse.ArgumentParser:
       help="PSI line to use: some (a task stalled) or full (all stalled); default some")
     a("--psi-mem", type=percent, metavar="PERCENT", default=DEFAULTS["psi_mem_percent"],
       help="pressure may only kill when MemAvailable <= PERCENT of MemTotal (default 15)")
-    a("--sort-by-rss", action="store_true",
-      help="rank victims by RSS instead of oom_score")
+    a("--psi-duration", type=seconds, metavar="SECONDS", default=DEFAULTS["psi_duration"],
+      help="pressure kills only when the stall has stayed >= CUTOFF this long (default 4): "
+           "a stall the kernel resolves by swapping in less time is not an emergency")
+    a("--watch", type=percent, metavar="PERCENT", default=DEFAULTS["watch_percent"],
+      help="below this MemAvailable percent (or after a PSI event) sample stall, zram and "
+           "the growth of the largest processes at every check (default 25)")
+    a("--rank", choices=("growth", "oom_score", "rss"), default=DEFAULTS["rank"],
+      help="victim ranking: growth (oom_score plus 30 s of recent growth), oom_score, or "
+           "rss (RSS plus swap); default growth")
+    a("--sort-by-rss", action="store_const", const="rss", dest="rank",
+      help="same as --rank rss (compatibility)")
     a("-u", "--unkillables", type=globs, metavar="'GLOB|GLOB'", default="",
       help="never kill processes whose name or program matches one of these globs")
     a("--ignore", type=regex, metavar="REGEX", default="",
@@ -154,6 +163,8 @@ def parser() -> argparse.ArgumentParser:
     a("--proc-root", metavar="PATH", default="/proc",
       help="read this tree instead of /proc (for tests); any other root implies "
            "--dry-run and no PSI trigger")
+    a("--sys-root", metavar="PATH", default="/sys",
+      help="read zram statistics from this tree instead of /sys (for tests)")
     a("--print-config", action="store_true",
       help="print the effective settings and exit")
     a("-c", "--config", metavar="FILE",
@@ -233,12 +244,13 @@ def build_config(args: argparse.Namespace) -> Config:
     root = os.path.normpath(args.proc_root)
     return Config(
         **values, psi_cutoff=args.psi, psi_metric=args.psi_metric,
-        psi_mem_percent=args.psi_mem, sort_by_rss=args.sort_by_rss,
+        psi_mem_percent=args.psi_mem, psi_duration=args.psi_duration,
+        watch_percent=args.watch, rank=args.rank,
         unkillables=args.unkillables, ignore=args.ignore, prefer=args.prefer,
         avoid=args.avoid, grace=args.grace, kill_pgroup=args.kill_pgroup,
         dry_run=args.dry_run or root != "/proc", daemon=args.daemon,
         pid_file=os.path.abspath(args.pid_file), report=args.report,
-        verbose=args.verbose, proc_root=root)
+        verbose=args.verbose, proc_root=root, sys_root=os.path.normpath(args.sys_root))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

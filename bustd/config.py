@@ -30,7 +30,9 @@ DEFAULTS: dict[str, object] = {
     "psi_cutoff": 25.0,
     "psi_metric": "some",
     "psi_mem_percent": 15.0,
-    "sort_by_rss": False,
+    "psi_duration": 4.0,
+    "watch_percent": 25.0,
+    "rank": "growth",
     "unkillables": "",
     "ignore": "",
     "prefer": "",
@@ -43,8 +45,11 @@ DEFAULTS: dict[str, object] = {
     "report": 3600.0,
     "verbose": False,
     "proc_root": "/proc",
+    "sys_root": "/sys",
 }
 _OPTIONAL = frozenset(("mem_term_kib", "mem_kill_kib", "swap_term_kib", "swap_kill_kib"))
+# Settings that take one of a few words.
+_CHOICES = {"psi_metric": ("some", "full"), "rank": ("growth", "oom_score", "rss")}
 
 
 class ConfigError(ValueError):
@@ -67,7 +72,9 @@ class Config:
     psi_cutoff: float
     psi_metric: str
     psi_mem_percent: float
-    sort_by_rss: bool
+    psi_duration: float
+    watch_percent: float
+    rank: str
     unkillables: str
     ignore: str
     prefer: str
@@ -80,6 +87,7 @@ class Config:
     report: float
     verbose: bool
     proc_root: str
+    sys_root: str
 
     def __init__(self, **values: object) -> None:
         for key in values:
@@ -94,6 +102,9 @@ class Config:
                 value = float(value)
             elif type(value) is not type(default):
                 raise ConfigError(f"{key}: expected {type(default).__name__}, got {value!r}")
+            elif key in _CHOICES and value not in _CHOICES[key]:
+                raise ConfigError(f"{key}: expected one of {', '.join(_CHOICES[key])}, "
+                                  f"got {value!r}")
             object.__setattr__(self, key, value)
 
     def __setattr__(self, key: str, value: object) -> None:

@@ -1,12 +1,16 @@
 """The loop: pure decisions, an adaptive interval, an injected clock.
 
-Contract: each check reads MemInfo (and PSI when memory is low enough for
-pressure to matter), asks the pure :func:`decide` whether to act, and sleeps
-for :func:`sleep_for` seconds, or until the kernel's PSI trigger fires. When
-acting, it picks a victim, re-reads memory (doing nothing if the emergency has
-passed), signals through a pidfd and waits for the exit; the next decision
-starts from fresh readings, so one emergency costs one kill unless memory is
-still short.
+Contract: each check reads MemInfo. While memory is in the watch zone (a
+little above the levels that act, or for a while after a PSI trigger event)
+it also reads PSI, zram's real RAM use and the sizes of the largest
+processes, so that a decision knows how long the machine has stalled and who
+grew recently. The pure :func:`decide` says whether to act; :func:`sleep_for`
+how long to sleep (or until the kernel's PSI trigger fires). When acting, it
+ranks the candidates (victim.py), re-reads memory (doing nothing if the
+emergency has passed), signals through a pidfd and waits for the exit; one
+:class:`~bustd.record.KillRecord` per kill goes to every output. The next
+decision starts from fresh readings, so one emergency costs one kill unless
+memory is still short.
 """
 
 from __future__ import annotations
@@ -17,30 +21,36 @@ import select
 
 from . import kill, sig
 from .config import Config
+from .growth import Tracker
 from .log import Log, safe, size
 from .meminfo import MemInfo, read_meminfo
-from .pressure import StallMeter, arm_trigger, read_pressure
-from .process import Candidate, Details, read_details, scan
+from .pressure import StallMeter, StallRun, arm_trigger, read_pressure
+from .process import Candidate, Details, read_details, read_status, scan
 from .procfs import NoSuchProcess, ProcFS
+from .record import KillRecord, Reading, candidate_text, kill_line
 from .victim import Rules, protected, rank
+from .zram import Zram, effective_swap, read_zram
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import re
     from typing import Callable
 
-__all__ = ["Decision", "Thresholds", "Victim", "decide", "find_victim", "Monitor",
-           "sleep_for", "thresholds"]
+__all__ = ["Decision", "Monitor", "Ranking", "Thresholds", "Victim", "decide", "find_victim",
+           "make_rules", "oom_score_per_kib", "sleep_for", "thresholds", "watch_level"]
 
 # Fill rates assumed when sleeping in proportion to headroom (as earlyoom):
 # RAM can be filled at about 6 GB/s, swap at about 800 MB/s.
 MEM_FILL_KIB_S = 6000 * 1024
 SWAP_FILL_KIB_S = 800 * 1024
 MIN_SLEEP = 0.1
-MAX_SLEEP_POLLING = 1.0  # without a PSI trigger: earlyoom's once a second
+MAX_SLEEP_POLLING = 1.0  # without a PSI trigger, or in the watch zone: once a second
 MAX_SLEEP_TRIGGER = 10.0  # a stall wakes the daemon anyway
 DRY_RUN_PAUSE = 1.0  # a dry run changes nothing: do not repeat it 10 times a second
 NO_VICTIM_PAUSE = 1.0  # nothing killable: do not rescan 10 times a second
+WATCH_AFTER_EVENT = 10.0  # seconds of watching after a PSI trigger event
+TRACK_TOP = 32  # how many of the largest processes have their size sampled
+RUNNERS_UP = 3  # candidates named after the victim in the kill line
 
 
 class Thresholds:
@@ -72,6 +82,16 @@ def thresholds(cfg: Config, mem: MemInfo) -> Thresholds:
         mem.total * cfg.psi_mem_percent / 100.0)
 
 
+def watch_level(cfg: Config, mem: MemInfo) -> float:
+    """Return the MemAvailable (KiB) under which bustd watches closely.
+
+    ``--watch`` percent of MemTotal, and never below a level that acts, so
+    every decision has a growth history and a stall history behind it.
+    """
+    return mem.total * max(cfg.watch_percent, cfg.psi_mem_percent,
+                           cfg.mem_term_percent) / 100.0
+
+
 class Decision:
     """What to do now: the first signal to send and why."""
 
@@ -96,14 +116,19 @@ def _mem_reason(mem: MemInfo, mem_limit: float, swap_limit: float) -> str:
             f"<= {size(mem_limit)}, {swap}")
 
 
-def decide(mem: MemInfo, stall: float | None, cfg: Config) -> Decision | None:
+def decide(mem: MemInfo, stall: float | None, cfg: Config,
+           stall_s: float = float("inf")) -> Decision | None:
     """Return the Decision for one reading, or None when all is well.
 
-    SIGKILL when MemAvailable and SwapFree are both at their kill levels;
-    SIGTERM when both are at their terminate levels (no swap counts as none
-    free), or when the stall percentage ``stall`` reaches ``psi_cutoff``
-    while MemAvailable is at or below ``psi_mem_percent``: pressure alone
-    never kills while memory is plentiful.
+    ``mem`` carries swap at its real worth (zram counted by what it frees,
+    see zram.py). SIGKILL when MemAvailable and SwapFree are both at their
+    kill levels; SIGTERM when both are at their terminate levels (no swap
+    counts as none free). Pressure: SIGTERM when the stall percentage
+    ``stall`` is at least ``psi_cutoff``, has stayed there for
+    ``stall_s >= psi_duration`` seconds, and MemAvailable is at or below
+    ``psi_mem_percent``: pressure alone never kills while memory is
+    plentiful, and a stall the kernel resolves by swapping within
+    ``psi_duration`` never kills.
     """
     t = thresholds(cfg, mem)
     if mem.available <= t.mem_kill and mem.swap_free <= t.swap_kill:
@@ -111,32 +136,53 @@ def decide(mem: MemInfo, stall: float | None, cfg: Config) -> Decision | None:
     if mem.available <= t.mem_term and mem.swap_free <= t.swap_term:
         return Decision(sig.SIGTERM, _mem_reason(mem, t.mem_term, t.swap_term))
     if (cfg.psi_cutoff > 0 and stall is not None and stall >= cfg.psi_cutoff
-            and mem.available <= t.psi_mem):
+            and stall_s >= cfg.psi_duration and mem.available <= t.psi_mem):
+        held = f" for {stall_s:.1f} s" if stall_s < float("inf") else ""
         return Decision(sig.SIGTERM, (
-            f"memory {cfg.psi_metric} stall {stall:.0f}% >= {cfg.psi_cutoff:g}% with "
+            f"memory {cfg.psi_metric} stall {stall:.0f}% >= {cfg.psi_cutoff:g}%{held} with "
             f"MemAvailable {size(mem.available)} ({_pct(mem.available, mem.total)}) "
             f"<= {cfg.psi_mem_percent:g}%"))
     return None
 
 
-def sleep_for(mem: MemInfo, cfg: Config, trigger_armed: bool) -> float:
+def sleep_for(mem: MemInfo, cfg: Config, trigger_armed: bool, watching: bool = False) -> float:
     """Return seconds until the next check, in proportion to the headroom.
 
     Both MemAvailable and SwapFree must fall for a kill, so the time to
     reach the thresholds is the sum of both headrooms over their fill rates.
-    At least MIN_SLEEP; at most 1 s when polling, or when memory is low enough
-    for pressure to count (the stall rate must be sampled); at most 10 s while
-    a PSI trigger stands guard.
+    At least MIN_SLEEP; at most 1 s when polling or while watching (growth
+    and stall must be sampled); at most 10 s while a PSI trigger stands guard.
     """
     t = thresholds(cfg, mem)
     seconds = (max(0.0, mem.available - t.mem_term) / MEM_FILL_KIB_S
                + max(0.0, mem.swap_free - t.swap_term) / SWAP_FILL_KIB_S)
-    cap = MAX_SLEEP_TRIGGER if trigger_armed and mem.available > t.psi_mem else MAX_SLEEP_POLLING
+    cap = (MAX_SLEEP_TRIGGER if trigger_armed and not watching
+           and mem.available > t.psi_mem else MAX_SLEEP_POLLING)
     return max(MIN_SLEEP, min(cap, seconds))
 
 
+def oom_score_per_kib(mem: MemInfo, scaled: bool = True) -> float:
+    """Return how many ``oom_score`` points one KiB of memory is worth.
+
+    The kernel's badness is in pages of RAM + swap, shown as thousandths of
+    that total; since Linux 5.9 it is shown as ``(1000 + badness) * 2/3``
+    (``scaled``), so the points per KiB shrink by the same 2/3.
+    """
+    total = mem.total + mem.swap_total
+    return (1000.0 / total) * (2.0 / 3.0 if scaled else 1.0) if total > 0 else 0.0
+
+
+def _kernel_scales_oom_score() -> bool:
+    """Whether this kernel shows oom_score in the 0..1333 form (Linux >= 5.9)."""
+    release = os.uname().release.split(".")
+    try:
+        return (int(release[0]), int(release[1].split("-")[0])) >= (5, 9)
+    except (ValueError, IndexError):
+        return True
+
+
 class Victim:
-    """The chosen process and the others to signal with it (process group)."""
+    """The chosen process, its details and the others to signal with it (process group)."""
 
     __slots__ = ("candidate", "details", "group")
 
@@ -147,37 +193,72 @@ class Victim:
         self.group = group
 
 
+class Ranking:
+    """The candidates of one scan in kill order; protection read lazily.
+
+    :meth:`next` returns the next candidate that may be killed (its details
+    are read only now, in rank order, until one may be killed); protected
+    ones are logged at debug level and kept in ``skipped`` with the reason.
+    """
+
+    __slots__ = ("fs", "ranked", "candidates", "rules", "kill_pgroup", "log", "skipped",
+                 "_next")
+
+    def __init__(self, fs: ProcFS, candidates: list[Candidate], rules: Rules,
+                 score_per_kib: float, kill_pgroup: bool = False,
+                 log: Log | None = None) -> None:
+        self.fs = fs
+        self.candidates = candidates
+        self.ranked = rank(candidates, rules, score_per_kib)
+        self.rules = rules
+        self.kill_pgroup = kill_pgroup
+        self.log = log
+        self.skipped: list[tuple[Candidate, str]] = []
+        self._next = 0
+
+    def _killable(self, c: Candidate) -> Details | None:
+        try:
+            details = read_details(self.fs, c.pid)
+        except (NoSuchProcess, ValueError):
+            return None
+        why = protected(c, details, self.rules)
+        if why is None:
+            return details
+        self.skipped.append((c, why))
+        if self.log is not None:
+            self.log.debug(f"skipping pid={c.pid} name={safe(c.comm)}: {why}")
+        return None
+
+    def next(self) -> Victim | None:
+        """Return the next victim in rank order, or None when none is left."""
+        while self._next < len(self.ranked):
+            c = self.ranked[self._next]
+            self._next += 1
+            details = self._killable(c)
+            if details is None:
+                continue
+            group: list[Candidate] = []
+            if self.kill_pgroup and c.pgrp > 1:
+                for m in self.candidates:
+                    if m.pgrp != c.pgrp or m is c:
+                        continue
+                    try:
+                        if protected(m, read_details(self.fs, m.pid), self.rules) is None:
+                            group.append(m)
+                    except (NoSuchProcess, ValueError):
+                        continue
+            return Victim(c, details, group)
+        return None
+
+
 def find_victim(fs: ProcFS, rules: Rules, kill_pgroup: bool = False,
                 log: Log | None = None) -> Victim | None:
-    """Scan, rank and return the best victim that is not protected, or None.
+    """Scan, rank (without growth history) and return the best victim, or None.
 
-    Details are read only for the leaders, in rank order, until one may be
-    killed. With ``kill_pgroup`` the other members of its process group that
-    may be killed are returned with it. Raises OSError if /proc is unreadable.
+    Raises OSError if /proc is unreadable.
     """
-    candidates = scan(fs, frozenset((rules.self_pid,)))
-    for c in rank(candidates, rules):
-        try:
-            details = read_details(fs, c.pid)
-        except (NoSuchProcess, ValueError):
-            continue
-        why = protected(c, details, rules)
-        if why is not None:
-            if log is not None:
-                log.debug(f"skipping pid={c.pid} name={safe(c.comm)}: {why}")
-            continue
-        group: list[Candidate] = []
-        if kill_pgroup and c.pgrp > 1:
-            for m in candidates:
-                if m.pgrp != c.pgrp or m is c:
-                    continue
-                try:
-                    if protected(m, read_details(fs, m.pid), rules) is None:
-                        group.append(m)
-                except (NoSuchProcess, ValueError):
-                    continue
-        return Victim(c, details, group)
-    return None
+    cands = scan(fs, frozenset((rules.self_pid,)), rules.shifts)
+    return Ranking(fs, cands, rules, 0.0, kill_pgroup, log).next()
 
 
 def _compile(pattern: str) -> re.Pattern[str] | None:
@@ -189,38 +270,51 @@ def _compile(pattern: str) -> re.Pattern[str] | None:
 
 def make_rules(cfg: Config, self_pid: int) -> Rules:
     """Return the victim Rules of ``cfg`` (regexes compiled here)."""
-    return Rules(self_pid, [g for g in cfg.unkillables.split("|") if g],
+    return Rules(self_pid, [g.strip() for g in cfg.unkillables.split("|") if g.strip()],
                  _compile(cfg.ignore), _compile(cfg.prefer), _compile(cfg.avoid),
-                 cfg.sort_by_rss)
+                 cfg.rank)
 
 
 class Monitor:
     """The daemon's state between checks; ``run`` is the loop.
 
-    ``clock`` returns monotonic seconds; ``wait(timeout)`` sleeps up to
-    ``timeout`` seconds or until the PSI trigger has an event and returns the
-    (fd, events) pairs (the real one polls with ``select.poll``), so tests
-    drive the loop in simulated time.
+    ``clock`` returns monotonic seconds, ``wall`` the time of day for
+    records; ``wait(timeout)`` sleeps up to ``timeout`` seconds or until the
+    PSI trigger has an event and returns the (fd, events) pairs (the real one
+    polls with ``select.poll``), so tests drive the loop in simulated time.
+    ``outputs`` receive every KillRecord (the log line is the first).
     """
 
     def __init__(self, cfg: Config, fs: ProcFS, log: Log, self_pid: int,
                  clock: Callable[[], float],
-                 wait: Callable[[float], list[tuple[int, int]]] | None = None) -> None:
+                 wait: Callable[[float], list[tuple[int, int]]] | None = None,
+                 wall: Callable[[], float] | None = None) -> None:
         self.cfg = cfg
         self.fs = fs
+        self.sys = ProcFS(cfg.sys_root)
         self.log = log
         self.clock = clock
+        self.wall = wall or clock
         self.rules = make_rules(cfg, self_pid)
+        self.self_pid = self_pid
         self.meter = StallMeter()
+        self.run_ = StallRun()
+        self.tracker = Tracker()
+        self.scaled = _kernel_scales_oom_score()
+        self.zram: list[Zram] = []
+        self.zram_failed = False
+        self.passed: set[tuple[int, int]] = set()  # (pid, starttime) refused a signal
         self.kills = 0
         self.last_act = -1e9
         self.stuck = False  # warned that nothing may be killed in this emergency
         self.next_report = clock() + cfg.report if cfg.report > 0 else float("inf")
+        self.watch_until = -1e9
         self.trigger_fd = -1
         self.trigger_window = 0.0
         self.trigger_fired = False
         self.woke = clock()  # when the current check began (reaction times)
         self.woken_by = "timer"  # or "PSI trigger"
+        self.outputs: list[Callable[[KillRecord], None]] = [self._log_record]
         self.mem_fd = fs.open("meminfo")
         self.psi_fd = -1
         self._poller = select.poll()
@@ -258,27 +352,45 @@ class Monitor:
         t = thresholds(cfg, mem)
         psi = "PSI off"
         if self.psi_fd >= 0:
-            psi = (f"{cfg.psi_metric} stall >= {cfg.psi_cutoff:g}% below "
-                   f"{cfg.psi_mem_percent:g}% MemAvailable, ")
+            psi = (f"{cfg.psi_metric} stall >= {cfg.psi_cutoff:g}% for {cfg.psi_duration:g} s "
+                   f"below {cfg.psi_mem_percent:g}% MemAvailable, ")
             psi += (f"kernel trigger {self.trigger_window:g} s window" if self.trigger_fd >= 0
                     else "polled")
         return (f"SIGTERM at MemAvailable <= {size(t.mem_term)} and SwapFree <= "
                 f"{size(t.swap_term)}; SIGKILL at {size(t.mem_kill)} and {size(t.swap_kill)}"
-                f"; {psi}{'; DRY RUN' if cfg.dry_run else ''}")
+                f"; {psi}; watching below {size(watch_level(cfg, mem))}, "
+                f"ranking by {cfg.rank}{'; DRY RUN' if cfg.dry_run else ''}")
 
     def _poll(self, timeout: float) -> list[tuple[int, int]]:
         return self._poller.poll(max(1, int(timeout * 1000)))
 
-    def stall(self, mem: MemInfo, now: float) -> float | None:
-        """Return the stall percentage to decide on, or None.
+    # -- readings ----------------------------------------------------------
 
-        PSI is read only when memory is low enough for pressure to count.
-        A trigger event vouches for a stall of at least the cutoff over its
-        window, unless that window reaches back before the last kill.
+    def effective(self, mem: MemInfo) -> MemInfo:
+        """Return ``mem`` with zram counted at its RAM worth (see zram.py)."""
+        if mem.swap_total <= 0 or self.zram_failed:
+            return mem
+        try:
+            self.zram = read_zram(self.fs, self.sys)
+        except (OSError, ValueError) as err:
+            self.log.warning(f"cannot read {self.fs.path('swaps')} ({err}): "
+                             "swap counted as SwapFree says from now on")
+            self.zram_failed = True
+            self.zram = []
+        return effective_swap(mem, self.zram)
+
+    def pressure(self, mem: MemInfo, now: float, watching: bool,
+                 fired: bool) -> tuple[float | None, float]:
+        """Return (stall percentage, seconds it has stayed >= the cutoff).
+
+        PSI is read only while watching. A trigger event vouches for a stall
+        of at least the cutoff over its window, unless that window reaches
+        back before the last kill.
         """
-        if self.psi_fd < 0 or mem.available > thresholds(self.cfg, mem).psi_mem:
+        if self.psi_fd < 0 or not watching:
             self.meter.reset()
-            return None
+            self.run_.reset()
+            return None, 0.0
         try:
             psi = read_pressure(self.psi_fd)
         except (OSError, ValueError) as err:
@@ -287,32 +399,77 @@ class Monitor:
                              "acting on memory thresholds alone from now on")
             os.close(self.psi_fd)
             self.psi_fd = -1
-            return None
+            return None, 0.0
+        cutoff = self.cfg.psi_cutoff
         self.meter.add(now, psi.total(self.cfg.psi_metric))
         stall = self.meter.percent()
-        if self.trigger_fired and now - self.last_act >= self.trigger_window:
-            stall = max(stall or 0.0, self.cfg.psi_cutoff)
-        return stall
+        start = self.meter.start()
+        if (fired and now - self.last_act >= self.trigger_window
+                and (stall is None or stall < cutoff)):
+            stall, start = float(cutoff), now - self.trigger_window
+        if stall is not None and start is not None:
+            self.run_.update(start, stall, cutoff)
+        return stall, self.run_.seconds(now)
+
+    def sample(self, now: float) -> list[Candidate]:
+        """Scan, sample the sizes of the largest processes, return the candidates.
+
+        Each candidate gets its size (RSS + swap where sampled) and its net
+        growth over the tracker's window.
+        """
+        cands = [c for c in scan(self.fs, frozenset((self.self_pid,)), self.rules.shifts)
+                 if (c.pid, c.starttime) not in self.passed]
+        tracked = set(self.tracker.tracked())
+        top = {c.pid for c in sorted(cands, key=lambda c: (c.oom_score, c.rss_kib),
+                                     reverse=True)[:TRACK_TOP]}
+        keep = top | (tracked & {c.pid for c in cands})
+        self.tracker.prune(keep)
+        for c in cands:
+            if c.pid not in keep:
+                continue
+            try:
+                st = read_status(self.fs, c.pid)
+            except (NoSuchProcess, ValueError):
+                continue
+            c.size_kib = st.rss_kib + st.swap_kib
+            c.swap_kib = st.swap_kib
+            self.tracker.add(now, c.pid, c.starttime, c.size_kib)
+            c.growth_kib, c.growth_s = self.tracker.growth(c.pid, c.starttime)
+        return cands
+
+    # -- the check ---------------------------------------------------------
 
     def check(self) -> float:
         """Run one check (and act if needed); return seconds to sleep."""
+        cfg = self.cfg
         now = self.woke = self.clock()
-        self.woken_by = "PSI trigger" if self.trigger_fired else "timer"
-        mem = read_meminfo(self.mem_fd)
-        stall = self.stall(mem, now)
+        fired = self.trigger_fired
         self.trigger_fired = False
-        decision = decide(mem, stall, self.cfg)
+        self.woken_by = "PSI trigger" if fired else "timer"
+        if fired:
+            self.watch_until = now + WATCH_AFTER_EVENT
+        mem = read_meminfo(self.mem_fd)
+        watching = mem.available <= watch_level(cfg, mem) or now < self.watch_until
+        cands: list[Candidate] | None = None
+        if watching:
+            mem = self.effective(mem)
+            cands = self.sample(now)
+        else:
+            self.tracker.clear()
+            self.zram = []
+        stall, stall_s = self.pressure(mem, now, watching, fired)
+        decision = decide(mem, stall, cfg, stall_s)
         pause = 0.0
         if decision is None:
             self.stuck = False
         else:
-            pause = self.act(decision, stall)
-            mem = read_meminfo(self.mem_fd)
+            pause = self.act(decision, stall, stall_s, cands)
+            mem = self.effective(read_meminfo(self.mem_fd)) if watching else mem
         now = self.clock()
         if now >= self.next_report:
             self.report(mem, stall)
-            self.next_report = now + self.cfg.report
-        return max(pause, min(sleep_for(mem, self.cfg, self.trigger_fd >= 0),
+            self.next_report = now + cfg.report
+        return max(pause, min(sleep_for(mem, cfg, self.trigger_fd >= 0, watching),
                               max(MIN_SLEEP, self.next_report - now)))
 
     def report(self, mem: MemInfo, stall: float | None) -> None:
@@ -324,50 +481,102 @@ class Monitor:
                       f"({_pct(mem.available, mem.total)}), SwapFree {swap}{stall_text}, "
                       f"kills {self.kills}")
 
-    def act(self, decision: Decision, stall: float | None) -> float:
+    def reading(self, mem: MemInfo, stall: float | None, stall_s: float) -> Reading:
+        """Return the Reading a record carries."""
+        return Reading(mem.available, mem.total, mem.swap_free, mem.swap_total,
+                       sum(z.mem_used_kib for z in self.zram), stall, stall_s,
+                       self.cfg.psi_metric)
+
+    def act(self, decision: Decision, stall: float | None, stall_s: float,
+            cands: list[Candidate] | None = None) -> float:
         """Pick a victim and kill it (or log it in a dry run).
 
-        Returns a minimum pause before the next check.
+        A victim that refuses the signal (EPERM: another user's process, an
+        LSM) is passed over, said once, and the next one tried in the same
+        check. Returns a minimum pause before the next check.
         """
         log, cfg = self.log, self.cfg
-        victim = find_victim(self.fs, self.rules, cfg.kill_pgroup, log)
+        if cands is None:
+            cands = self.sample(self.clock())
+        mem = read_meminfo(self.mem_fd)
+        ranking = Ranking(self.fs, cands, self.rules, oom_score_per_kib(mem, self.scaled),
+                          cfg.kill_pgroup, log)
+        victim = ranking.next()
         if victim is None:
             if not self.stuck:  # once per emergency, not once a second
                 log.warning(f"memory emergency ({decision.reason}) but no process may be killed")
                 self.stuck = True
             return NO_VICTIM_PAUSE
+        if log.verbose:
+            log.debug("candidates: " + "; ".join(candidate_text(c) for c in ranking.ranked[:6]))
         # The scan took time: decide again on fresh memory figures.
-        fresh = decide(read_meminfo(self.mem_fd), stall, cfg)
+        fresh_mem = effective_swap(read_meminfo(self.mem_fd), self.zram)
+        fresh = decide(fresh_mem, stall, cfg, stall_s)
         if fresh is None:
             log.info("memory recovered before the kill: nothing done")
             return 0.0
+        dry = cfg.dry_run or not cfg.live
+        while victim is not None:
+            record = self._record(victim, fresh, self.reading(fresh_mem, stall, stall_s), dry)
+            pending = self.fs.read_pid_later(victim.candidate.pid, "cmdline")
+            if not dry and not self._kill(victim, record):
+                victim = ranking.next()
+                continue
+            record.cmdline = pending.result(0.05 if dry else 0.1)
+            record.runners_up = self._runners_up(ranking)
+            for output in self.outputs:
+                output(record)
+            if dry:
+                self.last_act = self.clock()
+                return DRY_RUN_PAUSE
+            return 0.0
+        log.warning(f"memory emergency ({fresh.reason}): every candidate refused the signal")
+        return NO_VICTIM_PAUSE
+
+    def _record(self, victim: Victim, decision: Decision, reading: Reading,
+                dry: bool) -> KillRecord:
         c, d = victim.candidate, victim.details
-        signum = fresh.signal
-        who = (f"pid={c.pid} name={safe(c.comm)} uid={d.uid} rss={size(d.rss_kib)} "
-               f"oom_score={c.oom_score} oom_score_adj={d.oom_score_adj}")
-        group = f" with {len(victim.group)} more of its group" if victim.group else ""
-        if cfg.dry_run or not cfg.live:
-            log.warning(f"dry run: would kill {who}{group} with "
-                        f"{sig.name(signum)}: {fresh.reason}")
-            self.last_act = self.clock()
-            return DRY_RUN_PAUSE
+        try:
+            st = read_status(self.fs, c.pid)
+            rss, swap = st.rss_kib, st.swap_kib
+        except (NoSuchProcess, ValueError):
+            rss, swap = c.rss_kib, c.swap_kib
+        record = KillRecord(self.wall(), c, d.uid, d.oom_score_adj, d.exe, rss, swap,
+                            self.cfg.rank, decision.reason, decision.signal, reading, dry)
+        record.woken_by = self.woken_by
+        record.group = [m.pid for m in victim.group]
+        return record
+
+    def _runners_up(self, ranking: Ranking) -> list[Candidate]:
+        out: list[Candidate] = []
+        while len(out) < RUNNERS_UP:
+            v = ranking.next()
+            if v is None:
+                break
+            out.append(v.candidate)
+        return out
+
+    def _kill(self, victim: Victim, record: KillRecord) -> bool:
+        """Signal the victim (and its group); fill ``record``. False if refused."""
+        c = victim.candidate
         targets = [kill.Target(m.pid, m.starttime) for m in [c, *victim.group]]
-        reaction = self.clock() - self.woke
+        record.reaction_s = self.clock() - self.woke
         problems, last, took, exited = kill.signal_and_wait(
-            self.fs, targets, signum, cfg.grace, self.clock)
+            self.fs, targets, record.signal, self.cfg.grace, self.clock)
         self.last_act = self.clock()
         self.meter.reset()
+        self.run_.reset()
         for problem in problems:
-            log.warning(f"not signalled: {problem}")
+            self.log.warning(f"not signalled: {problem}")
         if len(problems) == len(targets):
-            return 0.0
+            return False
         self.kills += 1
-        outcome = f"exited after {took:.2f} s" if exited else f"still alive after {took:.2f} s"
-        cmdline = safe(d.cmdline.replace(b"\0", b" "))
-        log.warning(f"kill: {who}{group} signal={sig.name(last)} "
-                    f"{outcome}; reaction={reaction * 1000:.0f} ms after {self.woken_by} "
-                    f"wakeup; reason: {fresh.reason}; cmdline={cmdline}")
-        return 0.0
+        record.signal, record.exit_s, record.exited = last, took, exited
+        record.problems = problems
+        return True
+
+    def _log_record(self, record: KillRecord) -> None:
+        self.log.warning(kill_line(record))
 
     def run(self) -> None:
         """Check, sleep, repeat; returns only by exception (e.g. SystemExit)."""
@@ -389,3 +598,5 @@ class Monitor:
                         self.trigger_fd = -1
                     else:
                         self.trigger_fired = True
+
+

@@ -12,7 +12,8 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["Pressure", "StallMeter", "arm_trigger", "parse_pressure", "read_pressure"]
+__all__ = ["Pressure", "StallMeter", "StallRun", "arm_trigger", "parse_pressure",
+           "read_pressure"]
 
 
 class Pressure:
@@ -102,6 +103,10 @@ class StallMeter:
         while len(samples) > 2 and samples[1][0] <= now - self.window:
             del samples[0]
 
+    def start(self) -> float | None:
+        """Return when the interval :meth:`percent` covers began, or None."""
+        return self._samples[0][0] if len(self._samples) >= 2 else None
+
     def percent(self) -> float | None:
         """Return the stall percentage, or None before ``min_span`` of samples."""
         samples = self._samples
@@ -112,6 +117,36 @@ class StallMeter:
         if span < self.min_span:
             return None
         return min(100.0, (v1 - v0) / (span * 10_000.0))
+
+
+class StallRun:
+    """How long the stall rate has stayed at or above a cutoff without a break.
+
+    A pressure kill needs the stall to persist (issue 7): a machine with
+    zram stalls while the kernel moves the excess of a growing program into
+    swap, and that stall ends by itself once the program stops growing.
+    Thrashing (a working set larger than RAM) stalls without end.
+    """
+
+    __slots__ = ("since",)
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def reset(self) -> None:
+        """Forget the current run (after a kill, or when memory is plentiful)."""
+        self.since = None
+
+    def update(self, start: float, percent: float, cutoff: float) -> None:
+        """Record a rate of ``percent`` over an interval that began at ``start``."""
+        if percent < cutoff:
+            self.since = None
+        elif self.since is None:
+            self.since = start
+
+    def seconds(self, now: float) -> float:
+        """Return how long the stall has stayed at or above the cutoff (0 if not)."""
+        return 0.0 if self.since is None else max(0.0, now - self.since)
 
 
 # Windows tried for a kernel trigger, shortest first. With CAP_SYS_RESOURCE

@@ -6,12 +6,16 @@ see and signal these children; when this process exits the kernel kills the
 rest of the namespace. Prints one JSON object: the children's PIDs, which are
 still alive, bustd's log and whether bustd is still running.
 
-SPEC keys: children (list of {name, mib, adj, ignore_term, group}); group is
-"new" (own process group) or the name of a child whose group to join.
-bustd (argument list); margin_mib (optional: add ``-M`` = MemAvailable now +
-margin, so the emergency ends once about twice the margin is freed);
-kills (kill lines to wait for); settle (seconds to watch after that);
-timeout (seconds).
+SPEC keys: children (list of {name, mib, adj, ignore_term, group, exe,
+argv0}); group is "new" (own process group) or the name of a child whose
+group to join; exe runs the child with a copy of the interpreter of that
+file name (so /proc/PID/exe ends in it); argv0 sets its argv[0]. bustd
+(argument list); margin_of (optional: the name of the child that should be
+killed: add ``-M`` = MemAvailable now + half the drop of MemAvailable
+measured when that child started, so the emergency ends once it is freed,
+however much other work on the host moves MemAvailable); kills (kill lines
+to wait for); settle (seconds to watch after that); timeout (seconds).
+The result has each child's measured drop of MemAvailable (``drops``, KiB).
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -36,9 +42,42 @@ def mem_available_kib() -> int:
     raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
-def start_child(spec: dict[str, object], groups: dict[str, int]) -> subprocess.Popen[bytes]:
+def settled_available_kib(limit_s: float = 5.0) -> int:
+    """Return MemAvailable once it has stopped moving (within 16 MiB over 0.3 s).
+
+    On some hosts MemAvailable follows an allocation with a delay; a drop
+    read too early is charged to the next child.
+    """
+    deadline = time.monotonic() + limit_s
+    last = mem_available_kib()
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = mem_available_kib()
+        if abs(now - last) < 16 * 1024:
+            return now
+        last = now
+    return last
+
+
+def interpreter(exe: str, folder: str) -> tuple[str, dict[str, str]]:
+    """Return a copy of this interpreter named ``exe`` in ``folder``, and its environment.
+
+    A copy, not a link: /proc/PID/exe names the file the kernel executed,
+    after links are resolved. PYTHONHOME keeps the standard library found.
+    """
+    path = os.path.join(folder, exe)
+    if not os.path.exists(path):
+        shutil.copy2(os.path.realpath(sys.executable), path)
+    return path, {**os.environ, "PYTHONHOME": sys.base_prefix}
+
+
+def start_child(spec: dict[str, object], groups: dict[str, int],
+                folder: str) -> subprocess.Popen[bytes]:
     """Start one child.py and wait until it says ready."""
-    argv = [sys.executable, os.path.join(HERE, "child.py"), str(spec["name"]),
+    program, env = sys.executable, dict(os.environ)
+    if spec.get("exe"):
+        program, env = interpreter(str(spec["exe"]), folder)
+    argv = [str(spec.get("argv0", program)), os.path.join(HERE, "child.py"), str(spec["name"]),
             str(spec.get("mib", 1)), str(spec.get("adj", 0))]
     if spec.get("ignore_term"):
         argv.append("ignore-term")
@@ -49,7 +88,8 @@ def start_child(spec: dict[str, object], groups: dict[str, int]) -> subprocess.P
         if pgid >= 0:
             os.setpgid(0, pgid)
 
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, preexec_fn=setpgid)
+    proc = subprocess.Popen(argv, executable=program, stdout=subprocess.PIPE,
+                            preexec_fn=setpgid, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if line.strip() != b"ready":
@@ -64,13 +104,23 @@ def main() -> None:
         raise SystemExit("harness.py must run as PID 1 of a new PID namespace")
     children: dict[str, subprocess.Popen[bytes]] = {}
     groups: dict[str, int] = {}
+    drops: dict[str, int] = {}
+    folder = tempfile.mkdtemp(prefix="bustd-it-")
+    before = settled_available_kib()
     for c in spec["children"]:
-        proc = start_child(c, groups)
+        proc = start_child(c, groups, folder)
+        after = settled_available_kib()
+        drops[c["name"]] = before - after
+        before = after
         children[c["name"]] = proc
         groups[c["name"]] = os.getpgid(proc.pid)
     args = list(spec["bustd"])
-    if "margin_mib" in spec:
-        args += ["-M", str(mem_available_kib() + spec["margin_mib"] * 1024)]
+    if "margin_of" in spec:
+        drop = drops[spec["margin_of"]]
+        if drop < 64 * 1024:
+            raise SystemExit(f"MemAvailable fell only {drop} KiB when {spec['margin_of']} "
+                             "started: too little to set a margin from")
+        args += ["-M", str(mem_available_kib() + drop // 2)]
     daemon = subprocess.Popen([sys.executable, "-m", "bustd", "-r", "0", *args], cwd=REPO,
                               stderr=subprocess.PIPE)
     assert daemon.stderr is not None
@@ -97,6 +147,7 @@ def main() -> None:
         "alive": {name: p.returncode is None for name, p in children.items()},
         "bustd_alive": daemon.poll() is None,
         "bustd_pid": daemon.pid,
+        "drops": drops,
     }
     daemon.terminate()
     try:
@@ -106,6 +157,7 @@ def main() -> None:
         _, rest = daemon.communicate()
     result["log"] = (log + (rest or b"")).decode("utf-8", "replace")
     result["bustd_exit"] = daemon.returncode
+    shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps(result))
 
 

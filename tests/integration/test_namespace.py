@@ -3,7 +3,7 @@
 Each test runs harness.py as PID 1 of a new namespace (``unshare --pid
 --fork --mount-proc``): the daemon sees and can signal only the children the
 harness started there. Memory thresholds are set so the current state is an
-emergency; ``margin_mib`` makes it end once the hog's memory is freed.
+emergency; ``margin_of`` makes it end once the expected victim's memory is freed.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def test_kills_the_largest_once_and_spares_the_rest() -> None:
     result = run({
         "children": [{"name": "hog", "mib": 2048}, {"name": "small", "mib": 64},
                      {"name": "bystander", "mib": 8}],
-        "bustd": [], "margin_mib": 1000, "settle": 3})
+        "bustd": [], "margin_of": "hog", "settle": 3})
     kills = kill_lines(result["log"])
     assert len(kills) == 1, result["log"]
     assert f"pid={result['pids']['hog']} name=hog" in kills[0]
@@ -52,10 +52,13 @@ def test_kills_the_largest_once_and_spares_the_rest() -> None:
 
 
 def test_unkillables_and_ignore_are_spared() -> None:
+    # Name rules match the executable (/proc/PID/exe): the children run copies
+    # of the interpreter named precious-db and keepme.
     result = run({
-        "children": [{"name": "precious-db", "mib": 2600}, {"name": "keepme", "mib": 2300},
+        "children": [{"name": "precious-db", "mib": 2600, "exe": "precious-db"},
+                     {"name": "keepme", "mib": 2300, "exe": "keepme"},
                      {"name": "worker", "mib": 2000}, {"name": "bystander", "mib": 8}],
-        "bustd": ["-u", "bash|precious*", "--ignore", "^keep"], "margin_mib": 1000,
+        "bustd": ["-u", "bash | precious*", "--ignore", "^keep"], "margin_of": "worker",
         "settle": 3})
     kills = kill_lines(result["log"])
     assert len(kills) == 1, result["log"]
@@ -64,10 +67,24 @@ def test_unkillables_and_ignore_are_spared() -> None:
                                "bystander": True}
 
 
+def test_a_forged_name_does_not_protect() -> None:
+    # Issue 10, defect 5: `exec -a /usr/sbin/sshd` and comm "sshd" do not make a
+    # process unkillable by -u sshd; the real sshd executable would be.
+    result = run({
+        "children": [{"name": "sshd", "mib": 2600, "argv0": "/usr/sbin/sshd"},
+                     {"name": "bystander", "mib": 1000}],
+        "bustd": ["-u", "sshd"], "margin_of": "sshd", "settle": 3})
+    kills = kill_lines(result["log"])
+    assert len(kills) == 1 and "name=sshd" in kills[0], result["log"]
+    assert result["alive"] == {"sshd": False, "bystander": True}
+
+
 def test_prefer_and_avoid_shift_the_ranking() -> None:
     result = run({
-        "children": [{"name": "big", "mib": 3000}, {"name": "chosen", "mib": 2000}],
-        "bustd": ["--prefer", "^cho", "--avoid", "^big$"], "margin_mib": 1000, "settle": 2})
+        "children": [{"name": "big", "mib": 3000, "exe": "big"},
+                     {"name": "chosen", "mib": 2000, "exe": "chosen"}],
+        "bustd": ["--prefer", "^cho", "--avoid", "^big$"], "margin_of": "chosen",
+        "settle": 2})
     kills = kill_lines(result["log"])
     assert len(kills) == 1 and "name=chosen" in kills[0], result["log"]
     assert result["alive"] == {"big": True, "chosen": False}
@@ -76,7 +93,7 @@ def test_prefer_and_avoid_shift_the_ranking() -> None:
 def test_oom_score_adj_outranks_size() -> None:
     result = run({
         "children": [{"name": "big", "mib": 3000}, {"name": "expendable", "mib": 2000, "adj": 500}],
-        "bustd": [], "margin_mib": 1000, "settle": 2})
+        "bustd": [], "margin_of": "expendable", "settle": 2})
     kills = kill_lines(result["log"])
     assert len(kills) == 1 and "name=expendable" in kills[0], result["log"]
     assert result["alive"] == {"big": True, "expendable": False}
@@ -96,7 +113,7 @@ def test_sigterm_ignored_escalates_to_sigkill_after_grace() -> None:
     result = run({
         "children": [{"name": "stubborn", "mib": 2000, "ignore_term": True},
                      {"name": "bystander", "mib": 8}],
-        "bustd": ["--grace", "0.3"], "margin_mib": 1000, "settle": 2})
+        "bustd": ["--grace", "0.3"], "margin_of": "stubborn", "settle": 2})
     kills = kill_lines(result["log"])
     assert len(kills) == 1 and "name=stubborn" in kills[0], result["log"]
     assert "signal=SIGKILL" in kills[0]
@@ -131,7 +148,7 @@ def test_kill_pgroup_signals_the_whole_group() -> None:
         "children": [{"name": "leader", "mib": 2000, "group": "new"},
                      {"name": "member", "mib": 16, "group": "leader"},
                      {"name": "outsider", "mib": 16, "group": "new"}],
-        "bustd": ["-g"], "margin_mib": 1000, "settle": 2})
+        "bustd": ["-g"], "margin_of": "leader", "settle": 2})
     kills = kill_lines(result["log"])
     assert len(kills) == 1 and "name=leader" in kills[0], result["log"]
     assert "with 1 more of its group" in kills[0]

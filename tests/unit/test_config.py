@@ -44,7 +44,9 @@ def test_unknown_key_is_named() -> None:
     ("mem_term_percent", "10"),
     ("mem_term_percent", None),
     ("mem_kill_percent", True),   # a bool is not a number here
-    ("sort_by_rss", 1),
+    ("kill_pgroup", 1),
+    ("rank", "size"),
+    ("psi_metric", "half"),
     ("dry_run", "yes"),
     ("unkillables", ["sshd"]),
     ("psi_metric", b"some"),
@@ -90,7 +92,7 @@ def test_round_trip_of_hostile_strings(text: str) -> None:
 def test_round_trip_of_every_type() -> None:
     cfg = Config(mem_term_percent=12.345678901234, mem_kill_percent=0.1, mem_term_kib=0,
                  mem_kill_kib=2**53, swap_term_kib=None, swap_kill_kib=7, psi_cutoff=0,
-                 psi_metric="full", sort_by_rss=True, kill_pgroup=True, dry_run=True,
+                 psi_metric="full", rank="rss", kill_pgroup=True, dry_run=True,
                  daemon=True, verbose=True, grace=1e-9, report=86400)
     back = decode(encode(cfg))
     assert back == cfg

@@ -9,104 +9,16 @@ kernel's PID_MAX_LIMIT.
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from bustd import kill, sig
 from bustd.config import Config
-from bustd.log import Log
 from bustd.monitor import DRY_RUN_PAUSE, NO_VICTIM_PAUSE, Monitor, find_victim, make_rules
 from bustd.procfs import ProcFS
-from tests.fakeproc import FAKE_PID, PAGE_KIB, FakeProc
+from tests.fakeproc import PAGE_KIB, FakeProc
+from tests.unit.monitor_env import SELF, SWAP, TOTAL, Env, P, env, never_wait, no_signals
 
-P = FAKE_PID
-SELF = FAKE_PID - 1
-TOTAL = 8 << 20  # 8 GiB in KiB
-SWAP = 2 << 20
-
-
-class Clock:
-    """Simulated monotonic time."""
-
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def never_wait(timeout: float) -> list[tuple[int, int]]:
-    raise AssertionError("unit tests must not run the loop")
-
-
-def refuse(*args: object, **kwargs: object) -> None:
-    raise AssertionError("a unit test tried to signal a process")
-
-
-@pytest.fixture(autouse=True)
-def no_signals(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kill, "signal_and_wait", refuse)
-    monkeypatch.setattr(os, "kill", refuse)
-    monkeypatch.setattr(os, "killpg", refuse)
-    monkeypatch.setattr(signal, "pidfd_send_signal", refuse)
-    monkeypatch.setattr(sig, "pidfd_send_signal", refuse)
-
-
-class LogFile:
-    """A Log writing to a temporary file, and the lines written so far."""
-
-    def __init__(self, path: Path, verbose: bool = False) -> None:
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
-        self.log = Log(verbose, self.fd)
-
-    def lines(self) -> list[str]:
-        return os.pread(self.fd, 1 << 20, 0).decode().splitlines()
-
-    def count(self, text: str) -> int:
-        return sum(text in line for line in self.lines())
-
-
-class Env:
-    """A fake tree, a log, a clock, and the Monitors built on them."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.fake = FakeProc(tmp / "proc")
-        self.out = LogFile(tmp / "log")
-        self.clock = Clock()
-        self.monitors: list[Monitor] = []
-        self.psi = {"some": 1_000_000_000, "full": 400_000_000}  # stalled microseconds
-        self.set_mem(50, 50)
-        self.fake.set_pressure(self.psi["some"], self.psi["full"])
-
-    def set_mem(self, avail_pct: float, swap_pct: float, swap_total: int = SWAP) -> None:
-        self.fake.set_meminfo(TOTAL, int(TOTAL * avail_pct / 100), swap_total,
-                              int(swap_total * swap_pct / 100))
-
-    def monitor(self, verbose: bool = False, **settings: object) -> Monitor:
-        cfg = Config(proc_root=self.fake.root, report=0.0, **settings)
-        assert not cfg.live
-        self.out.log.verbose = verbose
-        m = Monitor(cfg, ProcFS(self.fake.root), self.out.log, SELF, self.clock, never_wait)
-        self.monitors.append(m)
-        return m
-
-    def close(self) -> None:
-        for m in self.monitors:
-            os.close(m.mem_fd)
-            if m.psi_fd >= 0:
-                os.close(m.psi_fd)
-            assert m.trigger_fd < 0  # a fake tree never arms a kernel trigger
-        os.close(self.out.fd)
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = Env(tmp_path)
-    yield e
-    e.close()
+__all__ = ["env", "no_signals"]  # fixtures, used by name
 
 
 def populate(fake: FakeProc) -> None:
@@ -131,9 +43,13 @@ def test_dry_run_kill_line_names_the_right_victim(env: Env) -> None:
     lines = env.out.lines()
     assert len(lines) == 1, lines
     line = lines[0]
-    assert line.startswith(f"warning: {KILL_LINE} pid={P + 1} name=hog uid=1234 ")
-    assert f"rss={1000 * PAGE_KIB / 1024:.1f} MiB" in line
-    assert "oom_score=900 oom_score_adj=0 with SIGKILL: MemAvailable" in line
+    assert line.startswith(f"warning: {KILL_LINE} pid={P + 1} name=hog exe=/usr/bin/hog "
+                           "uid=1234 ")
+    assert f"rss={1000 * PAGE_KIB / 1024:.1f} MiB swap=0 KiB growth=? " in line
+    assert ("oom_score=900 oom_score_adj=0 score=900 (growth) with SIGKILL: MemAvailable"
+            in line)
+    assert f"; runners-up: pid={P} name=small size=" in line
+    assert line.endswith("; cmdline=/usr/bin/hog")
     assert pause >= DRY_RUN_PAUSE
     assert m.kills == 0
     assert m.last_act == env.clock.now
@@ -227,7 +143,7 @@ class RecoveringFS(ProcFS):
         self.fake = fake
 
     def read_pid(self, pid: int, name: str, size: int = 4096) -> bytes:
-        if name == "cmdline":
+        if name == "oom_score_adj":  # read for the leader only, after the scan
             self.fake.set_meminfo(TOTAL, TOTAL // 2, SWAP, SWAP // 2)
         return super().read_pid(pid, name, size)
 
@@ -248,7 +164,7 @@ def test_hostile_name_stays_on_one_line(env: Env) -> None:
     env.set_mem(1, 0)
     m.check()
     (line,) = env.out.lines()
-    assert "name=evil\\nkill: pid=1\\x1b[2J\\xff uid=" in line
+    assert "name=evil\\nkill: pid=1\\x1b[2J\\xff exe=" in line
 
 
 def test_kill_pgroup_counts_unprotected_group_members(env: Env) -> None:
@@ -339,7 +255,7 @@ def run_stalled(env: Env, m: Monitor, stall_pct: float, seconds: float,
 
 def test_stall_under_the_gate_gives_psi_dry_run_kill(env: Env) -> None:
     populate(env.fake)
-    m = env.monitor()
+    m = env.monitor(psi_duration=0.0)
     assert m.psi_fd >= 0
     env.set_mem(12, 50)  # above the TERM level, under the 15 % PSI gate
     run_stalled(env, m, 50.0, 0.2)  # less than the meter's minimum span
@@ -348,7 +264,7 @@ def test_stall_under_the_gate_gives_psi_dry_run_kill(env: Env) -> None:
     lines = env.out.lines()
     assert lines, "no kill despite a 50 % stall under the gate"
     assert f"{KILL_LINE} pid={P + 1} " in lines[0]
-    assert "with SIGTERM: memory some stall 50% >= 25% with MemAvailable" in lines[0]
+    assert "with SIGTERM: memory some stall 50% >= 25% for 0.2 s with MemAvailable" in lines[0]
 
 
 def test_stall_above_the_gate_does_nothing(env: Env) -> None:
@@ -369,7 +285,7 @@ def test_stall_below_the_cutoff_does_nothing(env: Env) -> None:
 
 def test_stall_follows_the_chosen_metric(env: Env) -> None:
     populate(env.fake)
-    m = env.monitor(psi_metric="full")
+    m = env.monitor(psi_metric="full", psi_duration=0.0)
     env.set_mem(12, 50)
     run_stalled(env, m, 90.0, 2.0, metric="some")
     assert env.out.lines() == []
@@ -400,12 +316,13 @@ def test_describe(env: Env) -> None:
     text = m.describe()
     assert "SIGTERM at MemAvailable <= 819.2 MiB and SwapFree <= 204.8 MiB" in text
     assert "SIGKILL at 409.6 MiB and 102.4 MiB" in text
-    assert "some stall >= 25% below 15% MemAvailable, polled" in text
+    assert "some stall >= 25% for 4 s below 15% MemAvailable, polled" in text
+    assert "watching below 2.0 GiB, ranking by growth" in text
 
 
 def test_trigger_event_vouches_for_the_cutoff_unless_it_predates_the_last_act(env: Env) -> None:
     populate(env.fake)
-    m = env.monitor()
+    m = env.monitor(psi_duration=0.0)
     m.trigger_window = 2.0  # as if a kernel trigger were armed
     env.set_mem(12, 50)  # under the PSI gate
     m.check()  # first sample: the meter alone has no rate yet

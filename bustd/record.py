@@ -1,0 +1,109 @@
+"""One record per kill: who, why, the readings, the runners-up, the timings.
+
+The Monitor builds a :class:`KillRecord` once per kill (or dry-run
+decision) and hands it to each output; every output (the log line here, and
+the kill log, metrics, hooks and notifications) is a small consumer of the
+same record, so the loop never formats five things (STYLE.md, habit 13).
+"""
+
+from __future__ import annotations
+
+from . import sig
+from .log import safe, size
+from .process import Candidate
+
+__all__ = ["KillRecord", "Reading", "candidate_text", "growth_text", "kill_line"]
+
+
+class Reading:
+    """What a decision saw: memory (swap at its zram worth), zram's RAM use, stall."""
+
+    __slots__ = ("available_kib", "total_kib", "swap_free_kib", "swap_total_kib",
+                 "zram_ram_kib", "stall", "stall_s", "metric")
+
+    def __init__(self, available_kib: int, total_kib: int, swap_free_kib: int,
+                 swap_total_kib: int, zram_ram_kib: int, stall: float | None,
+                 stall_s: float, metric: str) -> None:
+        self.available_kib = available_kib
+        self.total_kib = total_kib
+        self.swap_free_kib = swap_free_kib
+        self.swap_total_kib = swap_total_kib
+        self.zram_ram_kib = zram_ram_kib
+        self.stall = stall
+        self.stall_s = stall_s
+        self.metric = metric
+
+
+class KillRecord:
+    """One kill (or, with ``dry_run``, one kill that would have happened)."""
+
+    __slots__ = ("time", "pid", "comm", "exe", "cmdline", "uid", "rss_kib", "swap_kib",
+                 "oom_score", "oom_score_adj", "growth_kib", "growth_s", "badness",
+                 "policy", "reason", "signal", "dry_run", "reaction_s", "woken_by",
+                 "exited", "exit_s", "group", "runners_up", "reading", "problems",
+                 "major_faults")
+
+    def __init__(self, time: float, victim: Candidate, uid: int, oom_score_adj: int,
+                 exe: bytes, rss_kib: int, swap_kib: int, policy: str, reason: str,
+                 signal: int, reading: Reading, dry_run: bool) -> None:
+        self.time = time  # wall clock (seconds since the epoch) of the decision
+        self.pid = victim.pid
+        self.comm = victim.comm
+        self.exe = exe
+        self.cmdline: bytes | None = None  # None: could not be read in time
+        self.uid = uid
+        self.rss_kib = rss_kib
+        self.swap_kib = swap_kib
+        self.oom_score = victim.oom_score
+        self.oom_score_adj = oom_score_adj
+        self.growth_kib = victim.growth_kib
+        self.growth_s = victim.growth_s
+        self.badness = victim.badness
+        self.policy = policy
+        self.reason = reason
+        self.signal = signal  # the last signal sent (or that would be sent)
+        self.dry_run = dry_run
+        self.reaction_s = 0.0  # from the wakeup of the check to the first signal
+        self.woken_by = "timer"
+        self.exited = False
+        self.exit_s = 0.0  # from the first signal until all exited (or gave up)
+        self.group: list[int] = []  # other PIDs signalled with it (--kill-pgroup)
+        self.runners_up: list[Candidate] = []
+        self.reading = reading
+        self.problems: list[str] = []
+        self.major_faults = -1  # bustd's own major faults during the check (-1: unknown)
+
+
+def growth_text(kib: int, seconds: float) -> str:
+    """Return ``+12.0 MiB/5s`` (growth over that many seconds), ``?`` if unknown."""
+    return f"+{size(kib)}/{seconds:.0f}s" if seconds > 0 else "?"
+
+
+def candidate_text(c: Candidate) -> str:
+    """Return ``pid=N name=X size=S growth=+G/Ts score=B`` for one candidate."""
+    return (f"pid={c.pid} name={safe(c.comm, 64)} size={size(c.size_kib)} "
+            f"growth={growth_text(c.growth_kib, c.growth_s)} "
+            f"score={c.badness:.0f}")
+
+
+def kill_line(r: KillRecord) -> str:
+    """Return the one log line of a kill record (without the level prefix)."""
+    who = (f"pid={r.pid} name={safe(r.comm)} exe={safe(r.exe) or '?'} uid={r.uid} "
+           f"rss={size(r.rss_kib)} swap={size(r.swap_kib)} "
+           f"growth={growth_text(r.growth_kib, r.growth_s)} "
+           f"oom_score={r.oom_score} oom_score_adj={r.oom_score_adj} "
+           f"score={r.badness:.0f} ({r.policy})")
+    group = f" with {len(r.group)} more of its group" if r.group else ""
+    runners = "; runners-up: " + (", ".join(candidate_text(c) for c in r.runners_up)
+                                  if r.runners_up else "none")
+    cmdline = ("(not read in time)" if r.cmdline is None
+               else safe(r.cmdline.rstrip(b"\0").replace(b"\0", b" ")))
+    if r.dry_run:
+        return (f"dry run: would kill {who}{group} with {sig.name(r.signal)}: "
+                f"{r.reason}{runners}; cmdline={cmdline}")
+    outcome = (f"exited after {r.exit_s:.2f} s" if r.exited
+               else f"still alive after {r.exit_s:.2f} s")
+    faults = f", {r.major_faults} major faults" if r.major_faults >= 0 else ""
+    return (f"kill: {who}{group} signal={sig.name(r.signal)} {outcome}; "
+            f"reaction={r.reaction_s * 1000:.0f} ms after {r.woken_by} wakeup{faults}; "
+            f"reason: {r.reason}{runners}; cmdline={cmdline}")
