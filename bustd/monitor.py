@@ -48,6 +48,7 @@ MAX_SLEEP_POLLING = 1.0  # without a PSI trigger, or in the watch zone: once a s
 MAX_SLEEP_TRIGGER = 10.0  # a stall wakes the daemon anyway
 DRY_RUN_PAUSE = 1.0  # a dry run changes nothing: do not repeat it 10 times a second
 NO_VICTIM_PAUSE = 1.0  # nothing killable: do not rescan 10 times a second
+LATE_WAKEUP = 5.0  # woken this much later than asked: stopped, frozen or suspended
 WATCH_AFTER_EVENT = 10.0  # seconds of watching after a PSI trigger event
 TRACK_TOP = 32  # how many of the largest processes have their size sampled
 RUNNERS_UP = 3  # candidates named after the victim in the kill line
@@ -297,6 +298,7 @@ class Monitor:
         self.wall = wall or clock
         self.rules = make_rules(cfg, self_pid)
         self.self_pid = self_pid
+        self.dry = cfg.dry_run or not cfg.live  # a fake tree is never signalled
         self.meter = StallMeter()
         self.run_ = StallRun()
         self.tracker = Tracker()
@@ -515,13 +517,16 @@ class Monitor:
         if fresh is None:
             log.info("memory recovered before the kill: nothing done")
             return 0.0
-        dry = cfg.dry_run or not cfg.live
+        dry = self.dry
         while victim is not None:
             record = self._record(victim, fresh, self.reading(fresh_mem, stall, stall_s), dry)
             pending = self.fs.read_pid_later(victim.candidate.pid, "cmdline")
-            if not dry and not self._kill(victim, record):
-                victim = ranking.next()
+            outcome = "dry" if dry else self._kill(victim, record)
+            if outcome == "refused":
+                victim = ranking.next()  # said once by _kill; the next one now
                 continue
+            if outcome == "gone":
+                return 0.0  # it exited by itself: decide again on fresh readings
             record.cmdline = pending.result(0.05 if dry else 0.1)
             record.runners_up = self._runners_up(ranking)
             for output in self.outputs:
@@ -556,39 +561,61 @@ class Monitor:
             out.append(v.candidate)
         return out
 
-    def _kill(self, victim: Victim, record: KillRecord) -> bool:
-        """Signal the victim (and its group); fill ``record``. False if refused."""
+    def _kill(self, victim: Victim, record: KillRecord) -> str:
+        """Signal the victim (and its group) and fill ``record``.
+
+        Returns "killed", "gone" (it exited or its PID was recycled before
+        the signal) or "refused" (the kernel denied the signal: EPERM or
+        EACCES; said once per process, which is then passed over for good).
+        """
         c = victim.candidate
         targets = [kill.Target(m.pid, m.starttime) for m in [c, *victim.group]]
         record.reaction_s = self.clock() - self.woke
-        problems, last, took, exited = kill.signal_and_wait(
-            self.fs, targets, record.signal, self.cfg.grace, self.clock)
+        try:
+            problems, last, took, exited = kill.signal_and_wait(
+                self.fs, targets, record.signal, self.cfg.grace, self.clock)
+        except PermissionError as err:
+            self.passed.add((c.pid, c.starttime))
+            self.log.warning(f"cannot signal pid={c.pid} name={safe(c.comm)} "
+                             f"({os.strerror(err.errno or 0)}): passing over it")
+            return "refused"
         self.last_act = self.clock()
         self.meter.reset()
         self.run_.reset()
         for problem in problems:
             self.log.warning(f"not signalled: {problem}")
         if len(problems) == len(targets):
-            return False
+            return "gone"
         self.kills += 1
         record.signal, record.exit_s, record.exited = last, took, exited
         record.problems = problems
-        return True
+        return "killed"
 
     def _log_record(self, record: KillRecord) -> None:
         self.log.warning(kill_line(record))
 
     def run(self) -> None:
-        """Check, sleep, repeat; returns only by exception (e.g. SystemExit)."""
+        """Check, sleep, repeat; returns only by SystemExit (or KeyboardInterrupt)."""
         while True:
             try:
                 timeout = self.check()
-            except OSError as err:
-                # A transient /proc failure must not end the only guard
-                # against a freeze: say so and try again shortly.
-                self.log.error(f"check failed: {err}")
+            except Exception as err:
+                # A transient /proc failure, a MemoryError under strict
+                # overcommit (issue 10): none may end the only guard against
+                # a freeze. Say so in one line and try again shortly.
                 timeout = NO_VICTIM_PAUSE
+                try:
+                    self.log.error(f"check failed: {type(err).__name__}: {err}")
+                except MemoryError:
+                    pass  # not even a line could be built: try again
+            asked = self.clock() + timeout
             events = self._wait(timeout)
+            late = self.clock() - asked
+            if late >= LATE_WAKEUP:
+                # SIGSTOP, a frozen cgroup, a suspend: the readings resume
+                # from here, and the stall meter measures across the gap.
+                self.log.warning(f"woke {late:.1f} s later than planned (stopped, frozen or "
+                                 "suspended?): watching again")
             for fd, ev in events:
                 if fd == self.trigger_fd:
                     if ev & (select.POLLERR | select.POLLNVAL):

@@ -9,9 +9,13 @@ kernel's PID_MAX_LIMIT.
 from __future__ import annotations
 
 import os
+import select
+import signal
+from typing import Any
 
 import pytest
 
+from bustd import kill
 from bustd.config import Config
 from bustd.monitor import DRY_RUN_PAUSE, NO_VICTIM_PAUSE, Monitor, find_victim, make_rules
 from bustd.procfs import ProcFS
@@ -363,3 +367,181 @@ def test_pressure_unreadable_later_warns_once_then_memory_alone(env: Env) -> Non
     env.set_mem(2, 0)
     m.check()
     assert env.out.count(KILL_LINE) == 1
+
+
+# -- the loop and the real-kill branch (issue 10: every test reached only dry runs) --
+
+class Stop(BaseException):
+    """Ends Monitor.run in a test (SystemExit would do, but this cannot be mistaken)."""
+
+
+def test_run_survives_any_exception_with_one_line(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor()
+    faults: list[BaseException] = [MemoryError(), OSError(5, "EIO"), ValueError("odd"),
+                                   ZeroDivisionError("x")]
+    checks = 0
+
+    def check() -> float:
+        nonlocal checks
+        checks += 1
+        if faults:
+            raise faults.pop(0)
+        return 1.0
+
+    def wait(timeout: float) -> list[tuple[int, int]]:
+        assert timeout == 1.0
+        if checks >= 6:
+            raise Stop
+        return []
+
+    m.check = check  # type: ignore[method-assign]
+    m._wait = wait
+    with pytest.raises(Stop):
+        m.run()
+    assert checks == 6
+    assert env.out.lines() == ["error: check failed: MemoryError: ",
+                               "error: check failed: OSError: [Errno 5] EIO",
+                               "error: check failed: ValueError: odd",
+                               "error: check failed: ZeroDivisionError: x"]
+
+
+def test_run_lets_system_exit_through(env: Env) -> None:
+    m = env.monitor()
+
+    def check() -> float:
+        raise SystemExit(0)
+
+    m.check = check  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        m.run()
+
+
+def test_run_passes_trigger_events_to_the_next_check(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor()
+    r, w = os.pipe()
+    m.trigger_fd = r
+    m._poller.register(r, select.POLLPRI)
+    seen: list[bool] = []
+    real_check = m.check
+
+    def check() -> float:
+        seen.append(m.trigger_fired)
+        return real_check()
+
+    events = [[(r, select.POLLPRI)], [], [(r, select.POLLERR)], []]
+
+    def wait(timeout: float) -> list[tuple[int, int]]:
+        if not events:
+            raise Stop
+        env.clock.now += timeout
+        return events.pop(0)
+
+    m.check = check  # type: ignore[method-assign]
+    m._wait = wait
+    with pytest.raises(Stop):
+        m.run()
+    os.close(w)
+    assert seen == [False, True, False, False, False]
+    assert env.out.count("PSI trigger failed: polling from now on") == 1
+    assert m.trigger_fd == -1
+
+
+def test_run_says_when_it_woke_late(env: Env) -> None:
+    populate(env.fake)
+    m = env.monitor()
+    gaps = [0.0, 60.0, 0.0]
+
+    def wait(timeout: float) -> list[tuple[int, int]]:
+        if not gaps:
+            raise Stop
+        env.clock.now += timeout + gaps.pop(0)  # SIGSTOP for a minute, then SIGCONT
+        return []
+
+    m._wait = wait
+    with pytest.raises(Stop):
+        m.run()
+    (line,) = env.out.lines()
+    assert line.startswith("warning: woke 60.0 s later than planned")
+
+
+class FakeKill:
+    """Stands in for kill.signal_and_wait on the real-kill branch; signals nothing."""
+
+    def __init__(self, result: tuple[list[str], int, float, bool]) -> None:
+        self.result = result
+        self.calls: list[tuple[list[tuple[int, int]], int]] = []
+
+    def __call__(self, fs: ProcFS, targets: list[Any], first: int, grace: float,
+                 clock: object) -> tuple[list[str], int, float, bool]:
+        self.calls.append(([(t.pid, t.starttime) for t in targets], first))
+        return self.result
+
+
+def test_real_kill_branch_signals_once_and_resets_the_stall_meter(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    populate(env.fake)
+    fake = FakeKill(([], signal.SIGTERM, 0.2, True))
+    monkeypatch.setattr(kill, "signal_and_wait", fake)
+    m = env.monitor(psi_duration=0.0)
+    m.dry = False  # as if live: the fake kill above is all that can be reached
+    env.set_mem(12, 50)
+    for pct in (60, 60, 60):
+        env.clock.now += 0.5
+        env.psi["some"] += round(0.5e6 * pct / 100)
+        env.fake.set_pressure(some_total=env.psi["some"], full_total=env.psi["full"])
+        m.check()
+        if fake.calls:
+            break
+    assert fake.calls == [([(P + 1, 1000)], signal.SIGTERM)]
+    assert m.kills == 1 and m.last_act == env.clock.now
+    assert m.meter.percent() is None, "the stall meter was not reset after the kill"
+    assert m.run_.seconds(env.clock.now) == 0.0
+    (line,) = [x for x in env.out.lines() if "kill: " in x]
+    assert line.startswith(f"warning: kill: pid={P + 1} name=hog ")
+    assert "signal=SIGTERM exited after 0.20 s; reaction=0 ms after timer wakeup;" in line
+    # The next check does not kill again on the stall measured before the kill.
+    env.clock.now += 0.1
+    m.check()
+    assert len(fake.calls) == 1
+
+
+def test_real_kill_of_a_vanished_victim_is_not_counted(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    populate(env.fake)
+    fake = FakeKill(([f"pid={P + 1}: exited before the signal"], signal.SIGTERM, 0.0, False))
+    monkeypatch.setattr(kill, "signal_and_wait", fake)
+    m = env.monitor()
+    m.dry = False
+    env.set_mem(3, 0)
+    m.check()
+    assert m.kills == 0 and len(fake.calls) == 1
+    assert env.out.count("not signalled: pid=") == 1
+
+
+def test_refused_victim_is_passed_over_once_and_the_next_one_killed(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 10, defect 1: EPERM from the kernel (another user's process, an LSM).
+    populate(env.fake)
+    calls: list[int] = []
+
+    def signal_and_wait(fs: ProcFS, targets: list[Any], first: int, grace: float,
+                        clock: object) -> tuple[list[str], int, float, bool]:
+        calls.append(targets[0].pid)
+        if targets[0].pid == P + 1:
+            raise PermissionError(1, "Operation not permitted")
+        return [], first, 0.1, True
+
+    monkeypatch.setattr(kill, "signal_and_wait", signal_and_wait)
+    m = env.monitor()
+    m.dry = False
+    env.set_mem(3, 0)
+    m.check()
+    assert calls == [P + 1, P]  # the refusing one, then the next in the same check
+    assert env.out.count(f"cannot signal pid={P + 1} name=hog (Operation not permitted)") == 1
+    assert m.kills == 1
+    env.clock.now += 1
+    m.check()  # still short of memory: the refusing process is not tried again
+    assert calls == [P + 1, P, P]
+    assert env.out.count("cannot signal") == 1
