@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DYING", "EXIT_WAIT", "EXITED", "FAILED", "FREED", "GONE", "KILL_SETTLE",
            "NO_PIDFD", "Outcome", "PENDING", "REFUSED", "Target", "exited", "reap", "release",
-           "signal_and_wait", "signal_targets"]
+           "signal_targets"]
 
 # After SIGKILL a process that is not stuck exits within milliseconds plus
 # the time to unmap its memory (measured on a 2-core VM: 5 ms at 64 MiB,
@@ -461,19 +461,3 @@ def signal_targets(fs: ProcFS, targets: Sequence[Target], first: int, grace: flo
         for t in todo:
             if t.state != DYING:
                 release(t)
-
-
-def signal_and_wait(fs: ProcFS, targets: Sequence[Target], first: int, grace: float,
-                    clock: Callable[[], float]) -> tuple[list[str], int, float, bool]:
-    """The Monitor's former call, kept only until it moves to :func:`signal_targets`.
-
-    Returns (problems, last signal, seconds, all exited): ``problems`` has
-    one ``pid=N: why`` per target GONE, REFUSED or FAILED. DYING targets
-    are released here (the caller cannot follow them) and count as alive.
-    Never raises for a single target.
-    """
-    out = signal_targets(fs, targets, first, grace, clock)
-    for t in out.having(DYING):
-        release(t)
-    problems = [f"pid={t.pid}: {t.why}" for t in out.having(GONE, REFUSED, FAILED)]
-    return problems, out.last or first, out.took, out.signalled and not out.having(DYING)

@@ -306,6 +306,7 @@ class Monitor:
         self.zram: list[Zram] = []
         self.zram_failed = False
         self.passed: set[tuple[int, int]] = set()  # (pid, starttime) refused a signal
+        self.dying: dict[tuple[int, int], kill.Target] = {}  # alive after SIGKILL
         self.kills = 0
         self.last_act = -1e9
         self.stuck = False  # warned that nothing may be killed in this emergency
@@ -419,8 +420,11 @@ class Monitor:
         Each candidate gets its size (RSS + swap where sampled) and its net
         growth over the tracker's window.
         """
+        if self.dying:
+            self.forget_dead()
         cands = [c for c in scan(self.fs, frozenset((self.self_pid,)), self.rules.shifts)
-                 if (c.pid, c.starttime) not in self.passed]
+                 if (c.pid, c.starttime) not in self.passed
+                 and (c.pid, c.starttime) not in self.dying]
         tracked = set(self.tracker.tracked())
         top = {c.pid for c in sorted(cands, key=lambda c: (c.oom_score, c.rss_kib),
                                      reverse=True)[:TRACK_TOP]}
@@ -527,6 +531,8 @@ class Monitor:
                 continue
             if outcome == "gone":
                 return 0.0  # it exited by itself: decide again on fresh readings
+            if outcome == "failed":
+                return MIN_SLEEP  # nothing sent (ENOMEM, no descriptor): try again soon
             record.cmdline = pending.result(0.05 if dry else 0.1)
             record.runners_up = self._runners_up(ranking)
             for output in self.outputs:
@@ -564,32 +570,60 @@ class Monitor:
     def _kill(self, victim: Victim, record: KillRecord) -> str:
         """Signal the victim (and its group) and fill ``record``.
 
-        Returns "killed", "gone" (it exited or its PID was recycled before
-        the signal) or "refused" (the kernel denied the signal: EPERM or
-        EACCES; said once per process, which is then passed over for good).
+        Returns "killed"; "gone" (it exited or its PID was recycled before
+        the signal); "refused" (the kernel denied every way to signal it:
+        said once, then passed over for good); or "failed" (it could not be
+        checked or signalled now, e.g. ENOMEM: nothing was sent).
         """
         c = victim.candidate
         targets = [kill.Target(m.pid, m.starttime) for m in [c, *victim.group]]
         record.reaction_s = self.clock() - self.woke
-        try:
-            problems, last, took, exited = kill.signal_and_wait(
-                self.fs, targets, record.signal, self.cfg.grace, self.clock)
-        except PermissionError as err:
-            self.passed.add((c.pid, c.starttime))
-            self.log.warning(f"cannot signal pid={c.pid} name={safe(c.comm)} "
-                             f"({os.strerror(err.errno or 0)}): passing over it")
-            return "refused"
+        outcome = kill.signal_targets(self.fs, targets, record.signal, self.cfg.grace,
+                                      self.clock)
+        main = outcome.targets[0]
+        for t in outcome.targets:
+            if t.note and t.state in (kill.EXITED, kill.DYING):
+                self.log.info(f"pid={t.pid} signalled with kill(), not a pidfd: {t.note}")
+            if t.state == kill.REFUSED:
+                self.passed.add((t.pid, t.starttime))
+                self.log.warning(f"cannot signal pid={t.pid} ({t.why}): passing over it")
+            elif t.state in (kill.GONE, kill.FAILED) and t is not main:
+                self.log.warning(f"not signalled: pid={t.pid}: {t.why}")
+        if not outcome.signalled:
+            if main.state == kill.REFUSED:
+                return "refused"
+            self.log.warning(f"not signalled: pid={main.pid}: {main.why}")
+            return "gone" if main.state == kill.GONE else "failed"
         self.last_act = self.clock()
         self.meter.reset()
         self.run_.reset()
-        for problem in problems:
-            self.log.warning(f"not signalled: {problem}")
-        if len(problems) == len(targets):
-            return "gone"
         self.kills += 1
-        record.signal, record.exit_s, record.exited = last, took, exited
-        record.problems = problems
+        for t in outcome.having(kill.DYING):
+            # Frozen or in uninterruptible sleep: remembered, never chosen or
+            # waited on again, let go once it has exited (issue 10, defect 2).
+            self.dying[(t.pid, t.starttime)] = t
+        record.signal, record.exit_s = outcome.last, outcome.took
+        record.exited = main.state == kill.EXITED
+        record.released = main.reaped
+        record.problems = [f"pid={t.pid}: {t.why}" for t in outcome.targets if t.why]
         return "killed"
+
+    def forget_dead(self) -> None:
+        """Let go of remembered dying victims that have exited (never blocks)."""
+        for key, t in list(self.dying.items()):
+            if kill.exited(self.fs, t):
+                kill.release(t)
+                del self.dying[key]
+
+    def close(self) -> None:
+        """Close every descriptor the Monitor holds."""
+        for t in self.dying.values():
+            kill.release(t)
+        self.dying.clear()
+        for fd in (self.trigger_fd, self.psi_fd, self.mem_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.trigger_fd = self.psi_fd = self.mem_fd = -1
 
     def _log_record(self, record: KillRecord) -> None:
         self.log.warning(kill_line(record))

@@ -40,8 +40,8 @@ class KillRecord:
     __slots__ = ("time", "pid", "comm", "exe", "cmdline", "uid", "rss_kib", "swap_kib",
                  "oom_score", "oom_score_adj", "growth_kib", "growth_s", "badness",
                  "policy", "reason", "signal", "dry_run", "reaction_s", "woken_by",
-                 "exited", "exit_s", "group", "runners_up", "reading", "problems",
-                 "major_faults")
+                 "exited", "exit_s", "released", "group", "runners_up", "reading",
+                 "problems", "major_faults")
 
     def __init__(self, time: float, victim: Candidate, uid: int, oom_score_adj: int,
                  exe: bytes, rss_kib: int, swap_kib: int, policy: str, reason: str,
@@ -67,6 +67,7 @@ class KillRecord:
         self.woken_by = "timer"
         self.exited = False
         self.exit_s = 0.0  # from the first signal until all exited (or gave up)
+        self.released = ""  # process_mrelease's outcome for a victim alive after SIGKILL
         self.group: list[int] = []  # other PIDs signalled with it (--kill-pgroup)
         self.runners_up: list[Candidate] = []
         self.reading = reading
@@ -102,7 +103,8 @@ def kill_line(r: KillRecord) -> str:
         return (f"dry run: would kill {who}{group} with {sig.name(r.signal)}: "
                 f"{r.reason}{runners}; cmdline={cmdline}")
     outcome = (f"exited after {r.exit_s:.2f} s" if r.exited
-               else f"still alive after {r.exit_s:.2f} s")
+               else f"still alive after {r.exit_s:.2f} s"
+               + (f" ({r.released})" if r.released else ""))
     faults = f", {r.major_faults} major faults" if r.major_faults >= 0 else ""
     return (f"kill: {who}{group} signal={sig.name(r.signal)} {outcome}; "
             f"reaction={r.reaction_s * 1000:.0f} ms after {r.woken_by} wakeup{faults}; "

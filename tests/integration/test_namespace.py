@@ -156,7 +156,7 @@ def test_kill_pgroup_signals_the_whole_group() -> None:
 
 
 # Runs in a new PID namespace: recycles a PID with ns_last_pid and asks
-# kill.signal_and_wait to kill the old process at that PID. ``extra`` (set by
+# kill.signal_targets to kill the old process at that PID. ``extra`` (set by
 # the code before it) is printed with the result.
 RECYCLE = r"""
 a = subprocess.Popen(["sleep", "60"])
@@ -168,10 +168,10 @@ with open("/proc/sys/kernel/ns_last_pid", "w") as f:
     f.write(str(pid - 1))
 b = subprocess.Popen(["sleep", "60"])
 time.sleep(0.2)
-problems, sig, took, exited = kill.signal_and_wait(
-    fs, [kill.Target(pid, start)], signal.SIGKILL, 0.5, time.monotonic)
-print(json.dumps({**extra, "a": pid, "b": b.pid, "problems": problems, "exited": exited,
-                  "b_alive": b.poll() is None}))
+out = kill.signal_targets(fs, [kill.Target(pid, start)], signal.SIGKILL, 0.5, time.monotonic)
+(t,) = out.targets
+print(json.dumps({**extra, "a": pid, "b": b.pid, "state": t.state, "why": t.why,
+                  "signalled": out.signalled, "b_alive": b.poll() is None}))
 """
 
 PREAMBLE = r"""
@@ -198,8 +198,8 @@ def assert_recycled_pid_spared(result: dict[str, Any]) -> None:
     """Check the outcome of RECYCLE."""
     assert result["a"] == result["b"], "the test failed to recycle the PID"
     assert result["b_alive"]
-    assert not result["exited"]
-    assert len(result["problems"]) == 1 and "recycled" in result["problems"][0]
+    assert not result["signalled"]
+    assert result["state"] == "gone" and "recycled" in result["why"]
 
 
 def test_recycled_pid_is_not_killed() -> None:
@@ -215,15 +215,16 @@ code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time
 stubborn = subprocess.Popen([sys.executable, "-c", code])
 time.sleep(0.5)
 target = kill.Target(stubborn.pid, read_starttime(fs, stubborn.pid))
-extra["first"] = kill.signal_and_wait(fs, [target], signal.SIGTERM, 0.3, time.monotonic)
+first = kill.signal_targets(fs, [target], signal.SIGTERM, 0.3, time.monotonic)
+extra["first"] = [first.targets[0].state, first.last, first.took, first.targets[0].via]
 extra["stubborn_rc"] = stubborn.wait(5)
 """
 
 
 def test_without_pidfds_kill_escalates_and_spares_a_recycled_pid() -> None:
     r = python_in_namespace(NO_PIDFD + RECYCLE)
-    problems, last, took, exited = r["first"]
-    assert problems == [] and exited and last == signal.SIGKILL, r
+    state, last, took, via = r["first"]
+    assert state == "exited" and last == signal.SIGKILL and via == "kill()", r
     assert 0.3 <= took < 3, r
     assert r["stubborn_rc"] == -signal.SIGKILL
     assert_recycled_pid_spared(r)

@@ -51,7 +51,7 @@ def refuse(*args: object, **kwargs: object) -> None:
 
 @pytest.fixture(autouse=True)
 def no_signals(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kill, "signal_and_wait", refuse)
+    monkeypatch.setattr(kill, "signal_targets", refuse)
     monkeypatch.setattr(os, "kill", refuse)
     monkeypatch.setattr(os, "killpg", refuse)
     monkeypatch.setattr(signal, "pidfd_send_signal", refuse)

@@ -222,20 +222,6 @@ def test_refused_main_victim_alone_is_not_raised(kids: Children,
     assert alive(p)
 
 
-def test_signal_and_wait_reports_a_refusal_instead_of_raising(
-        kids: Children, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Defect 1 through the Monitor's former call: PermissionError escaped it."""
-    p = kids.sleep()
-    monkeypatch.setattr(sig, "pidfd_send_signal",
-                        only_for(p.pid, sig.pidfd_send_signal, errno.EPERM))
-    monkeypatch.setattr(os, "kill", only_for(p.pid, os.kill, errno.EPERM))
-    before = open_fds()
-    problems, _, _, exited = kill.signal_and_wait(FS, [kids.target(p)], SIGTERM, 0.2,
-                                                  time.monotonic)
-    assert len(problems) == 1 and "Operation not permitted" in problems[0], problems
-    assert not exited and alive(p) and open_fds() == before
-
-
 def test_pidfd_send_signal_refused_falls_back_to_checked_kill(
         kids: Children, monkeypatch: pytest.MonkeyPatch) -> None:
     """A seccomp filter that answers EPERM for pidfd_send_signal but allows kill()."""
@@ -348,21 +334,6 @@ def test_survivor_without_pidfd_is_followed_in_proc(
     assert t.fd == -1
 
 
-def test_signal_and_wait_does_not_block_on_a_survivor(
-        kids: Children, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Defect 2 through the Monitor's former call: it waited KILL_WAIT (10 s)."""
-    p = kids.sleep()
-    monkeypatch.setattr(sig, "pidfd_send_signal",
-                        only_for(p.pid, sig.pidfd_send_signal, 0, (SIGKILL,)))
-    before = open_fds()
-    began = time.monotonic()
-    problems, last, _, exited = kill.signal_and_wait(FS, [kids.target(p)], SIGKILL, 0.5,
-                                                     time.monotonic)
-    assert time.monotonic() - began < 2.0
-    assert problems == [] and last == SIGKILL and not exited
-    assert open_fds() == before
-
-
 def test_reap_reports_what_the_kernel_said(kids: Children) -> None:
     p = kids.sleep()
     t = kids.target(p)
@@ -413,19 +384,6 @@ def test_enomem_in_the_identity_read_closes_every_pidfd(
     out = run(targets)
     assert [t.state for t in targets] == [kill.EXITED, kill.EXITED, kill.FAILED], out
     assert alive(c) and open_fds() == before
-
-
-def test_signal_and_wait_closes_pidfds_on_an_identity_read_error(
-        kids: Children, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Defect 8 through the Monitor's former call: 3 pidfds lost per attempt."""
-    procs = [kids.sleep() for _ in range(4)]
-    targets = [kids.target(p) for p in procs]
-    fail_read_starttime(monkeypatch, procs[3].pid, errno.ENOMEM)
-    before = open_fds()
-    problems, _, _, _ = kill.signal_and_wait(FS, targets, SIGTERM, 0.5, time.monotonic)
-    assert open_fds() == before
-    assert problems == [f"pid={procs[3].pid}: cannot check its identity: "
-                        "stat: Cannot allocate memory"]
 
 
 @pytest.mark.parametrize("err", [errno.EMFILE, errno.ENFILE])

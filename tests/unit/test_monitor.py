@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-from typing import Any
 
 import pytest
 
@@ -467,23 +466,36 @@ def test_run_says_when_it_woke_late(env: Env) -> None:
 
 
 class FakeKill:
-    """Stands in for kill.signal_and_wait on the real-kill branch; signals nothing."""
+    """Stands in for kill.signal_targets on the real-kill branch; signals nothing.
 
-    def __init__(self, result: tuple[list[str], int, float, bool]) -> None:
-        self.result = result
+    ``states`` maps a PID to the state its target ends in (EXITED if absent).
+    """
+
+    def __init__(self, states: dict[int, str] | None = None, took: float = 0.2) -> None:
+        self.states = states or {}
+        self.took = took
         self.calls: list[tuple[list[tuple[int, int]], int]] = []
 
-    def __call__(self, fs: ProcFS, targets: list[Any], first: int, grace: float,
-                 clock: object) -> tuple[list[str], int, float, bool]:
+    def __call__(self, fs: ProcFS, targets: list[kill.Target], first: int, grace: float,
+                 clock: object) -> kill.Outcome:
         self.calls.append(([(t.pid, t.starttime) for t in targets], first))
-        return self.result
+        for t in targets:
+            t.state = self.states.get(t.pid, kill.EXITED)
+            if t.state in (kill.GONE, kill.REFUSED, kill.FAILED):
+                t.why = {kill.GONE: "exited before the signal",
+                         kill.REFUSED: "pidfd_send_signal: Operation not permitted",
+                         kill.FAILED: "Cannot allocate memory"}[t.state]
+            if t.state == kill.DYING:
+                t.fd, t.reaped = kill.NO_PIDFD, kill.FREED
+        sent = any(t.state in (kill.EXITED, kill.DYING) for t in targets)
+        return kill.Outcome(list(targets), first if sent else 0, self.took)
 
 
 def test_real_kill_branch_signals_once_and_resets_the_stall_meter(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     populate(env.fake)
-    fake = FakeKill(([], signal.SIGTERM, 0.2, True))
-    monkeypatch.setattr(kill, "signal_and_wait", fake)
+    fake = FakeKill()
+    monkeypatch.setattr(kill, "signal_targets", fake)
     m = env.monitor(psi_duration=0.0)
     m.dry = False  # as if live: the fake kill above is all that can be reached
     env.set_mem(12, 50)
@@ -510,38 +522,74 @@ def test_real_kill_branch_signals_once_and_resets_the_stall_meter(
 def test_real_kill_of_a_vanished_victim_is_not_counted(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     populate(env.fake)
-    fake = FakeKill(([f"pid={P + 1}: exited before the signal"], signal.SIGTERM, 0.0, False))
-    monkeypatch.setattr(kill, "signal_and_wait", fake)
+    fake = FakeKill({P + 1: kill.GONE})
+    monkeypatch.setattr(kill, "signal_targets", fake)
     m = env.monitor()
     m.dry = False
     env.set_mem(3, 0)
     m.check()
-    assert m.kills == 0 and len(fake.calls) == 1
-    assert env.out.count("not signalled: pid=") == 1
+    assert m.kills == 0 and len(fake.calls) == 1  # decided again at the next check
+    assert env.out.count(f"not signalled: pid={P + 1}: exited before the signal") == 1
 
 
 def test_refused_victim_is_passed_over_once_and_the_next_one_killed(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     # Issue 10, defect 1: EPERM from the kernel (another user's process, an LSM).
     populate(env.fake)
-    calls: list[int] = []
-
-    def signal_and_wait(fs: ProcFS, targets: list[Any], first: int, grace: float,
-                        clock: object) -> tuple[list[str], int, float, bool]:
-        calls.append(targets[0].pid)
-        if targets[0].pid == P + 1:
-            raise PermissionError(1, "Operation not permitted")
-        return [], first, 0.1, True
-
-    monkeypatch.setattr(kill, "signal_and_wait", signal_and_wait)
+    fake = FakeKill({P + 1: kill.REFUSED})
+    monkeypatch.setattr(kill, "signal_targets", fake)
     m = env.monitor()
     m.dry = False
     env.set_mem(3, 0)
     m.check()
-    assert calls == [P + 1, P]  # the refusing one, then the next in the same check
-    assert env.out.count(f"cannot signal pid={P + 1} name=hog (Operation not permitted)") == 1
+    # The refusing one, then the next in the same check.
+    assert [pids[0][0] for pids, _ in fake.calls] == [P + 1, P]
+    assert env.out.count(f"cannot signal pid={P + 1} (pidfd_send_signal: Operation not "
+                         "permitted): passing over it") == 1
     assert m.kills == 1
     env.clock.now += 1
     m.check()  # still short of memory: the refusing process is not tried again
-    assert calls == [P + 1, P, P]
+    assert [pids[0][0] for pids, _ in fake.calls] == [P + 1, P, P]
     assert env.out.count("cannot signal") == 1
+
+
+def test_failed_signal_is_retried_soon_without_passing_over(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    populate(env.fake)
+    fake = FakeKill({P + 1: kill.FAILED})
+    monkeypatch.setattr(kill, "signal_targets", fake)
+    m = env.monitor()
+    m.dry = False
+    env.set_mem(3, 0)
+    assert m.check() <= 0.2
+    assert m.kills == 0 and [pids[0][0] for pids, _ in fake.calls] == [P + 1]
+    fake.states = {}
+    env.clock.now += 0.1
+    m.check()
+    assert m.kills == 1 and [pids[0][0] for pids, _ in fake.calls] == [P + 1, P + 1]
+
+
+def test_victim_alive_after_sigkill_is_remembered_not_chosen_again(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 10, defect 2: a frozen victim survives SIGKILL; bustd must neither
+    # block on it nor pick it again while it dies, and must move on.
+    populate(env.fake)
+    fake = FakeKill({P + 1: kill.DYING})
+    monkeypatch.setattr(kill, "signal_targets", fake)
+    monkeypatch.setattr(kill, "exited", lambda fs, t: not os.path.exists(
+        env.fake.path(str(t.pid))))
+    m = env.monitor()
+    m.dry = False
+    env.set_mem(3, 0)
+    m.check()
+    (line,) = [x for x in env.out.lines() if "kill: " in x]
+    assert "still alive after 0.20 s (memory released)" in line
+    assert list(m.dying) == [(P + 1, 1000)]
+    env.clock.now += 1
+    m.check()  # memory still short: the next victim, not the dying one again
+    assert [pids[0][0] for pids, _ in fake.calls] == [P + 1, P]
+    assert m.kills == 2
+    env.fake.remove(P + 1)  # thawed at last, and gone
+    env.clock.now += 1
+    m.check()
+    assert m.dying == {}
