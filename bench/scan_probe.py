@@ -17,8 +17,8 @@ def main(argv: list[str]) -> int:
     """Time find_victim; print JSON; return the exit code."""
     repo = os.path.abspath(argv[1])
     sys.path.insert(0, repo)
+    from bustd.choose import find_victim, make_rules
     from bustd.config import Config
-    from bustd.monitor import find_victim, make_rules
     from bustd.procfs import ProcFS
 
     fs = ProcFS("/proc")

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DYING", "EXIT_WAIT", "EXITED", "FAILED", "FREED", "GONE", "KILL_SETTLE",
            "NO_PIDFD", "Outcome", "PENDING", "REFUSED", "Target", "exited", "reap", "release",
-           "signal_targets"]
+           "rehearse", "signal_targets"]
 
 # After SIGKILL a process that is not stuck exits within milliseconds plus
 # the time to unmap its memory (measured on a 2-core VM: 5 ms at 64 MiB,
@@ -461,3 +461,30 @@ def signal_targets(fs: ProcFS, targets: Sequence[Target], first: int, grace: flo
         for t in todo:
             if t.state != DYING:
                 release(t)
+
+
+def rehearse(fs: ProcFS, pid: int, clock: Callable[[], float]) -> None:
+    """Walk the code of a kill against ``pid`` (bustd itself) without signalling.
+
+    Opens a pidfd, checks the identity, sends signal 0 (a permission check,
+    nothing is delivered), polls for an exit that does not come, asks
+    process_mrelease (which refuses a process that is not dying), and closes
+    everything. Under mlockall(MCL_ONFAULT) this makes the pages of the kill
+    path resident and locked before an emergency needs them (issue 10).
+    Never raises for a failure of any step.
+    """
+    try:
+        t = Target(pid, read_starttime(fs, pid))
+    except (NoSuchProcess, ValueError, OSError):
+        return
+    try:
+        _open_all(fs, [t])
+        if t.state == PENDING and _send(fs, t, 0, False):
+            _wait(fs, [t], 0.001, clock)
+            exited(fs, t)
+            _running(fs, t)
+            reap(t)
+    except OSError:
+        pass
+    finally:
+        release(t)

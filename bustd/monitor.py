@@ -19,25 +19,27 @@ import errno
 import os
 import select
 
-from . import kill, sig
+from . import sig
 from .config import Config
-from .growth import Tracker
-from .log import Log, safe, size
+from .log import Log, size
 from .meminfo import MemInfo, read_meminfo
 from .pressure import StallMeter, StallRun, arm_trigger, read_pressure
-from .process import Candidate, Details, read_details, read_status, scan
-from .procfs import NoSuchProcess, ProcFS
-from .record import KillRecord, Reading, candidate_text, kill_line
-from .victim import Rules, protected, rank
-from .zram import Zram, effective_swap, read_zram
+from .procfs import ProcFS, own_major_faults
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import re
     from typing import Callable
 
-__all__ = ["Decision", "Monitor", "Ranking", "Thresholds", "Victim", "decide", "find_victim",
-           "make_rules", "oom_score_per_kib", "sleep_for", "thresholds", "watch_level"]
+    from . import choose, kill
+    from .choose import Victim
+    from .growth import Tracker
+    from .process import Candidate
+    from .record import KillRecord, Reading
+    from .victim import Rules
+    from .zram import Zram
+
+__all__ = ["Decision", "Monitor", "Thresholds", "decide", "sleep_for", "thresholds",
+           "watch_level"]
 
 # Fill rates assumed when sleeping in proportion to headroom (as earlyoom):
 # RAM can be filled at about 6 GB/s, swap at about 800 MB/s.
@@ -50,7 +52,6 @@ DRY_RUN_PAUSE = 1.0  # a dry run changes nothing: do not repeat it 10 times a se
 NO_VICTIM_PAUSE = 1.0  # nothing killable: do not rescan 10 times a second
 LATE_WAKEUP = 5.0  # woken this much later than asked: stopped, frozen or suspended
 WATCH_AFTER_EVENT = 10.0  # seconds of watching after a PSI trigger event
-TRACK_TOP = 32  # how many of the largest processes have their size sampled
 RUNNERS_UP = 3  # candidates named after the victim in the kill line
 
 
@@ -162,120 +163,6 @@ def sleep_for(mem: MemInfo, cfg: Config, trigger_armed: bool, watching: bool = F
     return max(MIN_SLEEP, min(cap, seconds))
 
 
-def oom_score_per_kib(mem: MemInfo, scaled: bool = True) -> float:
-    """Return how many ``oom_score`` points one KiB of memory is worth.
-
-    The kernel's badness is in pages of RAM + swap, shown as thousandths of
-    that total; since Linux 5.9 it is shown as ``(1000 + badness) * 2/3``
-    (``scaled``), so the points per KiB shrink by the same 2/3.
-    """
-    total = mem.total + mem.swap_total
-    return (1000.0 / total) * (2.0 / 3.0 if scaled else 1.0) if total > 0 else 0.0
-
-
-def _kernel_scales_oom_score() -> bool:
-    """Whether this kernel shows oom_score in the 0..1333 form (Linux >= 5.9)."""
-    release = os.uname().release.split(".")
-    try:
-        return (int(release[0]), int(release[1].split("-")[0])) >= (5, 9)
-    except (ValueError, IndexError):
-        return True
-
-
-class Victim:
-    """The chosen process, its details and the others to signal with it (process group)."""
-
-    __slots__ = ("candidate", "details", "group")
-
-    def __init__(self, candidate: Candidate, details: Details,
-                 group: list[Candidate]) -> None:
-        self.candidate = candidate
-        self.details = details
-        self.group = group
-
-
-class Ranking:
-    """The candidates of one scan in kill order; protection read lazily.
-
-    :meth:`next` returns the next candidate that may be killed (its details
-    are read only now, in rank order, until one may be killed); protected
-    ones are logged at debug level and kept in ``skipped`` with the reason.
-    """
-
-    __slots__ = ("fs", "ranked", "candidates", "rules", "kill_pgroup", "log", "skipped",
-                 "_next")
-
-    def __init__(self, fs: ProcFS, candidates: list[Candidate], rules: Rules,
-                 score_per_kib: float, kill_pgroup: bool = False,
-                 log: Log | None = None) -> None:
-        self.fs = fs
-        self.candidates = candidates
-        self.ranked = rank(candidates, rules, score_per_kib)
-        self.rules = rules
-        self.kill_pgroup = kill_pgroup
-        self.log = log
-        self.skipped: list[tuple[Candidate, str]] = []
-        self._next = 0
-
-    def _killable(self, c: Candidate) -> Details | None:
-        try:
-            details = read_details(self.fs, c.pid)
-        except (NoSuchProcess, ValueError):
-            return None
-        why = protected(c, details, self.rules)
-        if why is None:
-            return details
-        self.skipped.append((c, why))
-        if self.log is not None:
-            self.log.debug(f"skipping pid={c.pid} name={safe(c.comm)}: {why}")
-        return None
-
-    def next(self) -> Victim | None:
-        """Return the next victim in rank order, or None when none is left."""
-        while self._next < len(self.ranked):
-            c = self.ranked[self._next]
-            self._next += 1
-            details = self._killable(c)
-            if details is None:
-                continue
-            group: list[Candidate] = []
-            if self.kill_pgroup and c.pgrp > 1:
-                for m in self.candidates:
-                    if m.pgrp != c.pgrp or m is c:
-                        continue
-                    try:
-                        if protected(m, read_details(self.fs, m.pid), self.rules) is None:
-                            group.append(m)
-                    except (NoSuchProcess, ValueError):
-                        continue
-            return Victim(c, details, group)
-        return None
-
-
-def find_victim(fs: ProcFS, rules: Rules, kill_pgroup: bool = False,
-                log: Log | None = None) -> Victim | None:
-    """Scan, rank (without growth history) and return the best victim, or None.
-
-    Raises OSError if /proc is unreadable.
-    """
-    cands = scan(fs, frozenset((rules.self_pid,)), rules.shifts)
-    return Ranking(fs, cands, rules, 0.0, kill_pgroup, log).next()
-
-
-def _compile(pattern: str) -> re.Pattern[str] | None:
-    if not pattern:
-        return None
-    import re  # only when a regex option is set: +1 MiB RSS otherwise wasted
-    return re.compile(pattern)
-
-
-def make_rules(cfg: Config, self_pid: int) -> Rules:
-    """Return the victim Rules of ``cfg`` (regexes compiled here)."""
-    return Rules(self_pid, [g.strip() for g in cfg.unkillables.split("|") if g.strip()],
-                 _compile(cfg.ignore), _compile(cfg.prefer), _compile(cfg.avoid),
-                 cfg.rank)
-
-
 class Monitor:
     """The daemon's state between checks; ``run`` is the loop.
 
@@ -296,13 +183,14 @@ class Monitor:
         self.log = log
         self.clock = clock
         self.wall = wall or clock
-        self.rules = make_rules(cfg, self_pid)
         self.self_pid = self_pid
+        self.armed = False  # choose, growth, kill, record and zram loaded (see arm)
+        self.rules: Rules | None = None
+        self.tracker: Tracker | None = None
         self.dry = cfg.dry_run or not cfg.live  # a fake tree is never signalled
         self.meter = StallMeter()
         self.run_ = StallRun()
-        self.tracker = Tracker()
-        self.scaled = _kernel_scales_oom_score()
+        self.scaled = True  # oom_score in the 0..1333 form (set by arm)
         self.zram: list[Zram] = []
         self.zram_failed = False
         self.passed: set[tuple[int, int]] = set()  # (pid, starttime) refused a signal
@@ -312,6 +200,8 @@ class Monitor:
         self.stuck = False  # warned that nothing may be killed in this emergency
         self.next_report = clock() + cfg.report if cfg.report > 0 else float("inf")
         self.watch_until = -1e9
+        self.watching = False
+        self.faults_at_wake = -1  # own major faults when the current check began
         self.trigger_fd = -1
         self.trigger_window = 0.0
         self.trigger_fired = False
@@ -367,12 +257,28 @@ class Monitor:
     def _poll(self, timeout: float) -> list[tuple[int, int]]:
         return self._poller.poll(max(1, int(timeout * 1000)))
 
+    def arm(self) -> None:
+        """Load what watching and killing need, the first time memory runs short.
+
+        A machine with memory to spare never holds these modules (issue 7:
+        watching must not raise the idle footprint); they are loaded while
+        memory is still at the watch level, well before any emergency.
+        """
+        if self.armed:
+            return
+        from . import choose, growth, kill, record, zram  # noqa: F401 - loaded here on purpose
+        self.rules = choose.make_rules(self.cfg, self.self_pid)
+        self.tracker = growth.Tracker()
+        self.scaled = choose.kernel_scales_oom_score()
+        self.armed = True
+
     # -- readings ----------------------------------------------------------
 
     def effective(self, mem: MemInfo) -> MemInfo:
         """Return ``mem`` with zram counted at its RAM worth (see zram.py)."""
         if mem.swap_total <= 0 or self.zram_failed:
             return mem
+        from .zram import effective_swap, read_zram
         try:
             self.zram = read_zram(self.fs, self.sys)
         except (OSError, ValueError) as err:
@@ -415,33 +321,42 @@ class Monitor:
         return stall, self.run_.seconds(now)
 
     def sample(self, now: float) -> list[Candidate]:
-        """Scan, sample the sizes of the largest processes, return the candidates.
-
-        Each candidate gets its size (RSS + swap where sampled) and its net
-        growth over the tracker's window.
-        """
+        """Scan, sample the sizes of the largest processes, return the candidates."""
+        from .choose import sample
+        self.arm()
+        assert self.tracker is not None and self.rules is not None
         if self.dying:
             self.forget_dead()
-        cands = [c for c in scan(self.fs, frozenset((self.self_pid,)), self.rules.shifts)
-                 if (c.pid, c.starttime) not in self.passed
-                 and (c.pid, c.starttime) not in self.dying]
-        tracked = set(self.tracker.tracked())
-        top = {c.pid for c in sorted(cands, key=lambda c: (c.oom_score, c.rss_kib),
-                                     reverse=True)[:TRACK_TOP]}
-        keep = top | (tracked & {c.pid for c in cands})
-        self.tracker.prune(keep)
-        for c in cands:
-            if c.pid not in keep:
-                continue
-            try:
-                st = read_status(self.fs, c.pid)
-            except (NoSuchProcess, ValueError):
-                continue
-            c.size_kib = st.rss_kib + st.swap_kib
-            c.swap_kib = st.swap_kib
-            self.tracker.add(now, c.pid, c.starttime, c.size_kib)
-            c.growth_kib, c.growth_s = self.tracker.growth(c.pid, c.starttime)
-        return cands
+        exclude = self.passed | set(self.dying)
+        return sample(self.fs, self.tracker, now, frozenset((self.self_pid,)), exclude,
+                      self.rules.shifts)
+
+    def rehearse(self, cands: list[Candidate]) -> None:
+        """Walk the kill path once without signalling anyone (issue 10).
+
+        Run on entering the watch zone, while memory is still to spare: the
+        ranking, the details of a leader, the record and its line, the
+        background cmdline read and the pidfd calls (against bustd itself,
+        with signal 0) all touch their code now, so under mlockall the
+        emergency finds them resident instead of faulting them in from disk.
+        """
+        from . import kill
+        from .choose import Ranking, oom_score_per_kib
+        from .record import kill_line
+        assert self.rules is not None
+        mem = read_meminfo(self.mem_fd)
+        ranking = Ranking(self.fs, cands, self.rules, oom_score_per_kib(mem, self.scaled),
+                          self.cfg.kill_pgroup)
+        victim = ranking.next()
+        if victim is not None:
+            record = self._record(victim, Decision(sig.SIGTERM, "rehearsal"),
+                                  self.reading(mem, None, 0.0), True)
+            record.cmdline = self.fs.read_pid_later(self.self_pid, "cmdline").result(0.05)
+            record.runners_up = self._runners_up(ranking)
+            kill_line(record)
+            record.dry_run = False
+            kill_line(record)
+        kill.rehearse(self.fs, self.self_pid, self.clock)
 
     # -- the check ---------------------------------------------------------
 
@@ -458,10 +373,16 @@ class Monitor:
         watching = mem.available <= watch_level(cfg, mem) or now < self.watch_until
         cands: list[Candidate] | None = None
         if watching:
+            self.faults_at_wake = own_major_faults()
             mem = self.effective(mem)
             cands = self.sample(now)
+            if not self.watching:
+                self.rehearse(cands)
+            self.watching = True
         else:
-            self.tracker.clear()
+            self.watching = False
+            if self.tracker is not None:
+                self.tracker.clear()
             self.zram = []
         stall, stall_s = self.pressure(mem, now, watching, fired)
         decision = decide(mem, stall, cfg, stall_s)
@@ -489,6 +410,7 @@ class Monitor:
 
     def reading(self, mem: MemInfo, stall: float | None, stall_s: float) -> Reading:
         """Return the Reading a record carries."""
+        from .record import Reading
         return Reading(mem.available, mem.total, mem.swap_free, mem.swap_total,
                        sum(z.mem_used_kib for z in self.zram), stall, stall_s,
                        self.cfg.psi_metric)
@@ -501,9 +423,13 @@ class Monitor:
         LSM) is passed over, said once, and the next one tried in the same
         check. Returns a minimum pause before the next check.
         """
+        from .choose import Ranking, oom_score_per_kib
+        from .record import candidate_text
+        from .zram import effective_swap
         log, cfg = self.log, self.cfg
         if cands is None:
             cands = self.sample(self.clock())
+        assert self.rules is not None
         mem = read_meminfo(self.mem_fd)
         ranking = Ranking(self.fs, cands, self.rules, oom_score_per_kib(mem, self.scaled),
                           cfg.kill_pgroup, log)
@@ -546,6 +472,9 @@ class Monitor:
 
     def _record(self, victim: Victim, decision: Decision, reading: Reading,
                 dry: bool) -> KillRecord:
+        from .process import read_status
+        from .procfs import NoSuchProcess
+        from .record import KillRecord
         c, d = victim.candidate, victim.details
         try:
             st = read_status(self.fs, c.pid)
@@ -558,7 +487,7 @@ class Monitor:
         record.group = [m.pid for m in victim.group]
         return record
 
-    def _runners_up(self, ranking: Ranking) -> list[Candidate]:
+    def _runners_up(self, ranking: choose.Ranking) -> list[Candidate]:
         out: list[Candidate] = []
         while len(out) < RUNNERS_UP:
             v = ranking.next()
@@ -575,6 +504,7 @@ class Monitor:
         said once, then passed over for good); or "failed" (it could not be
         checked or signalled now, e.g. ENOMEM: nothing was sent).
         """
+        from . import kill
         c = victim.candidate
         targets = [kill.Target(m.pid, m.starttime) for m in [c, *victim.group]]
         record.reaction_s = self.clock() - self.woke
@@ -602,6 +532,8 @@ class Monitor:
             # Frozen or in uninterruptible sleep: remembered, never chosen or
             # waited on again, let go once it has exited (issue 10, defect 2).
             self.dying[(t.pid, t.starttime)] = t
+        record.major_faults = (own_major_faults() - self.faults_at_wake
+                               if self.faults_at_wake >= 0 else -1)
         record.signal, record.exit_s = outcome.last, outcome.took
         record.exited = main.state == kill.EXITED
         record.released = main.reaped
@@ -610,6 +542,7 @@ class Monitor:
 
     def forget_dead(self) -> None:
         """Let go of remembered dying victims that have exited (never blocks)."""
+        from . import kill
         for key, t in list(self.dying.items()):
             if kill.exited(self.fs, t):
                 kill.release(t)
@@ -617,6 +550,7 @@ class Monitor:
 
     def close(self) -> None:
         """Close every descriptor the Monitor holds."""
+        from . import kill
         for t in self.dying.values():
             kill.release(t)
         self.dying.clear()
@@ -626,6 +560,7 @@ class Monitor:
         self.trigger_fd = self.psi_fd = self.mem_fd = -1
 
     def _log_record(self, record: KillRecord) -> None:
+        from .record import kill_line
         self.log.warning(kill_line(record))
 
     def run(self) -> None:

@@ -16,12 +16,15 @@ import _thread
 import errno
 import os
 
-__all__ = ["NoSuchProcess", "Pending", "ProcFS"]
+__all__ = ["NoSuchProcess", "Pending", "ProcFS", "own_major_faults"]
 
 # ENOENT/ESRCH: the process exited. EACCES/EPERM: hidepid or a setuid
 # transition made it unreadable. EINVAL: reading a file of a dying task.
 _GONE = frozenset((errno.ENOENT, errno.ESRCH, errno.EACCES, errno.EPERM, errno.EINVAL))
 _FLAGS = os.O_RDONLY | os.O_CLOEXEC
+# Field 12 of /proc/PID/stat (proc(5)), counted in the fields after the
+# comm's closing ')', which start at field 3.
+_MAJFLT = 12 - 3
 
 
 class NoSuchProcess(Exception):
@@ -79,6 +82,22 @@ class Pending:
             self._done.release()
             return self.data
         return None
+
+
+def own_major_faults() -> int:
+    """Return bustd's own major page faults so far (field 12 of /proc/self/stat), -1 if unknown.
+
+    Always the real /proc: bustd's own faults, whatever tree it watches.
+    """
+    try:
+        fd = os.open("/proc/self/stat", _FLAGS)
+        try:
+            buf = os.read(fd, 1024)
+        finally:
+            os.close(fd)
+        return int(buf[buf.rfind(b")") + 1:].split()[_MAJFLT])
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 class ProcFS:

@@ -594,3 +594,31 @@ def test_targets_are_reset_for_a_second_call(kids: Children) -> None:
     t.starttime -= 1
     out = run([t])
     assert t.state == kill.EXITED and t.why == "" and out.signalled
+
+
+# -- rehearsal (issue 10: a warm kill path) --------------------------------------
+
+def test_rehearse_walks_the_kill_path_against_itself_and_sends_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[int] = []
+    real = sig.pidfd_send_signal
+
+    def record(fd: int, signum: int, *args: Any) -> None:
+        sent.append(signum)
+        real(fd, signum, *args)
+
+    monkeypatch.setattr(sig, "pidfd_send_signal", record)
+    monkeypatch.setattr(os, "kill", lambda *a: pytest.fail(f"kill{a} during a rehearsal"))
+    before = open_fds()
+    kill.rehearse(FS, os.getpid(), time.monotonic)
+    assert sent == [0]  # signal 0: a permission check, nothing delivered
+    assert open_fds() == before
+
+
+def test_rehearse_of_a_missing_process_is_quiet(tmp_path: Path) -> None:
+    fake = FakeProc(tmp_path)
+    fake.add(FAKE_PID)  # in the tree, but no such process on this kernel
+    before = open_fds()
+    kill.rehearse(fake.fs, FAKE_PID, time.monotonic)
+    kill.rehearse(fake.fs, FAKE_PID + 1, time.monotonic)  # not even in the tree
+    assert open_fds() == before

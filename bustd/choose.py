@@ -1,0 +1,173 @@
+"""Choosing whom to kill: scan, sample sizes, rank, read protection lazily.
+
+The I/O around the pure ranking of victim.py: :func:`sample` scans every
+process and reads the size (RSS + swap) of the largest into the growth
+tracker; :class:`Ranking` walks the ranked candidates and reads each one's
+protection only when its turn comes. Loaded by the Monitor when memory first
+enters the watch zone, so a machine with memory to spare never holds it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .growth import Tracker
+from .log import Log, safe
+from .meminfo import MemInfo
+from .process import Candidate, Details, read_details, read_status, scan
+from .procfs import NoSuchProcess, ProcFS
+from .victim import Rules, protected, rank
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+
+    from .config import Config
+
+__all__ = ["TRACK_TOP", "Ranking", "Victim", "find_victim", "kernel_scales_oom_score",
+           "make_rules", "oom_score_per_kib", "sample"]
+
+TRACK_TOP = 32  # how many of the largest processes have their size sampled
+
+
+def oom_score_per_kib(mem: MemInfo, scaled: bool = True) -> float:
+    """Return how many ``oom_score`` points one KiB of memory is worth.
+
+    The kernel's badness is in pages of RAM + swap, shown as thousandths of
+    that total; since Linux 5.9 it is shown as ``(1000 + badness) * 2/3``
+    (``scaled``), so the points per KiB shrink by the same 2/3.
+    """
+    total = mem.total + mem.swap_total
+    return (1000.0 / total) * (2.0 / 3.0 if scaled else 1.0) if total > 0 else 0.0
+
+
+def kernel_scales_oom_score() -> bool:
+    """Whether this kernel shows oom_score in the 0..1333 form (Linux >= 5.9)."""
+    release = os.uname().release.split(".")
+    try:
+        return (int(release[0]), int(release[1].split("-")[0])) >= (5, 9)
+    except (ValueError, IndexError):
+        return True
+
+
+class Victim:
+    """The chosen process, its details and the others to signal with it (process group)."""
+
+    __slots__ = ("candidate", "details", "group")
+
+    def __init__(self, candidate: Candidate, details: Details,
+                 group: list[Candidate]) -> None:
+        self.candidate = candidate
+        self.details = details
+        self.group = group
+
+
+class Ranking:
+    """The candidates of one scan in kill order; protection read lazily.
+
+    :meth:`next` returns the next candidate that may be killed (its details
+    are read only now, in rank order, until one may be killed); protected
+    ones are logged at debug level and kept in ``skipped`` with the reason.
+    """
+
+    __slots__ = ("fs", "ranked", "candidates", "rules", "kill_pgroup", "log", "skipped",
+                 "_next")
+
+    def __init__(self, fs: ProcFS, candidates: list[Candidate], rules: Rules,
+                 score_per_kib: float, kill_pgroup: bool = False,
+                 log: Log | None = None) -> None:
+        self.fs = fs
+        self.candidates = candidates
+        self.ranked = rank(candidates, rules, score_per_kib)
+        self.rules = rules
+        self.kill_pgroup = kill_pgroup
+        self.log = log
+        self.skipped: list[tuple[Candidate, str]] = []
+        self._next = 0
+
+    def _killable(self, c: Candidate) -> Details | None:
+        try:
+            details = read_details(self.fs, c.pid)
+        except (NoSuchProcess, ValueError):
+            return None
+        why = protected(c, details, self.rules)
+        if why is None:
+            return details
+        self.skipped.append((c, why))
+        if self.log is not None:
+            self.log.debug(f"skipping pid={c.pid} name={safe(c.comm)}: {why}")
+        return None
+
+    def next(self) -> Victim | None:
+        """Return the next victim in rank order, or None when none is left."""
+        while self._next < len(self.ranked):
+            c = self.ranked[self._next]
+            self._next += 1
+            details = self._killable(c)
+            if details is None:
+                continue
+            group: list[Candidate] = []
+            if self.kill_pgroup and c.pgrp > 1:
+                for m in self.candidates:
+                    if m.pgrp != c.pgrp or m is c:
+                        continue
+                    try:
+                        if protected(m, read_details(self.fs, m.pid), self.rules) is None:
+                            group.append(m)
+                    except (NoSuchProcess, ValueError):
+                        continue
+            return Victim(c, details, group)
+        return None
+
+
+def find_victim(fs: ProcFS, rules: Rules, kill_pgroup: bool = False,
+                log: Log | None = None) -> Victim | None:
+    """Scan, rank (without growth history) and return the best victim, or None.
+
+    Raises OSError if /proc is unreadable.
+    """
+    cands = scan(fs, frozenset((rules.self_pid,)), rules.shifts)
+    return Ranking(fs, cands, rules, 0.0, kill_pgroup, log).next()
+
+
+def _compile(pattern: str) -> re.Pattern[str] | None:
+    if not pattern:
+        return None
+    import re  # only when a regex option is set: +1 MiB RSS otherwise wasted
+    return re.compile(pattern)
+
+
+def make_rules(cfg: Config, self_pid: int) -> Rules:
+    """Return the victim Rules of ``cfg`` (regexes compiled here)."""
+    return Rules(self_pid, [g.strip() for g in cfg.unkillables.split("|") if g.strip()],
+                 _compile(cfg.ignore), _compile(cfg.prefer), _compile(cfg.avoid),
+                 cfg.rank)
+
+
+def sample(fs: ProcFS, tracker: Tracker, now: float, skip: frozenset[int],
+           exclude: set[tuple[int, int]], want_exe: bool) -> list[Candidate]:
+    """Scan, sample the sizes of the largest processes, return the candidates.
+
+    Processes in ``skip`` (PIDs) or ``exclude`` (PID, start time) are left
+    out. The TRACK_TOP with the highest ``oom_score``, and those already
+    tracked, get their size (RSS + swap from status) recorded in
+    ``tracker``; each of them gets its size and net growth filled in.
+    Raises OSError if /proc is unreadable.
+    """
+    cands = [c for c in scan(fs, skip, want_exe) if (c.pid, c.starttime) not in exclude]
+    top = {c.pid for c in sorted(cands, key=lambda c: (c.oom_score, c.rss_kib),
+                                 reverse=True)[:TRACK_TOP]}
+    keep = top | (set(tracker.tracked()) & {c.pid for c in cands})
+    tracker.prune(keep)
+    for c in cands:
+        if c.pid not in keep:
+            continue
+        try:
+            st = read_status(fs, c.pid)
+        except (NoSuchProcess, ValueError):
+            continue
+        c.size_kib = st.rss_kib + st.swap_kib
+        c.swap_kib = st.swap_kib
+        tracker.add(now, c.pid, c.starttime, c.size_kib)
+        c.growth_kib, c.growth_s = tracker.growth(c.pid, c.starttime)
+    return cands
