@@ -87,11 +87,12 @@ def thresholds(cfg: Config, mem: MemInfo) -> Thresholds:
 def watch_level(cfg: Config, mem: MemInfo) -> float:
     """Return the MemAvailable (KiB) under which bustd watches closely.
 
-    ``--watch`` percent of MemTotal, and never below a level that acts, so
+    ``--watch`` percent of MemTotal, and never below a level that acts (the
+    terminate level as resolved, so an absolute ``-M`` counts as given), so
     every decision has a growth history and a stall history behind it.
     """
-    return mem.total * max(cfg.watch_percent, cfg.psi_mem_percent,
-                           cfg.mem_term_percent) / 100.0
+    t = thresholds(cfg, mem)
+    return max(mem.total * cfg.watch_percent / 100.0, t.psi_mem, t.mem_term)
 
 
 class Decision:
@@ -205,11 +206,14 @@ class Monitor:
         self.trigger_fd = -1
         self.trigger_window = 0.0
         self.trigger_fired = False
+        self.acting = False  # a kill is under way: a stop request waits for it
+        self.stopping = False
         self.woke = clock()  # when the current check began (reaction times)
         self.woken_by = "timer"  # or "PSI trigger"
         self.outputs: list[Callable[[KillRecord], None]] = [self._log_record]
         self.mem_fd = fs.open("meminfo")
         self.psi_fd = -1
+        self.psi_failing = False  # said that pressure/memory cannot be read
         self._poller = select.poll()
         self._wait = wait or self._poll
         self._open_psi()
@@ -303,12 +307,19 @@ class Monitor:
         try:
             psi = read_pressure(self.psi_fd)
         except (OSError, ValueError) as err:
-            # Said once: from now on memory thresholds alone decide.
-            self.log.warning(f"cannot read pressure/memory ({err}): "
-                             "acting on memory thresholds alone from now on")
-            os.close(self.psi_fd)
-            self.psi_fd = -1
+            # Said once per outage; memory thresholds alone decide until the
+            # file reads again (a transient EINTR, ENOMEM or torn read must
+            # not switch PSI off for good).
+            if not self.psi_failing:
+                self.log.warning(f"cannot read pressure/memory ({err}): acting on memory "
+                                 "thresholds alone until it reads again")
+                self.psi_failing = True
+            self.meter.reset()
+            self.run_.reset()
             return None, 0.0
+        if self.psi_failing:
+            self.log.info("pressure/memory reads again: PSI back in use")
+            self.psi_failing = False
         cutoff = self.cfg.psi_cutoff
         self.meter.add(now, psi.total(self.cfg.psi_metric))
         stall = self.meter.percent()
@@ -390,7 +401,11 @@ class Monitor:
         if decision is None:
             self.stuck = False
         else:
-            pause = self.act(decision, stall, stall_s, cands)
+            self.acting = True
+            try:
+                pause = self.act(decision, stall, stall_s, cands)
+            finally:
+                self.acting = False
             mem = self.effective(read_meminfo(self.mem_fd)) if watching else mem
         now = self.clock()
         if now >= self.next_report:
@@ -563,9 +578,19 @@ class Monitor:
         from .record import kill_line
         self.log.warning(kill_line(record))
 
+    def stop(self) -> None:
+        """End the loop (from a signal handler): raises SystemExit(0) at once, or,
+        while a kill is under way, once it is done and its record written."""
+        if self.acting:
+            self.stopping = True
+            return
+        raise SystemExit(0)
+
     def run(self) -> None:
         """Check, sleep, repeat; returns only by SystemExit (or KeyboardInterrupt)."""
         while True:
+            if self.stopping:
+                raise SystemExit(0)
             try:
                 timeout = self.check()
             except Exception as err:
@@ -577,6 +602,8 @@ class Monitor:
                     self.log.error(f"check failed: {type(err).__name__}: {err}")
                 except MemoryError:
                     pass  # not even a line could be built: try again
+            if self.stopping:
+                raise SystemExit(0)
             asked = self.clock() + timeout
             events = self._wait(timeout)
             late = self.clock() - asked

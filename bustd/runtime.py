@@ -115,7 +115,7 @@ def main() -> int:
         lock_memory(log)
         protect_self(log)
         try:
-            monitor = Monitor(cfg, fs, log, os.getpid(), time.monotonic)
+            monitor = Monitor(cfg, fs, log, os.getpid(), time.monotonic, wall=time.time)
             log.info(f"bustd {__version__} (pid {os.getpid()}) watching {fs.root}: "
                      f"{monitor.describe()}")
         except (OSError, ValueError) as err:
@@ -124,6 +124,9 @@ def main() -> int:
         if os.geteuid() != 0:
             log.warning(f"running as uid {os.geteuid()}, not root: only that user's "
                         "processes can be killed")
+        stop = monitor.stop  # a kill in progress is finished and logged first
+        for signum in (sig.SIGTERM, sig.SIGINT, sig.SIGHUP):
+            sig.signal(signum, lambda signum, frame: stop())
         monitor.run()
     except SystemExit:
         log.info(f"bustd exiting after {monitor.kills if monitor else 0} kills")

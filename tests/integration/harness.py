@@ -10,7 +10,8 @@ SPEC keys: children (list of {name, mib, adj, ignore_term, group, exe,
 argv0}); group is "new" (own process group) or the name of a child whose
 group to join; exe runs the child with a copy of the interpreter of that
 file name (so /proc/PID/exe ends in it); argv0 sets its argv[0]. bustd
-(argument list); margin_of (optional: the name of the child that should be
+(argument list); bustd_prefix (a command to start bustd with, e.g.
+prlimit); margin_of (optional: the name of the child that should be
 killed: add ``-M`` = MemAvailable now + a quarter of the drop of MemAvailable
 measured when that child started, so the emergency ends once it is freed,
 however much other work on the host moves MemAvailable); kills (kill lines
@@ -124,8 +125,9 @@ def main() -> None:
         # drop when the child dies (seen here: -2.2 GiB at start, +1.1 GiB
         # at its death), and a margin above that rise means a second kill.
         args += ["-M", str(mem_available_kib() + drop // 4)]
-    daemon = subprocess.Popen([sys.executable, "-m", "bustd", "-r", "0", *args], cwd=REPO,
-                              stderr=subprocess.PIPE)
+    prefix = list(spec.get("bustd_prefix", []))
+    daemon = subprocess.Popen([*prefix, sys.executable, "-m", "bustd", "-r", "0", *args],
+                              cwd=REPO, stderr=subprocess.PIPE)
     assert daemon.stderr is not None
     log = b""
     deadline = time.monotonic() + spec.get("timeout", 20)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+from typing import Any
 
 import pytest
 
@@ -354,19 +355,24 @@ def test_trigger_event_above_the_gate_does_nothing(env: Env) -> None:
     assert env.out.lines() == []
 
 
-def test_pressure_unreadable_later_warns_once_then_memory_alone(env: Env) -> None:
+def test_pressure_unreadable_later_warns_once_then_recovers(env: Env) -> None:
     populate(env.fake)
-    m = env.monitor()
+    m = env.monitor(psi_duration=0.0)
     env.set_mem(12, 50)
     env.fake.write("pressure/memory", b"garbage\n")
     for _ in range(5):
         env.clock.now += 0.1
         m.check()
     assert env.out.count("cannot read pressure/memory") == 1
-    assert m.psi_fd < 0
+    assert env.out.count("until it reads again") == 1
+    assert m.psi_fd >= 0  # kept: the failure may be transient
     env.set_mem(2, 0)
     m.check()
-    assert env.out.count(KILL_LINE) == 1
+    assert env.out.count(KILL_LINE) == 1  # memory thresholds alone still act
+    env.set_mem(12, 50)
+    run_stalled(env, m, 60.0, 0.5)  # the file reads again: PSI decides again
+    assert env.out.count("pressure/memory reads again: PSI back in use") == 1
+    assert "stall 60%" in env.out.lines()[-1]
 
 
 # -- the loop and the real-kill branch (issue 10: every test reached only dry runs) --
@@ -595,3 +601,29 @@ def test_victim_alive_after_sigkill_is_remembered_not_chosen_again(
     env.clock.now += 1
     m.check()
     assert m.dying == {}
+
+
+def test_stop_during_a_kill_waits_for_its_record(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SIGTERM to bustd while it is killing: the kill is finished and logged first.
+    populate(env.fake)
+    m = env.monitor()
+    m.dry = False
+    inner = FakeKill()
+
+    def signal_targets(*args: Any) -> kill.Outcome:
+        m.stop()  # as the SIGTERM handler would, in the middle of the kill
+        return inner(*args)
+
+    monkeypatch.setattr(kill, "signal_targets", signal_targets)
+    env.set_mem(3, 0)
+
+    def wait(timeout: float) -> list[tuple[int, int]]:
+        raise AssertionError("the loop slept instead of stopping")
+
+    m._wait = wait
+    with pytest.raises(SystemExit):
+        m.run()
+    assert env.out.count("kill: pid=") == 1 and m.kills == 1
+    with pytest.raises(SystemExit):
+        m.stop()  # outside a kill: at once
