@@ -3,13 +3,17 @@
 This is the only place that knows ``/proc`` is the default root. Parsing and
 validation happen here, once, with argparse; the daemon itself then runs as
 ``python3 -S -I bustd/lean.py`` so argparse, re-validation and ``site`` never
-stay resident. Every user error is one line on stderr and exit code 2.
+stay resident. Every user error is one line on stderr and exit code 2: never
+a traceback, which exits 1 and so escapes the unit's
+``RestartPreventExitStatus=2 3 4`` (systemd would restart a misconfigured
+bustd for ever).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 
 from . import __version__
@@ -19,7 +23,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn, Sequence
 
-__all__ = ["build_config", "main", "parser"]
+__all__ = ["MAX_CONFIG_BYTES", "UsageError", "build_config", "config_file_args", "main",
+           "parse_config_line", "parser", "read_config_file"]
+
+# A config file is a few hundred bytes; anything near this is a mistake
+# (a log, a device, a disk image) and is refused before it is read.
+MAX_CONFIG_BYTES = 1 << 20
+# Stack frames kept free when the front end compiles a regex: the runtime
+# compiles it again (monitor.make_rules) at a different depth, so the
+# front end must refuse a pattern nested too deep a little early.
+_REGEX_STACK_MARGIN = 100
 
 
 class UsageError(Exception):
@@ -79,23 +92,59 @@ def seconds(text: str) -> float:
     return _number(text, 0, 86400, "seconds")
 
 
+def _no_nul(text: str) -> None:
+    """Raise ArgumentTypeError if ``text`` holds a NUL byte.
+
+    No name, path or environment variable can hold one (the value would be
+    cut there, or the hand-over to the runtime would fail).
+    """
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: it holds a NUL byte")
+
+
 def regex(text: str) -> str:
-    """Check that ``text`` compiles as a regular expression; raises ArgumentTypeError."""
+    """Check that ``text`` compiles as a regular expression; raises ArgumentTypeError.
+
+    Besides ``re.error``, a repeat count too large (OverflowError) and a
+    pattern nested too deep (RecursionError) are refused the same way.
+    """
     import re
+    _no_nul(text)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit - _REGEX_STACK_MARGIN)
     try:
         re.compile(text)
-    except re.error as err:
-        raise argparse.ArgumentTypeError(f"invalid regular expression {text!r}: {err}") from None
+    except (re.error, OverflowError, RecursionError, ValueError) as err:
+        reason = {OverflowError: "a repeat count is too large",
+                  RecursionError: "nested too deep"}.get(type(err), str(err))
+        raise argparse.ArgumentTypeError(
+            f"invalid regular expression {text!r}: {reason}") from None
+    finally:
+        sys.setrecursionlimit(limit)
     return text
 
 
 def globs(text: str) -> str:
-    """Check a ``glob|glob`` list; raises ArgumentTypeError."""
+    """Return a ``glob|glob`` list with the spaces around each glob removed.
+
+    ``sshd | Xorg`` protects ``sshd`` and ``Xorg``, not ``'sshd '`` and
+    ``' Xorg'``. The empty string means none. Raises ArgumentTypeError for an
+    empty glob or a newline or NUL byte.
+    """
     if not text:
         return text
-    if any(not g.strip() for g in text.split("|")) or any(c in text for c in "\n\0"):
+    items = [g.strip() for g in text.split("|")]
+    if not all(items) or any(c in text for c in "\n\0"):
         raise argparse.ArgumentTypeError(
             f"invalid value {text!r}: expected names or globs separated by '|'")
+    return "|".join(items)
+
+
+def path(text: str) -> str:
+    """Check a file or folder path (not empty, no NUL byte); raises ArgumentTypeError."""
+    _no_nul(text)
+    if not text:
+        raise argparse.ArgumentTypeError("invalid value '': expected a path")
     return text
 
 
@@ -152,7 +201,7 @@ def parser() -> argparse.ArgumentParser:
                       help="stay in the foreground (the default; for compatibility)")
     mode.add_argument("--daemon", action="store_true",
                       help="fork to the background and write --pid-file")
-    a("--pid-file", metavar="PATH", default=DEFAULTS["pid_file"],
+    a("--pid-file", type=path, metavar="PATH", default=DEFAULTS["pid_file"],
       help="pid file written with --daemon (default /run/bustd.pid)")
     a("--dry-run", action="store_true",
       help="decide and log the kill line, marked as a dry run, but never signal")
@@ -160,10 +209,10 @@ def parser() -> argparse.ArgumentParser:
       help="log a status line every SECONDS (default 3600; 0 disables)")
     a("-V", "--verbose", action="store_true", help="also log debug lines")
     a("--version", action="version", version=f"bustd {__version__}")
-    a("--proc-root", metavar="PATH", default="/proc",
+    a("--proc-root", type=path, metavar="PATH", default="/proc",
       help="read this tree instead of /proc (for tests); any other root implies "
            "--dry-run and no PSI trigger")
-    a("--sys-root", metavar="PATH", default="/sys",
+    a("--sys-root", type=path, metavar="PATH", default="/sys",
       help="read zram statistics from this tree instead of /sys (for tests)")
     a("--print-config", action="store_true",
       help="print the effective settings and exit")
@@ -177,30 +226,141 @@ def parser() -> argparse.ArgumentParser:
 _NOT_IN_FILE = frozenset(("config", "help", "version", "print-config"))
 
 
+def _kind(mode: int) -> str:
+    """Return what a non-regular file is, for an error message."""
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "an unusual file"
+
+
+def read_config_file(path: str) -> str:
+    """Return the text of config file ``path``.
+
+    Refuses, as sshd does, a file not owned by root or by the user bustd runs
+    as, or writable by group or others: whoever can change it chooses what
+    bustd may kill. Refuses anything but a regular file of at most
+    MAX_CONFIG_BYTES: it is opened without blocking (a FIFO would wait for a
+    writer) and checked with fstat before a byte is read (``/dev/zero`` never
+    ends). Raises UsageError naming the file and the problem.
+    """
+    def refuse(problem: str) -> UsageError:
+        return UsageError(f"config file {path}: {problem}")
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as err:
+        raise refuse(err.strerror or str(err)) from None
+    except ValueError as err:  # a NUL byte in the path
+        raise refuse(str(err)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse(f"{_kind(st.st_mode)}, not a regular file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise refuse(f"{st.st_size} bytes, more than the {MAX_CONFIG_BYTES} "
+                         "a config file may have")
+        euid = os.geteuid()
+        if st.st_uid not in (0, euid):
+            who = "root" if euid == 0 else f"root or uid {euid} (the user bustd runs as)"
+            raise refuse(f"owned by uid {st.st_uid}, not by {who}")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise refuse(f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                         "chmod go-w it")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CONFIG_BYTES:  # the file may grow after fstat
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as err:
+        raise refuse(err.strerror or str(err)) from None
+    finally:
+        os.close(fd)
+    if size > MAX_CONFIG_BYTES:
+        raise refuse(f"more than the {MAX_CONFIG_BYTES} bytes a config file may have")
+    data = b"".join(chunks)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise UsageError(f"{path}:{line}: not UTF-8 text "
+                         f"(byte 0x{data[err.start]:02x})") from None
+
+
+def _value(rest: str) -> str:
+    """Return the value in ``rest`` (what follows the '='), without its comment.
+
+    A value in single or double quotes runs to the next quote of the same
+    kind and may hold '#' and spaces; only a comment may follow it. An
+    unquoted value ends at a '#' that starts it or follows a space or tab.
+    Raises ValueError (the message names the problem).
+    """
+    rest = rest.strip()
+    if rest[:1] in ("'", '"'):
+        end = rest.find(rest[0], 1)
+        if end < 0:
+            raise ValueError(f"no closing {rest[0]} in {rest!r}")
+        after = rest[end + 1:].strip()
+        if after and not after.startswith("#"):
+            raise ValueError(f"text after the closing quote: {after!r}")
+        return rest[1:end]
+    for i, ch in enumerate(rest):
+        if ch == "#" and (i == 0 or rest[i - 1] in " \t"):
+            return rest[:i].rstrip()
+    return rest
+
+
+def parse_config_line(line: str) -> tuple[str, str] | None:
+    """Return (option, value) of one config-file line; None for a blank or comment line.
+
+    The option is the long name without dashes ('_' read as '-'). Raises
+    ValueError with a message naming the problem (the caller adds file:line).
+    """
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return None
+    key, sep, rest = text.partition("=")
+    key = key.strip().replace("_", "-")
+    if not sep or not key:
+        raise ValueError(f"expected 'option = value', got {text[:60]!r}")
+    try:
+        value = _value(rest)
+    except ValueError as err:
+        raise ValueError(f"{key}: {err}") from None
+    if "\0" in value:
+        raise ValueError(f"{key}: NUL byte in value {value!r}")
+    if "\0" in text:
+        raise ValueError("NUL byte in the line")
+    return key, value
+
+
 def config_file_args(p: argparse.ArgumentParser, path: str) -> list[str]:
     """Return the argv equivalent of config file ``path``.
 
     Each line is ``option = value`` with the long option name without its
-    dashes (``mem = 5,2``; ``dry-run = true`` for a flag); ``#`` starts a
-    comment. Raises UsageError naming the file, line and option.
+    dashes (``mem = 5,2``; ``dry-run = true`` for a flag); a line starting
+    with ``#`` is a comment, and so is the rest of a line from a ``#`` after
+    a space or tab outside quotes. Raises UsageError naming the file, the
+    line and the option (see :func:`read_config_file` for what is refused).
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"config file {path}: {getattr(err, 'strerror', None) or err}") from None
+    lines = read_config_file(path).split("\n")
     flags = {a.option_strings[-1][2:]: a for a in p._actions
              if a.option_strings and a.option_strings[-1].startswith("--")}
     argv: list[str] = []
     for number, line in enumerate(lines, 1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
         where = f"{path}:{number}"
-        key, sep, value = (part.strip() for part in text.partition("="))
-        key = key.replace("_", "-")
-        if not sep or not key:
-            raise UsageError(f"{where}: expected 'option = value', got {text[:60]!r}")
+        try:
+            parsed = parse_config_line(line)
+        except ValueError as err:
+            raise UsageError(f"{where}: {err}") from None
+        if parsed is None:
+            continue
+        key, value = parsed
         action = flags.get(key)
         if action is None or key in _NOT_IN_FILE:
             raise UsageError(f"{where}: unknown option {key!r}")
@@ -209,8 +369,6 @@ def config_file_args(p: argparse.ArgumentParser, path: str) -> list[str]:
                 raise UsageError(f"{where}: {key}: expected true or false, got {value!r}")
             item = [f"--{key}"] if value.lower() in ("true", "yes", "1") else []
         else:
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
             item = [f"--{key}={value}"]
         try:
             p.parse_args(item)
@@ -253,11 +411,50 @@ def build_config(args: argparse.Namespace) -> Config:
         verbose=args.verbose, proc_root=root, sys_root=os.path.normpath(args.sys_root))
 
 
+def _one_line(text: str) -> str:
+    """Return ``text`` with newlines and other unprintable characters escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _quiet_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's last flush cannot fail again."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, then replace this process with the lean runtime.
 
-    Returns an exit code only when not exec'ing (--print-config, errors).
+    Returns an exit code only when not exec'ing (--print-config, --help,
+    errors). A reader that stops early (``--print-config | head -5``) ends
+    the output quietly with exit code 0; any other failure to write it is
+    one line on stderr and exit code 1.
     """
+    try:
+        try:
+            code = _main(argv)
+        except SystemExit as done:  # argparse after --help or --version
+            code = done.code if isinstance(done.code, int) else 0
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
+    except OSError as err:  # e.g. --print-config > /dev/full
+        _quiet_stdout()
+        print(f"bustd: error: cannot write to standard output: {err.strerror or err}",
+              file=sys.stderr)
+        return 1
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """Do the work of :func:`main`; returns an exit code or exec's the runtime."""
     argv = list(sys.argv[1:] if argv is None else argv)
     p = parser()
     try:
@@ -266,11 +463,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = p.parse_args([*config_file_args(p, args.config), *argv])
         cfg = build_config(args)
     except UsageError as err:
-        print(f"bustd: error: {err}", file=sys.stderr)
+        print(f"bustd: error: {_one_line(str(err))}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as err:  # a bug, but input caused it: still one line and exit 2
+        print(f"bustd: error: cannot validate the options ({type(err).__name__}: "
+              f"{_one_line(str(err))}); please report this", file=sys.stderr)
         return EXIT_CONFIG
     meminfo = os.path.join(cfg.proc_root, "meminfo")
     if not os.access(meminfo, os.R_OK):
-        print(f"bustd: error: cannot read {meminfo}: is --proc-root a /proc tree?",
+        print(f"bustd: error: cannot read {_one_line(meminfo)}: is --proc-root a /proc tree?",
               file=sys.stderr)
         return EXIT_PROC
     if args.print_config:

@@ -129,25 +129,41 @@ class Config:
         return self.proc_root.rstrip("/") == "/proc"
 
 
+# Characters that cannot stand as themselves in the encoding: the separators
+# and NUL, which no environment variable can hold.
+_ESCAPES = {"\\": "\\", "\n": "n", "\t": "t", "\0": "0"}
+_UNESCAPES = {v: k for k, v in _ESCAPES.items()}
+
+
 def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+    """Return ``text`` with backslash, newline, tab and NUL written as ``\\x``."""
+    for ch in ("\\", "\n", "\t", "\0"):  # the backslash first
+        if ch in text:
+            text = text.replace(ch, "\\" + _ESCAPES[ch])
+    return text
 
 
 def _unescape(text: str) -> str:
+    """Return the text :func:`_escape` was given (an unknown ``\\x`` reads as x)."""
+    if "\\" not in text:
+        return text
     out = []
     i = 0
     while i < len(text):
         ch = text[i]
         if ch == "\\" and i + 1 < len(text):
             i += 1
-            ch = {"n": "\n", "t": "\t"}.get(text[i], text[i])
+            ch = _UNESCAPES.get(text[i], text[i])
         out.append(ch)
         i += 1
     return "".join(out)
 
 
 def encode(cfg: Config) -> str:
-    """Return ``cfg`` as one line-based string (for an environment variable)."""
+    """Return ``cfg`` as one line-based string (for an environment variable).
+
+    The result holds no NUL byte, whatever the strings in ``cfg`` hold.
+    """
     return "\n".join(f"{k}\t{_escape(str(getattr(cfg, k)))}" for k in DEFAULTS)
 
 
