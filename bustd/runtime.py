@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat  # already loaded by os: costs nothing
 import time
 
 from . import __version__, sig
@@ -17,7 +18,7 @@ from .log import Log
 from .monitor import Monitor
 from .procfs import ProcFS
 
-__all__ = ["daemonize", "lock_memory", "main", "protect_self"]
+__all__ = ["check_pid_file", "daemonize", "lock_memory", "main", "protect_self"]
 
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 PR_SET_NAME = 15
@@ -55,26 +56,84 @@ def protect_self(log: Log) -> None:
                  "needs CAP_SYS_RESOURCE): the kernel's OOM killer could still pick bustd")
 
 
+# The largest pid the kernel can give (PID_MAX_LIMIT, include/linux/threads.h).
+PID_MAX_LIMIT = 4 * 1024 * 1024
+
+
+def check_pid_file(pid_file: str, log: Log) -> None:
+    """Return if ``pid_file`` may be (over)written by a new bustd.
+
+    It may when it is absent, empty, or names a process that is gone.
+    Raises SystemExit(EXIT_PIDFILE), with one line logged naming the file,
+    when it names a running process, holds anything but a pid, is not a
+    regular file (a directory, a FIFO, which is opened without waiting) or
+    cannot be read.
+    """
+    def refuse(problem: str) -> SystemExit:
+        log.error(f"pid file {pid_file}: {problem}")
+        return SystemExit(EXIT_PIDFILE)
+
+    try:
+        fd = os.open(pid_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise refuse(os.strerror(err.errno or 0)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise refuse("not a regular file")
+        data = os.read(fd, 64)
+    except OSError as err:
+        raise refuse(os.strerror(err.errno or 0)) from None
+    finally:
+        os.close(fd)
+    text = data.strip()
+    if not text:
+        return
+    if not text.isdigit() or not 0 < int(text) <= PID_MAX_LIMIT:
+        raise refuse(f"holds {data[:24]!r}, not a pid: remove it, or choose another --pid-file")
+    old = int(text)
+    try:
+        os.kill(old, 0)
+    except ProcessLookupError:
+        return  # left by a bustd that did not exit cleanly
+    except PermissionError:
+        raise refuse(f"it names pid {old}, a running process") from None
+    raise refuse(f"bustd already running as pid {old}")
+
+
+def _write_pid_file(pid_file: str) -> None:
+    """Write this process's pid to ``pid_file`` atomically; raises OSError."""
+    tmp = f"{pid_file}.{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, pid_file)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def daemonize(pid_file: str, log: Log) -> None:
     """Fork to the background, detach and write ``pid_file``.
 
-    Raises SystemExit(EXIT_PIDFILE) if another live bustd holds the pid
-    file or it cannot be written.
+    Returns in the daemon once its pid file is written. The process that
+    called it waits until then and exits with the daemon's status: 0, or
+    EXIT_PIDFILE when the pid file is in use or cannot be written, so the
+    caller (a shell, systemd) sees the documented code. Raises
+    SystemExit(EXIT_PIDFILE) if another live bustd holds the pid file, or
+    it cannot be written.
     """
-    try:
-        with open(pid_file) as f:
-            old = int(f.read().strip() or "0")
-        if old > 0:
-            os.kill(old, 0)
-            log.error(f"pid file {pid_file}: bustd already running as pid {old}")
-            raise SystemExit(EXIT_PIDFILE)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        pass
-    except PermissionError:
-        log.error(f"pid file {pid_file}: a process it names is running, or it is unreadable")
-        raise SystemExit(EXIT_PIDFILE) from None
-    if os.fork():
-        os._exit(0)
+    check_pid_file(pid_file, log)
+    status_r, status_w = os.pipe()
+    child = os.fork()
+    if child:
+        os.close(status_w)
+        os._exit(_wait_for_daemon(status_r, child, log))
+    os.close(status_r)
     os.setsid()
     if os.fork():
         os._exit(0)
@@ -84,13 +143,35 @@ def daemonize(pid_file: str, log: Log) -> None:
     os.dup2(null, 1)
     os.close(null)
     try:
-        tmp = f"{pid_file}.{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        os.replace(tmp, pid_file)
+        _write_pid_file(pid_file)
     except OSError as err:
         log.error(f"pid file {pid_file}: {os.strerror(err.errno or 0)}")
+        _report(status_w, EXIT_PIDFILE)
         raise SystemExit(EXIT_PIDFILE) from None
+    _report(status_w, 0)
+
+
+def _report(fd: int, status: int) -> None:
+    """Send the daemon's start-up ``status`` to the waiting parent and close ``fd``."""
+    try:
+        os.write(fd, bytes((status,)))
+    except OSError:
+        pass  # the parent is gone: nobody to tell
+    finally:
+        os.close(fd)
+
+
+def _wait_for_daemon(fd: int, child: int, log: Log) -> int:
+    """Return the status the daemon sends on ``fd`` (1 if it sends none)."""
+    try:
+        os.waitpid(child, 0)  # the intermediate child exits at once
+    except ChildProcessError:
+        pass
+    status = os.read(fd, 1)
+    if not status:
+        log.error("the daemon exited before writing its pid file")
+        return 1
+    return status[0]
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:

@@ -46,6 +46,85 @@ def test_daemon_mode_writes_pid_file_refuses_a_second_and_cleans_up(tmp_path: Pa
     assert "bustd exiting after 0 kills" in log
 
 
+def start_daemon(pid_file: str, setup: str = "") -> tuple[str, str]:
+    """Run ``setup``, then ``bustd --daemon`` (dry run), confined; return (exit code, stderr).
+
+    The exit code is the one the starting shell sees: the daemon's own
+    when it fails to start, so the documented code must arrive here.
+    """
+    out = in_namespace(
+        f'{setup}\n"$1" -m bustd --daemon --dry-run --pid-file "$2" -r 0 2>&1; echo "rc=$?"',
+        pid_file, timeout=30)
+    assert out.stderr == "", out.stderr
+    *log, rc = out.stdout.splitlines()
+    assert rc.startswith("rc="), out.stdout
+    text = "\n".join(log)
+    assert "Traceback" not in text, text
+    return rc[3:], text
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("99999999999\n", "holds b'99999999999\\n', not a pid"),
+    ("0\n", "holds b'0\\n', not a pid"),
+    ("-5\n", "holds b'-5\\n', not a pid"),
+    ("12ab\n", "holds b'12ab\\n', not a pid"),
+    ("1\n", "bustd already running as pid 1"),  # PID 1 of the namespace: the shell
+])
+def test_pid_file_not_naming_a_dead_process_exits_4(tmp_path: Path, content: str,
+                                                     problem: str) -> None:
+    pid_file = tmp_path / "bustd.pid"
+    pid_file.write_text(content)
+    rc, log = start_daemon(str(pid_file))
+    assert (rc, log) == ("4", f"error: pid file {pid_file}: {problem}" + (
+        ": remove it, or choose another --pid-file" if "not a pid" in problem else ""))
+    assert pid_file.read_text() == content  # left alone
+
+
+def test_pid_file_that_is_a_directory_exits_4(tmp_path: Path) -> None:
+    rc, log = start_daemon(str(tmp_path))
+    assert (rc, log) == ("4", f"error: pid file {tmp_path}: not a regular file")
+
+
+def test_pid_file_that_is_a_fifo_exits_4_without_waiting(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "bustd.pid")
+    rc, log = start_daemon(str(tmp_path / "bustd.pid"))
+    assert (rc, log) == ("4", f"error: pid file {tmp_path / 'bustd.pid'}: not a regular file")
+
+
+def test_pid_file_in_a_missing_directory_exits_4_in_the_caller(tmp_path: Path) -> None:
+    pid_file = tmp_path / "no" / "such" / "bustd.pid"
+    rc, log = start_daemon(str(pid_file))
+    assert (rc, log) == ("4", f"error: pid file {pid_file}: No such file or directory")
+
+
+def test_pid_file_in_a_read_only_directory_exits_4_in_the_caller(tmp_path: Path) -> None:
+    # Root may write anywhere on a writable file system; a read-only bind
+    # mount (private to the test's mount namespace) stops even root.
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    rc, log = start_daemon(str(ro / "bustd.pid"), setup=f"mount --bind -o ro '{ro}' '{ro}' || exit")
+    assert (rc, log) == ("4", f"error: pid file {ro / 'bustd.pid'}: Read-only file system")
+    assert list(ro.iterdir()) == []  # no temporary file left either
+
+
+@pytest.mark.parametrize("content", ["", "\n", "4000000\n"])
+def test_empty_or_stale_pid_file_is_replaced(tmp_path: Path, content: str) -> None:
+    pid_file = tmp_path / "bustd.pid"
+    pid_file.write_text(content)
+    out = in_namespace(
+        '"$1" -m bustd --daemon --dry-run --pid-file "$2" -r 0 2>"$3"; echo "rc=$?"\n'
+        'pid=$(cat "$2"); echo "pid=$pid argv=$(tr \'\\0\' , </proc/$pid/cmdline)"\n'
+        'kill -TERM "$pid"\n'
+        'i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done',
+        str(pid_file), str(tmp_path / "log"))
+    lines = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
+    log = (tmp_path / "log").read_text()
+    # The pid file is written when the caller returns, and names the daemon.
+    assert lines["rc"] == "0", (out.stdout, log)
+    assert "-S,-I," in lines["argv"] and "/bustd/lean.py," in lines["argv"], out.stdout
+    assert "Traceback" not in log and "error" not in log, log
+
+
 def test_fake_tree_runs_the_full_runtime_as_a_dry_run(tmp_path: Path) -> None:
     fake = FakeProc(tmp_path)
     fake.set_meminfo(total=8 << 20, available=300 << 10)  # 3.7 %: below 10 %
