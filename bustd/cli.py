@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from typing import NoReturn, Sequence
 
 __all__ = ["MAX_CONFIG_BYTES", "UsageError", "build_config", "config_file_args", "main",
-           "parse_config_line", "parser", "read_config_file"]
+           "parse_args", "parse_config_line", "parser", "read_config_file"]
 
 # A config file is a few hundred bytes; anything near this is a mistake
 # (a log, a device, a disk image) and is refused before it is read.
@@ -371,11 +371,26 @@ def config_file_args(p: argparse.ArgumentParser, path: str) -> list[str]:
         else:
             item = [f"--{key}={value}"]
         try:
-            p.parse_args(item)
+            parse_args(p, item)
         except UsageError as err:
             raise UsageError(f"{where}: {err}") from None
         argv += item
     return argv
+
+
+def parse_args(p: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Return ``p.parse_args(argv)``; raises UsageError.
+
+    argparse reads a value that is exactly ``--`` (``--ignore=--``) as the
+    end of the options and hands the option an empty list instead: that is
+    refused here, not left to crash further on.
+    """
+    args = p.parse_args(argv)
+    for action in p._actions:
+        if action.option_strings and isinstance(getattr(args, action.dest, None), list):
+            raise UsageError(f"argument {'/'.join(action.option_strings)}: invalid value "
+                             "'--': a value cannot be '--' alone")
+    return args
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -458,9 +473,9 @@ def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = parser()
     try:
-        args = p.parse_args(argv)
+        args = parse_args(p, argv)
         if args.config is not None:
-            args = p.parse_args([*config_file_args(p, args.config), *argv])
+            args = parse_args(p, [*config_file_args(p, args.config), *argv])
         cfg = build_config(args)
     except UsageError as err:
         print(f"bustd: error: {_one_line(str(err))}", file=sys.stderr)

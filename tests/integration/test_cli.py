@@ -106,6 +106,11 @@ BAD = [
     (["extra"], "unrecognized arguments", "extra"),
     (["--frob\nnicate"], "unrecognized arguments", "--frob\\nnicate"),
     (["--mem=5", "--mem"], "-m/--mem", "expected one argument"),
+    # argparse drops a value of exactly '--' and hands the option a list.
+    (["--ignore=--"], "--ignore", "'--'"),
+    (["--pid-file=--"], "--pid-file", "'--'"),
+    (["--mem=--"], "-m/--mem", "'--'"),
+    (["--config=--"], "-c/--config", "'--'"),
 ]
 
 
@@ -280,6 +285,8 @@ BAD_FILE = [
     ("ignore = [a\n", 1, "argument --ignore", "'[a'"),
     ("avoid = *x\n", 1, "argument --avoid", "'*x'"),
     ("pid-file =\n", 1, "argument --pid-file", "''"),
+    ("avoid = --\n", 1, "argument --avoid", "'--'"),
+    ("grace = '--'\n", 1, "argument --grace", "'--'"),
     ("mem = 10\n\u2028mem = 1\n\xff = 1\n", 3, "unknown option", "'\xff'"),
     ("\x1b[31m = 1\n", 1, "unknown option", "'\\x1b[31m'"),
 ]
