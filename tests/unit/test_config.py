@@ -76,6 +76,7 @@ def test_config_error_is_a_value_error() -> None:
 HOSTILE = [
     "", "\\", "\\\\", "\\n", "a\nb", "\t", "a\\tb\tc", "x\\", "\n\n\\\n",
     r"^(foo|bar)\d+\s*$", "tab\there\\t", "é\u2028\x00\x7f", "None", "True",
+    "\0", "a\\0b", "\\\0", "\udcff",
 ]
 
 
@@ -99,6 +100,13 @@ def test_round_trip_of_every_type() -> None:
     for key in DEFAULTS:
         assert type(getattr(back, key)) is type(getattr(cfg, key)), key
     assert decode(encode(Config())) == Config()
+
+
+def test_encoding_holds_no_nul() -> None:
+    """An environment variable cannot hold NUL: the hand-over would fail."""
+    text = encode(Config(ignore="a\0b", pid_file="/run/\0"))
+    assert "\0" not in text
+    assert decode(text).ignore == "a\0b"
 
 
 def test_encoding_is_one_line_per_key() -> None:
