@@ -35,10 +35,11 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from bustd import cli
-from bustd.config import DEFAULTS, Config, ConfigError, decode, encode
+from bustd.config import _CHOICES, DEFAULTS, Config, ConfigError, decode, encode
 from bustd.meminfo import parse_meminfo
 from bustd.pressure import parse_pressure
-from bustd.process import parse_stat, parse_status_uid
+from bustd.process import parse_stat, parse_status, parse_status_uid
+from bustd.zram import parse_mm_stat, parse_swaps
 
 # --- Building blocks ---------------------------------------------------------
 
@@ -78,12 +79,12 @@ def hostile_bytes(well_formed: st.SearchStrategy[bytes],
                   tokens: tuple[bytes, ...]) -> st.SearchStrategy[bytes]:
     """Return a strategy of input built to break a parser of ``well_formed`` text.
 
-    One third each: arbitrary bytes; a soup of ``tokens``, tricky bytes and
-    numbers; well-formed text with up to 5 random edits.
+    One third each: arbitrary bytes; a soup of ``tokens``, tricky bytes
+    (numbers among them) and random bytes; well-formed text with up to 5
+    random edits.
     """
-    token = st.one_of(st.sampled_from(tokens + TRICKY), st.binary(max_size=6),
-                      st.integers(-2**70, 2**70).map(lambda i: str(i).encode()))
-    soup = st.lists(token, max_size=30).map(b"".join)
+    token = st.one_of(st.sampled_from(tokens + TRICKY), st.binary(max_size=6))
+    soup = st.lists(token, max_size=24).map(b"".join)
     edit = st.tuples(st.sampled_from(_MUTATIONS), st.integers(0, 1 << 16),
                      st.integers(0, 1 << 16), token)
     mutated = st.builds(_mutate, well_formed, st.lists(edit, min_size=1, max_size=5))
@@ -153,17 +154,34 @@ def kernel_escape(name: bytes) -> bytes:
 
 @st.composite
 def status_texts(draw: st.DrawFn) -> tuple[bytes, Any]:
-    """A ``/proc/PID/status`` file; the expected field is the real uid."""
+    """A ``/proc/PID/status`` file; expected: (uid, VmRSS, VmSwap, Threads).
+
+    A process without memory (zombie, kernel thread) has no Vm lines.
+    """
     uids = draw(st.lists(st.integers(0, 2**32 - 2), min_size=4, max_size=4))
-    gids = draw(st.lists(st.integers(0, 2**32 - 2), min_size=4, max_size=4))
+    rss, swap = draw(st.lists(st.integers(0, 2**44), min_size=2, max_size=2))
+    threads = draw(st.integers(1, 1 << 22))
+    has_vm = draw(st.booleans())
     lines = [b"Name:\t" + kernel_escape(draw(comms))]
     if draw(st.booleans()):
         lines.append(b"Umask:\t0022")  # Linux >= 4.7
     lines += [b"State:\tS (sleeping)", b"Tgid:\t42", b"Ngid:\t0", b"Pid:\t42", b"PPid:\t1",
               b"TracerPid:\t0", b"Uid:\t" + b"\t".join(b"%d" % u for u in uids),
-              b"Gid:\t" + b"\t".join(b"%d" % g for g in gids), b"FDSize:\t64",
-              b"Groups:\t4 24 27", b"VmRSS:\t    3372 kB", b"Threads:\t1"]
-    return b"\n".join(lines) + b"\n", uids[0]
+              b"Gid:\t0\t0\t0\t0", b"FDSize:\t64", b"Groups:\t4 24 27"]
+    if has_vm:
+        lines += [b"VmPeak:\t  %d kB" % rss, b"VmRSS:\t    %d kB" % rss, b"RssAnon:\t  1 kB",
+                  b"VmSwap:\t %d kB" % swap]
+    lines += [b"Threads:\t%d" % threads, b"SigQ:\t0/63455"]
+    expected = (uids[0], rss, swap) if has_vm else (uids[0], 0, 0)
+    return b"\n".join(lines) + b"\n", (*expected, threads)
+
+
+def _status_fields(s: Any) -> Any:
+    return (s.uid, s.rss_kib, s.swap_kib, s.threads)
+
+
+STATUS_TOKENS = (b"\nUid:", b"Uid:", b"\t", b"Name:", b"\nUid:\t", b"\nUid:\t1000",
+                 b"\nVmRSS:", b"\nVmSwap:", b"\nThreads:", b" kB")
 
 
 # --- /proc/meminfo -------------------------------------------------------------
@@ -236,11 +254,49 @@ def _pressure_fields(p: Any) -> Any:
             p.full_avg10, p.full_avg60, p.full_avg300, p.full_total)
 
 
+# --- /proc/swaps and /sys/block/zramN/mm_stat (Documentation/admin-guide/blockdev/zram.rst)
+
+@st.composite
+def swaps_texts(draw: st.DrawFn) -> tuple[bytes, Any]:
+    """A ``/proc/swaps`` table; expected: (name, size, used) of each zram device."""
+    lines = [b"Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority"]
+    expected = []
+    for _ in range(draw(st.integers(0, 4))):
+        size, used = draw(st.lists(st.integers(0, 2**50), min_size=2, max_size=2))
+        prio = draw(st.integers(-2**15, 2**15))
+        if draw(st.booleans()):
+            n = draw(st.integers(0, 255))
+            lines.append(b"/dev/zram%d                              partition\t%d\t%d\t%d"
+                         % (n, size, used, prio))
+            expected.append((f"zram{n}", size, used))
+        else:  # a swap file or another device: left out, whatever its name
+            name = draw(st.sampled_from((b"/swapfile", b"/dev/sda2", b"/var/zram 1")))
+            lines.append(name.replace(b" ", b"\\040") + b"  file\t%d\t%d\t%d"
+                         % (size, used, prio))
+    return b"\n".join(lines) + b"\n", expected
+
+
+@st.composite
+def mm_stat_texts(draw: st.DrawFn) -> tuple[bytes, Any]:
+    """A zram ``mm_stat`` line (7 to 9 numbers); expected: (orig, used, limit) in KiB."""
+    numbers = draw(st.lists(st.integers(0, 2**62), min_size=7, max_size=9))
+    pad = draw(st.sampled_from((b" ", b"        ")))
+    text = pad + pad.join(b"%d" % n for n in numbers) + b"\n"
+    return text, (numbers[0] // 1024, numbers[2] // 1024, numbers[3] // 1024)
+
+
 KERNEL_PARSERS = [
     KernelParser("parse_stat", parse_stat, stat_texts(), _stat_fields,
                  (b"(", b")", b") ", b" (", b"R", b"Z")),
-    KernelParser("parse_status_uid", parse_status_uid, status_texts(), lambda uid: uid,
-                 (b"\nUid:", b"Uid:", b"\t", b"Name:", b"\nUid:\t", b"\nUid:\t1000")),
+    KernelParser("parse_status_uid", parse_status_uid,
+                 status_texts().map(lambda case: (case[0], case[1][0])), lambda uid: uid,
+                 STATUS_TOKENS),
+    KernelParser("parse_status", parse_status, status_texts(), _status_fields,
+                 STATUS_TOKENS),
+    KernelParser("parse_swaps", parse_swaps, swaps_texts(), lambda rows: rows,
+                 (b"\n/dev/zram", b"/dev/zram0 ", b"partition", b"\t", b"Filename")),
+    KernelParser("parse_mm_stat", parse_mm_stat, mm_stat_texts(), lambda t: t,
+                 (b" ", b"-1", b"0")),
     KernelParser("parse_meminfo", parse_meminfo, meminfo_texts(), _meminfo_fields,
                  (*(b"\n" + k + b":" for k in MEMINFO_KEYS), b" kB\n")),
     KernelParser("parse_pressure", parse_pressure, pressure_texts(), _pressure_fields,
@@ -276,8 +332,9 @@ def test_kernel_text_hostile_raises_only_value_error(parser: KernelParser) -> No
 P = cli.parser()
 FLAGS = ("sort-by-rss", "kill-pgroup", "no-daemon", "daemon", "dry-run", "verbose")
 OPTIONS = ("mem", "swap", "mem-size", "swap-size", "psi", "psi-metric", "psi-mem",
-           "unkillables", "ignore", "prefer", "avoid", "grace", "pid-file", "report",
-           "proc-root", "config", "help", "version", "print-config", *FLAGS)
+           "psi-duration", "watch", "rank", "unkillables", "ignore", "prefer", "avoid",
+           "grace", "pid-file", "report", "proc-root", "sys-root", "config", "help",
+           "version", "print-config", *FLAGS)
 
 
 @pytest.fixture(scope="module")
@@ -354,7 +411,7 @@ def _compiles(text: str) -> bool:
     return True
 
 
-LINE_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\n\r\0"), max_size=30)
+LINE_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\n\r\0"), max_size=16)
 REGEX = st.one_of(LINE_TEXT.filter(_compiles), LINE_TEXT.map(re.escape))
 GLOB = LINE_TEXT.filter(lambda g: "|" not in g and g.strip() != "")
 VALUES: dict[str, st.SearchStrategy[str]] = {
@@ -362,11 +419,14 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     "mem-size": _pair(0, 2**53, whole=True), "swap-size": _pair(0, 2**53, whole=True),
     "psi": _numbers(0, 100).map(repr), "psi-mem": _numbers(0, 100).map(repr),
     "grace": _numbers(0, 86400).map(repr), "report": _numbers(0, 86400).map(repr),
-    "psi-metric": st.sampled_from(("some", "full")),
+    "psi-duration": _numbers(0, 86400).map(repr), "watch": _numbers(0, 100).map(repr),
+    "psi-metric": st.sampled_from(_CHOICES["psi_metric"]),
+    "rank": st.sampled_from(_CHOICES["rank"]),
     "unkillables": st.builds(lambda gs, sep: sep.join(gs), st.lists(GLOB, min_size=1, max_size=4),
                              st.sampled_from(("|", " | ", "\t|"))),
     "ignore": REGEX, "prefer": REGEX, "avoid": REGEX,
     "pid-file": LINE_TEXT.filter(bool), "proc-root": LINE_TEXT.filter(bool),
+    "sys-root": LINE_TEXT.filter(bool),
 }
 # argparse reads a value of exactly '--' as the end of the options: bustd
 # refuses it (tests/integration/test_cli.py), so a valid file never has one.
@@ -381,37 +441,52 @@ def _needs_quotes(value: str) -> bool:
                    for i, c in enumerate(value)))
 
 
+KEYS = sorted(VALUES) + [f for f in FLAGS if f not in ("daemon", "no-daemon")]
+BLANK = ("", "   ", "\t", "# c", "  #x = 1", "#mem=200")
+QUOTED_COMMENTS = ("", " # note", "# note", "\t#'\"#")
+COMMENTS = ("", " # note", "\t# a # b", "  #")
+SPACES = ("", " ", "\t", "  ")
+
+
+def _pick(choices: tuple[str, ...], bits: int) -> str:
+    return choices[bits % len(choices)]
+
+
 @st.composite
 def config_files(draw: st.DrawFn) -> tuple[bytes, list[str]]:
-    """A valid config file in any layout, and the argv it stands for."""
+    """A valid config file in any layout, and the argv it stands for.
+
+    --daemon and --no-daemon are left out: two such lines could clash.
+    The layout of a line (blank or comment line, underscores, quotes,
+    comment, spaces) comes from the bits of one number: one draw is much
+    cheaper than six, and the test runs 10,000 times.
+    """
     lines: list[str] = []
     argv: list[str] = []
-    for _ in range(draw(st.integers(0, 8))):
-        if draw(st.integers(0, 4)) == 0:  # a blank or comment line
-            lines.append(draw(st.sampled_from(("", "   ", "\t", "# c", "  #x = 1", "#mem=200"))))
+    for _ in range(draw(st.integers(0, 6))):
+        layout = draw(st.integers(0, 2**24 - 1))
+        if layout % 5 == 0:
+            lines.append(_pick(BLANK, layout >> 3))
             continue
-        key = draw(st.sampled_from(sorted(VALUES) + list(FLAGS)))
-        if key in ("daemon", "no-daemon"):
-            continue  # mutually exclusive: two lines could clash
-        written = key.replace("-", "_") if draw(st.booleans()) else key
+        key = draw(st.sampled_from(KEYS))
+        written = key.replace("-", "_") if layout & 8 else key
         if key in FLAGS:
-            value = draw(st.sampled_from(BOOLEANS))
+            value = _pick(BOOLEANS, layout >> 12)
             argv += [f"--{key}"] if value.lower() in ("true", "yes", "1") else []
         else:
             value = draw(VALUES[key])
             argv.append(f"--{key}={value}")
         quotes = [q for q in ("'", '"') if q not in value]
-        if _needs_quotes(value) or (quotes and draw(st.booleans())):
+        if _needs_quotes(value) or (quotes and layout & 16):
             assume(quotes)
-            q = draw(st.sampled_from(quotes))
+            q = quotes[(layout >> 5) % len(quotes)]
             value = q + value + q
-            comment = draw(st.sampled_from(("", " # note", "# note", "\t#'\"#")))
+            comment = _pick(QUOTED_COMMENTS, layout >> 6)
         else:
-            comment = draw(st.sampled_from(("", " # note", "\t# a # b", "  #")))
-        space = draw(st.sampled_from(("", " ", "\t", "  ")))
-        lines.append(f"{space}{written}{space}={draw(st.sampled_from(('', ' ', '  ')))}"
-                     f"{value}{comment}")
-    ending = draw(st.sampled_from(("\n", "\r\n")))
+            comment = _pick(COMMENTS, layout >> 6)
+        space, equals = _pick(SPACES, layout >> 9), _pick(SPACES, layout >> 18)
+        lines.append(f"{space}{written}{space}={equals}{value}{comment}")
+    ending = "\r\n" if draw(st.booleans()) else "\n"
     return "".join(line + ending for line in lines).encode(), argv
 
 
@@ -478,6 +553,8 @@ def configs(draw: st.DrawFn) -> Config:
             values[key] = draw(st.booleans())
         elif type(default) is float:
             values[key] = draw(st.floats(allow_nan=False))
+        elif key in _CHOICES:
+            values[key] = draw(st.sampled_from(_CHOICES[key]))
         else:
             values[key] = draw(ANY_TEXT)
     return Config(**values)
