@@ -19,6 +19,10 @@ latency
     One victim (oom_score_adj 1000) and bustd with ``-m 100 -s 100`` (always
     "low"): time from start to the kill log line and to the victim's death,
     with and without ``--dry-run``.
+soak (only with ``--only soak``; soak.py)
+    bustd in a dry run, deciding about once a second for ``--soak-seconds``
+    (20 minutes) beside ``--soak-processes`` (100,000) short-lived processes:
+    VmRSS growth, descriptors, CPU time, its log.
 
 The report is Markdown on stdout and in bench/results/ (git-ignored).
 """
@@ -479,8 +483,17 @@ def main(argv: list[str]) -> int:
                         help="process counts for the scan benchmark (1000,10000)")
     parser.add_argument("--scan-repeats", type=int, default=7)
     parser.add_argument("--latency-runs", type=int, default=5)
-    parser.add_argument("--only", choices=("idle", "scan", "latency"), action="append",
-                        help="run only these parts (repeatable)")
+    parser.add_argument("--only", choices=("idle", "scan", "latency", "soak"),
+                        action="append",
+                        help="run only these parts (repeatable); soak runs only when named")
+    parser.add_argument("--soak-seconds", type=float, default=1200.0,
+                        help="length of the soak, warm-up included (1200)")
+    parser.add_argument("--soak-processes", type=int, default=100000,
+                        help="short-lived processes started over the soak (100000)")
+    parser.add_argument("--soak-warmup", type=float, default=60.0,
+                        help="seconds before the soak's RSS baseline (60)")
+    parser.add_argument("--soak-interval", type=float, default=5.0,
+                        help="seconds between samples of bustd in the soak (5)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the bare-interpreter rows")
     parser.add_argument("--no-cold", action="store_true",
@@ -520,6 +533,7 @@ def main(argv: list[str]) -> int:
     rows: list[IdleRow] = []
     failures: list[str] = []
     scans: list[tuple[str, dict[str, object]]] = []
+    soak_json: dict[str, object] = {}
     if "idle" in parts:
         for exe, _version in usable:
             warm_pyc(exe, repo)
@@ -572,10 +586,32 @@ def main(argv: list[str]) -> int:
                                     f"{str(err).strip().splitlines()[-1]}")
         lines += ["## Threshold crossing to kill (bustd -m 100 -s 100, median ms)", ""]
         lines += [*latency_table(lat), ""]
+    if "soak" in parts and usable:
+        import soak  # only here: it imports this module back for the namespace helpers
+
+        exe = usable[0][0]
+        warm_pyc(exe, repo)
+        print(f"bench: soak, {args.soak_seconds:g} s, {args.soak_processes} processes, "
+              f"{exe}...", file=sys.stderr)
+        try:
+            run = soak.measure_soak(exe, repo, args.soak_seconds, args.soak_processes,
+                                    args.soak_interval, log_dir)
+        except (RuntimeError, OSError) as err:
+            failures.append(f"- soak with `{exe}` failed: {str(err).strip().splitlines()[-1]}")
+        else:
+            lines += [*soak.soak_report(run, args.soak_warmup, args.soak_seconds,
+                                        args.soak_interval, exe, os.sysconf("SC_CLK_TCK")),
+                      ""]
+            soak_json = {"points": [p._asdict() for p in run.points], "result": run.result,
+                         "log": run.log._asdict(), "pwned": run.pwned,
+                         "checks": [c._asdict() for c in soak.checks(
+                             run, args.soak_warmup, args.soak_seconds, args.soak_interval)]}
     if failures:
         lines += ["## Failed parts", "", *failures, ""]
     if usable:
-        lines += ["## Targets", "", *targets(rows, scans), ""]
+        met = targets(rows, scans)
+        if met:
+            lines += ["## Targets", "", *met, ""]
         lines += ["## Modules the lean runtime imports beyond a bare `-S -I`", ""]
         for exe, _version in usable:
             mods = lean_imports(exe, repo)
@@ -588,7 +624,7 @@ def main(argv: list[str]) -> int:
             f.write(report)
     with open(os.path.join(args.out, f"{stamp}.json"), "w") as f:
         json.dump({"idle": [r._asdict() | {"end": r.end._asdict()} for r in rows],
-                   "scan": scans}, f, indent=1)
+                   "scan": scans, "soak": soak_json}, f, indent=1)
     print(f"bench: report in {os.path.join(args.out, stamp)}.md", file=sys.stderr)
     return 0
 

@@ -16,6 +16,10 @@ Modes (each bounded by a deadline):
 ``latency ...``
     Start one victim (``sleep`` with oom_score_adj 1000) and bustd with
     thresholds that trigger at once; time the kill. Prints JSON.
+``soak --seconds S --count N --log FILE --result FILE ... -- BUSTD_ARGS``
+    Start bustd (PID 2, its stderr to FILE) and, for S seconds, N
+    short-lived processes at an even rate (see :func:`cmd_soak`); reap them
+    all; stop at SIGTERM; write one JSON object to the result FILE.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import select
 import signal
 import subprocess
@@ -253,6 +258,238 @@ def cmd_latency(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- soak -----------------------------------------------------------------
+
+# The hostile names only ever create this file, should any program pass a
+# name to a shell; the bench checks it never appears.
+PWNED = "/tmp/pwned"
+# Names a process gives itself through /proc/self/comm (the kernel keeps 15
+# bytes): shell injections, a newline that would forge a log line starting
+# with FORGED, invalid UTF-8, terminal escapes, format strings, and a name
+# that shifts the fields of a /proc/PID/stat parser splitting at the first ')'.
+HOSTILE_COMMS = (b"$(>/tmp/pwned)", b"`>/tmp/pwned`", b'"; >/tmp/pwned', b"';>/tmp/pwned'",
+                 b"|>/tmp/pwned", b"x\nFORGED line", b"\xff\xfe\xc3(\x80 bad", b"a) Z 1 2 (b",
+                 b"\x1b[2J\x1b[31mred", b"%s%n{0}{x!r}", b"\t \r", b"-rf ~")
+# argv[0] of sleeps (any length; bustd logs the victim's cmdline).
+HOSTILE_ARGV0 = (b"$(touch /tmp/pwned)", b"`touch /tmp/pwned`", b'"; touch /tmp/pwned; "',
+                 b"'; touch /tmp/pwned; '", b"a\nFORGED line\nwarning: x",
+                 b"\xff\xfe\xc3\x28 invalid utf-8", b"x) R 1 1 1 (y", b"\x1b]0;title\x07")
+LOAD_DONE = "soak: every process started and reaped after"
+GROW_CHUNK = 2 * 1024 * 1024
+GROW_CHUNKS = 8  # growers reach 16 MiB
+
+
+def _soak_kind(i: int) -> str:
+    """Return the kind of the ``i``-th process (a cycle of 20).
+
+    grow (2): fork, oom_score_adj 900, 2 MiB more every 0.25 s for 2 s, then
+    1 s more. comm (2): fork, a hostile comm, oom_score_adj 1000 (950 in
+    every other thousand, see :func:`_comm_adj`), 1-2 s. argv (1): a sleep
+    with a hostile argv[0], oom_score_adj 1000, 1.5 s. sleep (8): a sleep of
+    0.05-0.5 s. flash (7): fork and exit at once.
+    """
+    slot = i % 20
+    if slot < 2:
+        return "grow"
+    if slot < 4:
+        return "comm"
+    if slot == 4:
+        return "argv"
+    return "sleep" if slot < 13 else "flash"
+
+
+def _comm_adj(i: int) -> int:
+    """Return the oom_score_adj of the ``i``-th process if it is of kind comm.
+
+    Forks are larger than sleeps, so at equal adj they rank first. In odd
+    thousands they rank below the hostile-argv sleeps, which then become the
+    dry-run victims and have their command lines logged; in even thousands
+    the hostile comms are the victims.
+    """
+    return 1000 if (i // 1000) % 2 == 0 else 950
+
+
+def _set_adj(pid: int | str, adj: int) -> None:
+    with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+        f.write(str(adj))
+
+
+def _become(comm: bytes, adj: int, chunks: int, life: float) -> None:
+    """Body of a forked soak process: rename, rank, grow, wait ``life`` s."""
+    end = time.monotonic() + life
+    if comm:
+        with open("/proc/self/comm", "wb") as f:
+            f.write(comm)
+    if adj:
+        _set_adj("self", adj)
+    held: list[bytes] = []
+    for _ in range(chunks):
+        held.append(b"\x01" * GROW_CHUNK)  # written, so resident
+        time.sleep(0.25)
+    time.sleep(max(0.0, end - time.monotonic()))
+
+
+def _fork(comm: bytes, adj: int, chunks: int, life: float) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _become(comm, adj, chunks, life)
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _soak_start(i: int, kind: str, rng: random.Random) -> int:
+    """Start the ``i``-th soak process of ``kind``; return its PID; raises OSError."""
+    env = {"PATH": "/usr/bin:/bin"}
+    if kind == "grow":
+        return _fork(b"grower", 900, GROW_CHUNKS, 3.0)
+    if kind == "comm":
+        return _fork(HOSTILE_COMMS[(i // 20) % len(HOSTILE_COMMS)], _comm_adj(i), 0,
+                     rng.uniform(1.0, 2.0))
+    if kind == "argv":
+        pid = os.posix_spawn(SLEEP, [HOSTILE_ARGV0[(i // 20) % len(HOSTILE_ARGV0)], b"1.5"],
+                             env)
+        try:
+            _set_adj(pid, 1000)
+        except OSError:
+            pass  # it exited already: nothing to rank
+        return pid
+    if kind == "sleep":
+        return os.posix_spawn(SLEEP, ["sleep", f"{rng.uniform(0.05, 0.5):.2f}"], env)
+    return _fork(b"", 0, 0, 0.0)
+
+
+def _soak_reap(live: dict[int, str], daemon_pid: int, counts: dict[str, int]) -> int | None:
+    """Reap every exited child without blocking; return bustd's wait status if it exited."""
+    daemon_status = None
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        if pid == daemon_pid:
+            daemon_status = status
+        elif live.pop(pid, None) is not None:
+            counts["reaped"] += 1
+            if os.waitstatus_to_exitcode(status) != 0:
+                counts["child_failures"] += 1
+        else:
+            counts["orphans"] += 1
+    return daemon_status
+
+
+def _wait_for_line(path: str, text: bytes, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with open(path, "rb") as f:
+            if text in f.read():
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    """Run bustd beside ``count`` short-lived processes for ``seconds``; write JSON.
+
+    bustd (``PY -m bustd BUSTD_ARGS`` in ``repo``) is PID 2, its stderr
+    goes to ``--log``. Once it logs "watching", the processes start at an
+    even rate over ``seconds`` (kinds: :func:`_soak_kind`). After that this
+    process goes on reaping until SIGTERM or ``seconds + deadline``, then
+    ends what is left, stops bustd with SIGTERM and writes the result. Prints
+    LOAD_DONE on stdout once the last process has been reaped. The load
+    stops early if MemAvailable falls below a quarter of MemTotal.
+    """
+    stop = {"asked": False}
+
+    def on_term(signum: int, frame: object) -> None:
+        stop["asked"] = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    with open("/proc/meminfo", "rb") as f:
+        floor = int(f.readline().split()[1]) // 4  # MemTotal is the first line
+    with open(args.log, "wb") as log:
+        daemon = subprocess.Popen([args.python, "-m", "bustd", *args.bustd_args],
+                                  cwd=args.repo, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=log)
+    watching = _wait_for_line(args.log, b"watching", 20.0)
+    rng = random.Random(args.seed)
+    counts = {k: 0 for k in ("reaped", "child_failures", "orphans", "spawn_failures")}
+    kinds = {k: 0 for k in ("grow", "comm", "argv", "sleep", "flash")}
+    live: dict[int, str] = {}
+    period = args.seconds / max(1, args.count)
+    t0 = time.monotonic()
+    hard = t0 + args.seconds + args.deadline
+    i = started = max_live = 0
+    max_lag = 0.0
+    last_error = aborted = ""
+    daemon_status: int | None = None
+    daemon_end = -1.0
+    load_end = -1.0
+    while watching and not stop["asked"]:
+        now = time.monotonic()
+        while i < args.count and not aborted and t0 + i * period <= now:
+            max_lag = max(max_lag, now - (t0 + i * period))
+            kind = _soak_kind(i)
+            try:
+                live[_soak_start(i, kind, rng)] = kind
+                kinds[kind] += 1
+                started += 1
+            except OSError as err:
+                counts["spawn_failures"] += 1
+                last_error = f"{kind}: {err}"
+            i += 1
+            if i % 200 == 0 and _mem_available_kib() < floor:
+                aborted = f"MemAvailable fell below {floor // 1024} MiB after {i} processes"
+        max_live = max(max_live, len(live))
+        if load_end < 0 and (i >= args.count or aborted) and not live:
+            load_end = time.monotonic() - t0
+            print(f"{LOAD_DONE} {load_end:.1f} s", flush=True)  # the bench's last sample
+        status = _soak_reap(live, daemon.pid, counts)
+        if status is not None:
+            daemon_status, daemon_end = status, time.monotonic() - t0
+            daemon.returncode = os.waitstatus_to_exitcode(status)
+            break
+        if time.monotonic() > hard:
+            break
+        due = t0 + i * period if i < args.count and not aborted else now + 0.2
+        time.sleep(min(0.2, max(0.001, due - time.monotonic())))
+    for pid in live:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    left = len(live)
+    if daemon_status is None:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+    while True:  # the rest, now killed
+        try:
+            os.wait()
+        except ChildProcessError:
+            break
+    result = {"count": args.count, "seconds": args.seconds, "watching": watching,
+              "started": started, "kinds": kinds, **counts, "left_at_end": left,
+              "max_live": max_live, "max_lag_s": max_lag, "load_end_s": load_end,
+              "last_spawn_error": last_error, "aborted": aborted,
+              "bustd_exit": daemon.returncode, "bustd_exited_early": daemon_status is not None,
+              "bustd_exit_at_s": daemon_end}
+    with open(args.result, "w") as out:
+        json.dump(result, out)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Parse ``argv`` and run one mode; return the exit code."""
     parser = argparse.ArgumentParser(prog="nsinit")
@@ -275,12 +512,25 @@ def main(argv: list[str]) -> int:
     lat.add_argument("--timeout", type=float, default=20.0)
     lat.add_argument("--dry-run", action="store_true")
     lat.add_argument("bustd_args", nargs="*")
+    soak = sub.add_parser("soak")
+    soak.add_argument("--python", required=True)
+    soak.add_argument("--repo", required=True)
+    soak.add_argument("--seconds", type=float, required=True)
+    soak.add_argument("--count", type=int, required=True)
+    soak.add_argument("--log", required=True, help="bustd's stderr")
+    soak.add_argument("--result", required=True, help="JSON written here at the end")
+    soak.add_argument("--seed", type=int, default=1)
+    soak.add_argument("--deadline", type=float, default=120.0,
+                      help="seconds after the load to wait for SIGTERM")
+    soak.add_argument("bustd_args", nargs="*")
     args = parser.parse_args(argv)
     _check_pid1()
     if args.mode == "run":
         return cmd_run(args)
     if args.mode == "scan":
         return cmd_scan(args)
+    if args.mode == "soak":
+        return cmd_soak(args)
     return cmd_latency(args)
 
 

@@ -10,8 +10,14 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-__all__ = ["Sample", "parse_kib_fields", "parse_schedstat_ns", "parse_status_ctxt",
-           "read_sample", "children_of", "descendants_of"]
+__all__ = ["Sample", "parse_kib_fields", "parse_nspid", "parse_schedstat_ns",
+           "parse_stat_cpu_ticks", "parse_status_ctxt", "read_sample", "read_cpu_ticks",
+           "count_fds", "children_of", "descendants_of", "ns_child"]
+
+# /proc/PID/stat fields 14 and 15 (utime, stime; proc(5)), counted in the
+# fields after the comm's closing ')', which start at field 3 (state).
+_UTIME = 14 - 3
+_STIME = 15 - 3
 
 
 class Sample(NamedTuple):
@@ -69,6 +75,38 @@ def parse_schedstat_ns(data: bytes) -> int:
     return int(fields[0])
 
 
+def parse_stat_cpu_ticks(data: bytes) -> int:
+    """Return utime + stime of /proc/PID/stat in clock ticks.
+
+    Unlike the schedstat of the live threads, these count the threads that
+    have already exited. The line is split after the *last* ``)``, so a
+    name such as ``a) Z 1 2 (b`` cannot shift the fields. Raises ValueError
+    on anything else.
+    """
+    close = data.rfind(b")")
+    if close < 0:
+        raise ValueError("stat has no (comm)")
+    fields = data[close + 1:].split()
+    if len(fields) <= _STIME:
+        raise ValueError(f"stat has {len(fields) + 2} fields, too few for utime and stime")
+    return int(fields[_UTIME]) + int(fields[_STIME])
+
+
+def parse_nspid(data: bytes) -> list[int]:
+    """Return the ``NSpid:`` PIDs of /proc/PID/status, outermost namespace first.
+
+    The last one is the PID inside the process's own PID namespace. Raises
+    ValueError if the line is missing (kernels before 4.1) or garbled.
+    """
+    for line in data.split(b"\n"):
+        name, sep, rest = line.partition(b":")
+        if sep and name == b"NSpid":
+            pids = [int(p) for p in rest.split()]
+            if pids:
+                return pids
+    raise ValueError("status has no NSpid line")
+
+
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -89,6 +127,16 @@ def read_sample(pid: int, root: str = "/proc") -> Sample:
         threads += 1
     return Sample(kib.get("VmRSS", 0), kib.get("RssAnon", 0), kib.get("VmLck", 0),
                   rollup.get("Pss", 0), cpu, switches, threads)
+
+
+def read_cpu_ticks(pid: int, root: str = "/proc") -> int:
+    """Return utime + stime of ``pid`` in clock ticks; raises OSError if it is gone."""
+    return parse_stat_cpu_ticks(_read(f"{root}/{pid}/stat"))
+
+
+def count_fds(pid: int, root: str = "/proc") -> int:
+    """Return how many file descriptors ``pid`` has open; raises OSError if it is gone."""
+    return len(os.listdir(f"{root}/{pid}/fd"))
 
 
 def _parent_map(root: str) -> dict[int, int]:
@@ -121,3 +169,18 @@ def descendants_of(pid: int, root: str = "/proc") -> list[int]:
         level = sorted(p for p, pp in parents.items() if pp in level)
         out.extend(level)
     return out
+
+
+def ns_child(pid: int, ns_pid: int, root: str = "/proc") -> int | None:
+    """Return the child of ``pid`` whose PID in its own namespace is ``ns_pid``, or None.
+
+    For a namespace's PID 1 (``pid``, seen from outside), ``ns_pid`` 2 is
+    the first process it started.
+    """
+    for child in children_of(pid, root):
+        try:
+            if parse_nspid(_read(f"{root}/{child}/status"))[-1] == ns_pid:
+                return child
+        except (OSError, ValueError):
+            continue
+    return None
