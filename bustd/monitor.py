@@ -24,7 +24,7 @@ from .config import Config
 from .log import Log, size
 from .meminfo import MemInfo, read_meminfo
 from .pressure import StallMeter, StallRun, arm_trigger, read_pressure
-from .procfs import ProcFS, own_major_faults
+from .procfs import Pending, ProcFS, own_major_faults
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -195,6 +195,7 @@ class Monitor:
         self.zram: list[Zram] = []
         self.zram_failed = False
         self.passed: set[tuple[int, int]] = set()  # (pid, starttime) refused a signal
+        self.reading_cmdline: tuple[tuple[int, int], Pending] | None = None
         self.dying: dict[tuple[int, int], kill.Target] = {}  # alive after SIGKILL
         self.kills = 0
         self.last_act = -1e9
@@ -338,6 +339,8 @@ class Monitor:
         assert self.tracker is not None and self.rules is not None
         if self.dying:
             self.forget_dead()
+        if self.passed:
+            self.forget_passed()
         exclude = self.passed | set(self.dying)
         return sample(self.fs, self.tracker, now, frozenset((self.self_pid,)), exclude,
                       self.rules.shifts)
@@ -465,7 +468,7 @@ class Monitor:
         dry = self.dry
         while victim is not None:
             record = self._record(victim, fresh, self.reading(fresh_mem, stall, stall_s), dry)
-            pending = self.fs.read_pid_later(victim.candidate.pid, "cmdline")
+            pending = self.cmdline_of(victim.candidate)
             outcome = "dry" if dry else self._kill(victim, record)
             if outcome == "refused":
                 victim = ranking.next()  # said once by _kill; the next one now
@@ -474,7 +477,7 @@ class Monitor:
                 return 0.0  # it exited by itself: decide again on fresh readings
             if outcome == "failed":
                 return MIN_SLEEP  # nothing sent (ENOMEM, no descriptor): try again soon
-            record.cmdline = pending.result(0.05 if dry else 0.1)
+            record.cmdline = None if pending is None else pending.result(0.05 if dry else 0.1)
             record.runners_up = self._runners_up(ranking)
             for output in self.outputs:
                 output(record)
@@ -554,6 +557,36 @@ class Monitor:
         record.released = main.reaped
         record.problems = [f"pid={t.pid}: {t.why}" for t in outcome.targets if t.why]
         return "killed"
+
+    def cmdline_of(self, c: Candidate) -> Pending | None:
+        """Start reading ``c``'s command line in the background, at most one at a time.
+
+        A read for the same process is reused; while a read of another one
+        still hangs (on that process's memory lock, issue 10) none starts and
+        None is returned, so a dry run deciding every second cannot pile up
+        threads.
+        """
+        key = (c.pid, c.starttime)
+        current = self.reading_cmdline
+        if current is not None and current[0] == key:
+            return current[1]
+        if current is not None and not current[1].done():
+            return None
+        pending = self.fs.read_pid_later(c.pid, "cmdline")
+        self.reading_cmdline = (key, pending)
+        return pending
+
+    def forget_passed(self) -> None:
+        """Forget refusing processes that have exited (their PID may be reused)."""
+        from .process import read_starttime
+        from .procfs import NoSuchProcess
+        for pid, start in list(self.passed):
+            try:
+                alive = read_starttime(self.fs, pid) == start
+            except (NoSuchProcess, ValueError):
+                alive = False
+            if not alive:
+                self.passed.discard((pid, start))
 
     def forget_dead(self) -> None:
         """Let go of remembered dying victims that have exited (never blocks)."""

@@ -76,6 +76,13 @@ class Pending:
         finally:
             self._done.release()
 
+    def done(self) -> bool:
+        """Return whether the read has finished (successfully or not)."""
+        if self._done.acquire(False):
+            self._done.release()
+            return True
+        return False
+
     def result(self, timeout: float) -> bytes | None:
         """Return the bytes read (b"" if unreadable), or None if not done in ``timeout`` s."""
         if self._done.acquire(True, max(0.0, timeout)):

@@ -8,6 +8,7 @@ kernel's PID_MAX_LIMIT.
 
 from __future__ import annotations
 
+import _thread
 import os
 import select
 import signal
@@ -19,7 +20,7 @@ from bustd import kill
 from bustd.choose import find_victim, make_rules
 from bustd.config import Config
 from bustd.monitor import DRY_RUN_PAUSE, NO_VICTIM_PAUSE, Monitor
-from bustd.procfs import ProcFS
+from bustd.procfs import Pending, ProcFS
 from tests.fakeproc import PAGE_KIB, FakeProc
 from tests.unit.monitor_env import SELF, SWAP, TOTAL, Env, P, env, never_wait, no_signals
 
@@ -627,3 +628,47 @@ def test_stop_during_a_kill_waits_for_its_record(
     assert env.out.count("kill: pid=") == 1 and m.kills == 1
     with pytest.raises(SystemExit):
         m.stop()  # outside a kill: at once
+
+
+def test_refusing_processes_are_forgotten_once_gone(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A non-root bustd beside churning processes of other users: the set of
+    # refusing processes must not grow for ever (found by the soak).
+    populate(env.fake)
+    monkeypatch.setattr(kill, "signal_targets", FakeKill({P + 1: kill.REFUSED}))
+    m = env.monitor()
+    m.dry = False
+    env.set_mem(3, 0)
+    m.check()
+    assert m.passed == {(P + 1, 1000)}
+    env.fake.remove(P + 1)
+    env.fake.add(P + 1, b"newcomer", starttime=2000)  # the PID reused
+    env.clock.now += 1
+    m.check()
+    assert (P + 1, 1000) not in m.passed
+
+
+def test_one_cmdline_read_at_a_time(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    populate(env.fake)
+    m = env.monitor()
+    started: list[int] = []
+
+    class Hanging(Pending):
+        def __init__(self, path: str, size: int) -> None:  # never reads: hangs for ever
+            started.append(1)
+            self.data = None
+            self._done = _thread.allocate_lock()
+            self._done.acquire()
+
+    monkeypatch.setattr(ProcFS, "read_pid_later",
+                        lambda self, pid, name, size=4096: Hanging("", 0))
+    env.set_mem(3, 0)
+    for _ in range(5):  # a dry run decides every second on the same victim
+        env.clock.now += 1
+        m.check()
+    assert len(started) == 2  # the rehearsal's (bustd itself), then one for the victim
+    assert env.out.count("cmdline=(not read in time)") == 5
+    env.fake.remove(P + 1)
+    env.clock.now += 1
+    m.check()
+    assert len(started) == 2  # none started while one hangs
