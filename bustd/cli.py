@@ -87,6 +87,11 @@ def percent(text: str) -> float:
     return _number(text, 0, 100, "a percentage")
 
 
+def mib_rate(text: str) -> float:
+    """Parse a rate in MiB/s from 0 to 1,000,000; raises ArgumentTypeError."""
+    return _number(text, 0, 1_000_000, "MiB/s")
+
+
 def seconds(text: str) -> float:
     """Parse a duration from 0 to one day; raises ArgumentTypeError."""
     return _number(text, 0, 86400, "seconds")
@@ -174,8 +179,13 @@ def parser() -> argparse.ArgumentParser:
     a("--psi-mem", type=percent, metavar="PERCENT", default=DEFAULTS["psi_mem_percent"],
       help="pressure may only kill when MemAvailable <= PERCENT of MemTotal (default 15)")
     a("--psi-duration", type=seconds, metavar="SECONDS", default=DEFAULTS["psi_duration"],
-      help="pressure kills only when the stall has stayed >= CUTOFF this long (default 4): "
-           "a stall the kernel resolves by swapping in less time is not an emergency")
+      help="pressure kills only once the machine has thrashed this long (default 8): the "
+           "stall >= CUTOFF and, with swap, pages swapped back in at >= --swapin-rate, all "
+           "along; 0 acts on one reading")
+    a("--swapin-rate", type=mib_rate, metavar="MiB/s", default=DEFAULTS["swapin_rate"],
+      help="with swap, the swap-in rate that makes a stall thrashing (default 1); a stall "
+           "while pages only go out (a program growing into zram) never kills; 0: the stall "
+           "alone")
     a("--watch", type=percent, metavar="PERCENT", default=DEFAULTS["watch_percent"],
       help="below this MemAvailable percent (or after a PSI event) sample stall, zram and "
            "the growth of the largest processes at every check (default 25)")
@@ -418,6 +428,7 @@ def build_config(args: argparse.Namespace) -> Config:
     return Config(
         **values, psi_cutoff=args.psi, psi_metric=args.psi_metric,
         psi_mem_percent=args.psi_mem, psi_duration=args.psi_duration,
+        swapin_rate=args.swapin_rate,
         watch_percent=args.watch, rank=args.rank,
         unkillables=args.unkillables, ignore=args.ignore, prefer=args.prefer,
         avoid=args.avoid, grace=args.grace, kill_pgroup=args.kill_pgroup,

@@ -30,7 +30,8 @@ DEFAULTS: dict[str, object] = {
     "psi_cutoff": 25.0,
     "psi_metric": "some",
     "psi_mem_percent": 15.0,
-    "psi_duration": 4.0,
+    "psi_duration": 8.0,
+    "swapin_rate": 1.0,
     "watch_percent": 25.0,
     "rank": "growth",
     "unkillables": "",
@@ -73,6 +74,7 @@ class Config:
     psi_metric: str
     psi_mem_percent: float
     psi_duration: float
+    swapin_rate: float
     watch_percent: float
     rank: str
     unkillables: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["MemInfo", "parse_meminfo", "read_meminfo"]
+__all__ = ["MemInfo", "parse_meminfo", "parse_pswpin", "read_meminfo"]
 
 
 class MemInfo:
@@ -88,3 +88,15 @@ def read_meminfo(fd: int) -> MemInfo:
     ValueError.
     """
     return parse_meminfo(os.pread(fd, 8192, 0))
+
+
+def parse_pswpin(buf: bytes) -> int:
+    """Return ``pswpin`` (pages swapped in since boot) from ``/proc/vmstat`` text.
+
+    Raises ValueError if the line is missing (a kernel without swap support)
+    or malformed.
+    """
+    value = _field(buf, b"pswpin ")
+    if value is None:
+        raise ValueError("vmstat: no pswpin line")
+    return value

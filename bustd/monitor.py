@@ -22,8 +22,8 @@ import select
 from . import sig
 from .config import Config
 from .log import Log, size
-from .meminfo import MemInfo, read_meminfo
-from .pressure import StallMeter, StallRun, arm_trigger, read_pressure
+from .meminfo import MemInfo, parse_pswpin, read_meminfo
+from .pressure import RateMeter, StallMeter, StallRun, arm_trigger, read_pressure
 from .procfs import Pending, ProcFS, own_major_faults
 
 TYPE_CHECKING = False
@@ -50,6 +50,10 @@ MAX_SLEEP_POLLING = 1.0  # without a PSI trigger, or in the watch zone: once a s
 MAX_SLEEP_TRIGGER = 10.0  # a stall wakes the daemon anyway
 DRY_RUN_PAUSE = 1.0  # a dry run changes nothing: do not repeat it 10 times a second
 NO_VICTIM_PAUSE = 1.0  # nothing killable: do not rescan 10 times a second
+# The watch zone reaches at least this far above the levels that act: on a
+# 1 GiB machine 25 % is 250 MiB, filled in 2-3 s by a few growers, too little
+# history to tell them from an idle process (VM scenario 7).
+WATCH_MARGIN_KIB = 256 * 1024
 LATE_WAKEUP = 5.0  # woken this much later than asked: stopped, frozen or suspended
 WATCH_AFTER_EVENT = 10.0  # seconds of watching after a PSI trigger event
 RUNNERS_UP = 3  # candidates named after the victim in the kill line
@@ -87,12 +91,30 @@ def thresholds(cfg: Config, mem: MemInfo) -> Thresholds:
 def watch_level(cfg: Config, mem: MemInfo) -> float:
     """Return the MemAvailable (KiB) under which bustd watches closely.
 
-    ``--watch`` percent of MemTotal, and never below a level that acts (the
-    terminate level as resolved, so an absolute ``-M`` counts as given), so
-    every decision has a growth history and a stall history behind it.
+    ``--watch`` percent of MemTotal, and at least WATCH_MARGIN_KIB above the
+    levels that act (the terminate level as resolved, so an absolute ``-M``
+    counts as given), so every decision has a growth history and a stall
+    history behind it even on a small machine, where a percentage is little.
     """
     t = thresholds(cfg, mem)
-    return max(mem.total * cfg.watch_percent / 100.0, t.psi_mem, t.mem_term)
+    return max(mem.total * cfg.watch_percent / 100.0,
+               max(t.psi_mem, t.mem_term) + WATCH_MARGIN_KIB)
+
+
+PAGE_MIB = os.sysconf("SC_PAGESIZE") / (1024 * 1024)
+
+
+class Stall:
+    """What PSI said at one check: the stall percentage (None before a rate is
+    known), how long the machine has been thrashing, and swap-ins in MiB/s
+    (None without swap)."""
+
+    __slots__ = ("percent", "seconds", "swapin")
+
+    def __init__(self, percent: float | None, seconds: float, swapin: float | None) -> None:
+        self.percent = percent
+        self.seconds = seconds
+        self.swapin = swapin
 
 
 class Decision:
@@ -120,18 +142,20 @@ def _mem_reason(mem: MemInfo, mem_limit: float, swap_limit: float) -> str:
 
 
 def decide(mem: MemInfo, stall: float | None, cfg: Config,
-           stall_s: float = float("inf")) -> Decision | None:
+           stall_s: float = float("inf"), swapin: float | None = None) -> Decision | None:
     """Return the Decision for one reading, or None when all is well.
 
     ``mem`` carries swap at its real worth (zram counted by what it frees,
     see zram.py). SIGKILL when MemAvailable and SwapFree are both at their
     kill levels; SIGTERM when both are at their terminate levels (no swap
     counts as none free). Pressure: SIGTERM when the stall percentage
-    ``stall`` is at least ``psi_cutoff``, has stayed there for
-    ``stall_s >= psi_duration`` seconds, and MemAvailable is at or below
-    ``psi_mem_percent``: pressure alone never kills while memory is
-    plentiful, and a stall the kernel resolves by swapping within
-    ``psi_duration`` never kills.
+    ``stall`` is at least ``psi_cutoff``, the machine has been thrashing
+    for ``stall_s >= psi_duration`` seconds (the stall at or above the
+    cutoff and, with swap, pages swapped back in at ``swapin`` MiB/s, at
+    least ``swapin_rate``, all along: the Monitor measures that), and
+    MemAvailable is at or below ``psi_mem_percent``. So pressure alone never
+    kills while memory is plentiful, and a stall the kernel resolves by
+    swapping out (a program growing into zram) never kills.
     """
     t = thresholds(cfg, mem)
     if mem.available <= t.mem_kill and mem.swap_free <= t.swap_kill:
@@ -141,8 +165,10 @@ def decide(mem: MemInfo, stall: float | None, cfg: Config,
     if (cfg.psi_cutoff > 0 and stall is not None and stall >= cfg.psi_cutoff
             and stall_s >= cfg.psi_duration and mem.available <= t.psi_mem):
         held = f" for {stall_s:.1f} s" if stall_s < float("inf") else ""
+        swapped = f" and swap-in {swapin:.1f} MiB/s" if swapin is not None else ""
         return Decision(sig.SIGTERM, (
-            f"memory {cfg.psi_metric} stall {stall:.0f}% >= {cfg.psi_cutoff:g}%{held} with "
+            f"memory {cfg.psi_metric} stall {stall:.0f}% >= {cfg.psi_cutoff:g}%{swapped}{held} "
+            f"with "
             f"MemAvailable {size(mem.available)} ({_pct(mem.available, mem.total)}) "
             f"<= {cfg.psi_mem_percent:g}%"))
     return None
@@ -190,7 +216,10 @@ class Monitor:
         self.tracker: Tracker | None = None
         self.dry = cfg.dry_run or not cfg.live  # a fake tree is never signalled
         self.meter = StallMeter()
+        self.swapins = RateMeter()  # pswpin, pages
         self.run_ = StallRun()
+        self.vmstat_fd = -1
+        self.vmstat_failed = False
         self.scaled = True  # oom_score in the 0..1333 form (set by arm)
         self.zram: list[Zram] = []
         self.zram_failed = False
@@ -293,18 +322,20 @@ class Monitor:
             self.zram = []
         return effective_swap(mem, self.zram)
 
-    def pressure(self, mem: MemInfo, now: float, watching: bool,
-                 fired: bool) -> tuple[float | None, float]:
-        """Return (stall percentage, seconds it has stayed >= the cutoff).
+    def pressure(self, mem: MemInfo, now: float, watching: bool, fired: bool) -> Stall:
+        """Return the stall, how long the machine has been thrashing, and swap-ins.
 
-        PSI is read only while watching. A trigger event vouches for a stall
-        of at least the cutoff over its window, unless that window reaches
-        back before the last kill.
+        PSI (and, with swap, ``pswpin`` of /proc/vmstat) is read only while
+        watching. Thrashing is the stall at or above the cutoff and, on a
+        machine with swap, pages swapped back in at ``swapin_rate`` MiB/s or
+        more: a program growing into zram makes the machine stall while
+        pages only go out, and that ends by itself. A trigger event vouches
+        for a stall of at least the cutoff over its window, unless that
+        window reaches back before the last kill.
         """
         if self.psi_fd < 0 or not watching:
-            self.meter.reset()
-            self.run_.reset()
-            return None, 0.0
+            self.reset_stall()
+            return Stall(None, 0.0, None)
         try:
             psi = read_pressure(self.psi_fd)
         except (OSError, ValueError) as err:
@@ -315,9 +346,8 @@ class Monitor:
                 self.log.warning(f"cannot read pressure/memory ({err}): acting on memory "
                                  "thresholds alone until it reads again")
                 self.psi_failing = True
-            self.meter.reset()
-            self.run_.reset()
-            return None, 0.0
+            self.reset_stall()
+            return Stall(None, 0.0, None)
         if self.psi_failing:
             self.log.info("pressure/memory reads again: PSI back in use")
             self.psi_failing = False
@@ -328,9 +358,35 @@ class Monitor:
         if (fired and now - self.last_act >= self.trigger_window
                 and (stall is None or stall < cutoff)):
             stall, start = float(cutoff), now - self.trigger_window
+        swapin = self.swapin(now) if mem.swap_total > 0 else None
         if stall is not None and start is not None:
-            self.run_.update(start, stall, cutoff)
-        return stall, self.run_.seconds(now)
+            thrashing = stall >= cutoff and (
+                swapin is None or swapin >= self.cfg.swapin_rate or self.vmstat_failed)
+            self.run_.update(start, thrashing)
+        return Stall(stall, self.run_.seconds(now), swapin)
+
+    def swapin(self, now: float) -> float | None:
+        """Return the swap-in rate in MiB/s over about the last second, None if unknown."""
+        if self.vmstat_failed:
+            return None
+        try:
+            if self.vmstat_fd < 0:
+                self.vmstat_fd = self.fs.open("vmstat")
+            pages = parse_pswpin(os.pread(self.vmstat_fd, 16384, 0))
+        except (OSError, ValueError) as err:
+            self.log.warning(f"cannot read {self.fs.path('vmstat')} ({err}): pressure kills "
+                             "on the stall alone, without telling thrashing from swapping out")
+            self.vmstat_failed = True
+            return None
+        self.swapins.add(now, pages)
+        rate = self.swapins.rate()
+        return None if rate is None else rate * PAGE_MIB
+
+    def reset_stall(self) -> None:
+        """Forget the stall and swap-in history (after a kill, or when not watching)."""
+        self.meter.reset()
+        self.swapins.reset()
+        self.run_.reset()
 
     def sample(self, now: float) -> list[Candidate]:
         """Scan, sample the sizes of the largest processes, return the candidates."""
@@ -364,7 +420,7 @@ class Monitor:
         victim = ranking.next()
         if victim is not None:
             record = self._record(victim, Decision(sig.SIGTERM, "rehearsal"),
-                                  self.reading(mem, None, 0.0), True)
+                                  self.reading(mem, Stall(None, 0.0, None)), True)
             record.cmdline = self.fs.read_pid_later(self.self_pid, "cmdline").result(0.05)
             record.runners_up = self._runners_up(ranking)
             kill_line(record)
@@ -398,21 +454,21 @@ class Monitor:
             if self.tracker is not None:
                 self.tracker.clear()
             self.zram = []
-        stall, stall_s = self.pressure(mem, now, watching, fired)
-        decision = decide(mem, stall, cfg, stall_s)
+        stall = self.pressure(mem, now, watching, fired)
+        decision = decide(mem, stall.percent, cfg, stall.seconds, stall.swapin)
         pause = 0.0
         if decision is None:
             self.stuck = False
         else:
             self.acting = True
             try:
-                pause = self.act(decision, stall, stall_s, cands)
+                pause = self.act(decision, stall, cands)
             finally:
                 self.acting = False
             mem = self.effective(read_meminfo(self.mem_fd)) if watching else mem
         now = self.clock()
         if now >= self.next_report:
-            self.report(mem, stall)
+            self.report(mem, stall.percent)
             self.next_report = now + cfg.report
         return max(pause, min(sleep_for(mem, cfg, self.trigger_fd >= 0, watching),
                               max(MIN_SLEEP, self.next_report - now)))
@@ -426,14 +482,14 @@ class Monitor:
                       f"({_pct(mem.available, mem.total)}), SwapFree {swap}{stall_text}, "
                       f"kills {self.kills}")
 
-    def reading(self, mem: MemInfo, stall: float | None, stall_s: float) -> Reading:
+    def reading(self, mem: MemInfo, stall: Stall) -> Reading:
         """Return the Reading a record carries."""
         from .record import Reading
         return Reading(mem.available, mem.total, mem.swap_free, mem.swap_total,
-                       sum(z.mem_used_kib for z in self.zram), stall, stall_s,
+                       sum(z.mem_used_kib for z in self.zram), stall.percent, stall.seconds,
                        self.cfg.psi_metric)
 
-    def act(self, decision: Decision, stall: float | None, stall_s: float,
+    def act(self, decision: Decision, stall: Stall,
             cands: list[Candidate] | None = None) -> float:
         """Pick a victim and kill it (or log it in a dry run).
 
@@ -461,13 +517,13 @@ class Monitor:
             log.debug("candidates: " + "; ".join(candidate_text(c) for c in ranking.ranked[:6]))
         # The scan took time: decide again on fresh memory figures.
         fresh_mem = effective_swap(read_meminfo(self.mem_fd), self.zram)
-        fresh = decide(fresh_mem, stall, cfg, stall_s)
+        fresh = decide(fresh_mem, stall.percent, cfg, stall.seconds, stall.swapin)
         if fresh is None:
             log.info("memory recovered before the kill: nothing done")
             return 0.0
         dry = self.dry
         while victim is not None:
-            record = self._record(victim, fresh, self.reading(fresh_mem, stall, stall_s), dry)
+            record = self._record(victim, fresh, self.reading(fresh_mem, stall), dry)
             pending = self.cmdline_of(victim.candidate)
             outcome = "dry" if dry else self._kill(victim, record)
             if outcome == "refused":
@@ -543,8 +599,7 @@ class Monitor:
             self.log.warning(f"not signalled: pid={main.pid}: {main.why}")
             return "gone" if main.state == kill.GONE else "failed"
         self.last_act = self.clock()
-        self.meter.reset()
-        self.run_.reset()
+        self.reset_stall()
         self.kills += 1
         for t in outcome.having(kill.DYING):
             # Frozen or in uninterruptible sleep: remembered, never chosen or
@@ -602,10 +657,10 @@ class Monitor:
         for t in self.dying.values():
             kill.release(t)
         self.dying.clear()
-        for fd in (self.trigger_fd, self.psi_fd, self.mem_fd):
+        for fd in (self.trigger_fd, self.psi_fd, self.mem_fd, self.vmstat_fd):
             if fd >= 0:
                 os.close(fd)
-        self.trigger_fd = self.psi_fd = self.mem_fd = -1
+        self.trigger_fd = self.psi_fd = self.mem_fd = self.vmstat_fd = -1
 
     def _log_record(self, record: KillRecord) -> None:
         from .record import kill_line

@@ -12,8 +12,8 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["Pressure", "StallMeter", "StallRun", "arm_trigger", "parse_pressure",
-           "read_pressure"]
+__all__ = ["Pressure", "RateMeter", "StallMeter", "StallRun", "arm_trigger",
+           "parse_pressure", "read_pressure"]
 
 
 class Pressure:
@@ -75,10 +75,10 @@ def read_pressure(fd: int) -> Pressure:
     return parse_pressure(os.pread(fd, 4096, 0))
 
 
-class StallMeter:
-    """Percent of wall time stalled over the last ``window`` seconds.
+class RateMeter:
+    """The rate of a growing counter over the last ``window`` seconds.
 
-    Feed it (monotonic time, ``total``) samples; it keeps the newest sample
+    Feed it (monotonic time, counter) samples; it keeps the newest sample
     that is at least ``window`` old as the reference, so the rate covers a
     little over one window and follows reality within about that long.
     """
@@ -94,21 +94,21 @@ class StallMeter:
         """Forget all samples (after a kill, so old stall is not counted again)."""
         self._samples.clear()
 
-    def add(self, now: float, total_us: int) -> None:
-        """Record the ``total`` counter read at time ``now`` (seconds)."""
+    def add(self, now: float, count: int) -> None:
+        """Record the counter read at time ``now`` (seconds)."""
         samples = self._samples
-        if samples and (total_us < samples[-1][1] or now <= samples[-1][0]):
+        if samples and (count < samples[-1][1] or now <= samples[-1][0]):
             samples.clear()  # counter or clock went backwards: start over
-        samples.append((now, total_us))
+        samples.append((now, count))
         while len(samples) > 2 and samples[1][0] <= now - self.window:
             del samples[0]
 
     def start(self) -> float | None:
-        """Return when the interval :meth:`percent` covers began, or None."""
+        """Return when the interval :meth:`rate` covers began, or None."""
         return self._samples[0][0] if len(self._samples) >= 2 else None
 
-    def percent(self) -> float | None:
-        """Return the stall percentage, or None before ``min_span`` of samples."""
+    def rate(self) -> float | None:
+        """Return counts per second, or None before ``min_span`` of samples."""
         samples = self._samples
         if len(samples) < 2:
             return None
@@ -116,16 +116,29 @@ class StallMeter:
         span = t1 - t0
         if span < self.min_span:
             return None
-        return min(100.0, (v1 - v0) / (span * 10_000.0))
+        return (v1 - v0) / span
+
+
+class StallMeter(RateMeter):
+    """Percent of wall time stalled, from PSI's ``total`` (microseconds stalled)."""
+
+    __slots__ = ()
+
+    def percent(self) -> float | None:
+        """Return the stall percentage, or None before ``min_span`` of samples."""
+        rate = self.rate()
+        return None if rate is None else min(100.0, rate / 10_000.0)
 
 
 class StallRun:
-    """How long the stall rate has stayed at or above a cutoff without a break.
+    """How long a condition (stall at or above the cutoff, and swap-ins where
+    there is swap) has held without a break.
 
     A pressure kill needs the stall to persist (issue 7): a machine with
     zram stalls while the kernel moves the excess of a growing program into
     swap, and that stall ends by itself once the program stops growing.
-    Thrashing (a working set larger than RAM) stalls without end.
+    Thrashing (a working set larger than RAM) stalls without end, and pages
+    come back in from swap as fast as they go out.
     """
 
     __slots__ = ("since",)
@@ -137,9 +150,9 @@ class StallRun:
         """Forget the current run (after a kill, or when memory is plentiful)."""
         self.since = None
 
-    def update(self, start: float, percent: float, cutoff: float) -> None:
-        """Record a rate of ``percent`` over an interval that began at ``start``."""
-        if percent < cutoff:
+    def update(self, start: float, holds: bool) -> None:
+        """Record whether the condition held over an interval that began at ``start``."""
+        if not holds:
             self.since = None
         elif self.since is None:
             self.since = start

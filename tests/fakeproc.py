@@ -105,6 +105,11 @@ class FakeProc:
         """Write ``meminfo`` (figures in KiB); see :func:`meminfo_text`."""
         self.write("meminfo", meminfo_text(total, available, swap_total, swap_free, **extra))
 
+    def set_vmstat(self, pswpin: int = 0, pswpout: int = 0) -> None:
+        """Write ``vmstat`` with the swap counters (pages since boot)."""
+        self.write("vmstat", b"nr_free_pages 12345\nworkingset_refault_anon 0\n"
+                   b"pswpin %d\npswpout %d\npgfault 999\n" % (pswpin, pswpout))
+
     def set_pressure(self, some_total: int = 0, full_total: int = 0,
                      some_avg10: float = 0.0, full_avg10: float = 0.0) -> None:
         """Write ``pressure/memory``; totals are microseconds stalled."""

@@ -83,6 +83,8 @@ class Env:
         self.psi = {"some": 1_000_000_000, "full": 400_000_000}  # stalled microseconds
         self.set_mem(50, 50)
         self.fake.set_pressure(self.psi["some"], self.psi["full"])
+        self.pswpin = 0  # pages swapped in since "boot"
+        self.fake.set_vmstat(self.pswpin)
 
     def set_mem(self, avail_pct: float, swap_pct: float, swap_total: int = SWAP) -> None:
         self.fake.set_meminfo(TOTAL, int(TOTAL * avail_pct / 100), swap_total,

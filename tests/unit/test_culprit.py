@@ -8,13 +8,16 @@ tree is fake and every way to signal is replaced, see monitor_env.py).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 import pytest
 
 from bustd.growth import Tracker
 from bustd.monitor import Monitor
 from bustd.procfs import ProcFS
-from tests.fakeproc import FakeProc
-from tests.unit.monitor_env import SELF, TOTAL, Env, P, env, no_signals
+from tests.fakeproc import PAGE_KIB, FakeProc
+from tests.unit.monitor_env import SELF, SWAP, TOTAL, Env, P, env, no_signals
 
 __all__ = ["env", "no_signals"]  # fixtures, used by name
 
@@ -229,14 +232,17 @@ def test_verbose_decision_lists_the_candidates(env: Env) -> None:
 
 # -- when ----------------------------------------------------------------------
 
-def stalled(env: Env, m: Monitor, profile: list[float], avail_pct: float = 12.0,
-            swap_pct: float = 80.0) -> None:
-    """One check per second, the `some` stall of each second from ``profile``."""
-    env.set_mem(avail_pct, swap_pct)
+def stalled(env: Env, m: Monitor, profile: Sequence[float], avail_pct: float = 12.0,
+            swap_pct: float = 80.0, swapin_mib: float = 0.0, swap_total: int = SWAP) -> None:
+    """One check per second: the `some` stall of each second from ``profile``,
+    ``swapin_mib`` MiB swapped in during each second."""
+    env.set_mem(avail_pct, swap_pct, swap_total)
     for pct in profile:
         env.clock.now += 1.0
         env.psi["some"] += round(1e6 * pct / 100)
         env.fake.set_pressure(some_total=env.psi["some"], full_total=env.psi["full"])
+        env.pswpin += round(swapin_mib * 1024 // PAGE_KIB)
+        env.fake.set_vmstat(env.pswpin)
         m.check()
 
 
@@ -248,62 +254,117 @@ def populated(env: Env) -> None:
 
 def test_a_stall_that_zram_resolves_does_not_kill(env: Env) -> None:
     # A program grows past the RAM left; the kernel moves the excess into zram
-    # for 3 s (stall), then the machine settles: nobody is killed.
+    # (pages only go out) for 3 s, then the machine settles: nobody is killed.
     populated(env)
-    m = env.monitor(psi_duration=4.0)
+    m = env.monitor()
     stalled(env, m, [0, 60, 80, 70, 10, 5, 0, 0, 0, 0])
     assert kills(env) == []
 
 
+def test_growth_into_zram_never_kills_however_long_it_stalls(env: Env) -> None:
+    # Measured in the VM (scenarios 8-10): a program growing into zram made the
+    # 1 GiB guest stall at 80-100 % for up to 37 s with no page swapped back in.
+    populated(env)
+    m = env.monitor()
+    stalled(env, m, [90] * 40, swapin_mib=0.05)
+    assert kills(env) == []
+    assert m.run_.seconds(env.clock.now) == 0.0
+
+
 @pytest.mark.parametrize("profile", [
     [90] * 12,                      # thrashing that never ends
-    [40, 95, 60, 100, 80, 90, 70],  # uneven, always above the cutoff
+    [40, 95, 60, 100, 80, 90, 70, 85, 90, 95, 80],  # uneven, always above the cutoff
 ])
-def test_thrashing_that_persists_is_caught_after_psi_duration(env: Env,
-                                                              profile: list[float]) -> None:
+def test_thrashing_that_persists_is_caught_after_psi_duration(
+        env: Env, profile: Sequence[float]) -> None:
+    # Pages swapped back in as fast as they go out: thrashing (scenario 3
+    # measured 10-16 MiB/s).
     populated(env)
-    m = env.monitor(psi_duration=4.0)
-    stalled(env, m, profile[:4])
-    assert kills(env) == [], "killed before the stall had persisted for psi_duration"
-    stalled(env, m, profile[4:])
+    m = env.monitor()
+    stalled(env, m, profile[:8], swapin_mib=12.0)
+    assert kills(env) == [], "killed before the machine had thrashed for psi_duration"
+    stalled(env, m, profile[8:], swapin_mib=12.0)
     (line, *_) = kills(env)
     assert victim_pid(line) == P
-    assert "stall" in line and " for 4.0 s with MemAvailable" in line
+    assert "stall" in line and "and swap-in 12.0 MiB/s for 8.0 s with MemAvailable" in line
+
+
+def test_without_swap_a_persisting_stall_is_enough(env: Env) -> None:
+    # Nothing can be absorbed without swap: the stall alone counts.
+    populated(env)
+    m = env.monitor()
+    stalled(env, m, [90] * 8, swap_total=0)
+    assert kills(env) == []
+    stalled(env, m, [90], swap_total=0)
+    (line,) = kills(env)
+    assert "stall 90% >= 25% for 8.0 s with MemAvailable" in line and "swap-in" not in line
 
 
 def test_a_dip_below_the_cutoff_restarts_the_count(env: Env) -> None:
     populated(env)
-    m = env.monitor(psi_duration=4.0)
-    stalled(env, m, [80, 80, 80, 10, 80, 80, 80])
+    m = env.monitor()
+    stalled(env, m, [80] * 5 + [10] + [80] * 7, swapin_mib=12.0)
     assert kills(env) == []
-    stalled(env, m, [80])
+    stalled(env, m, [80], swapin_mib=12.0)
+    assert len(kills(env)) == 1
+
+
+def test_swap_in_stopping_restarts_the_count(env: Env) -> None:
+    populated(env)
+    m = env.monitor()
+    stalled(env, m, [80] * 5, swapin_mib=12.0)
+    stalled(env, m, [80], swapin_mib=0.2)  # below --swapin-rate 1 for a second
+    stalled(env, m, [80] * 7, swapin_mib=12.0)
+    assert kills(env) == []
+    stalled(env, m, [80], swapin_mib=12.0)
+    assert len(kills(env)) == 1
+
+
+def test_swapin_rate_zero_means_the_stall_alone(env: Env) -> None:
+    populated(env)
+    m = env.monitor(swapin_rate=0.0)
+    stalled(env, m, [90] * 9)
+    assert len(kills(env)) == 1
+
+
+def test_unreadable_vmstat_falls_back_to_the_stall_alone_said_once(env: Env) -> None:
+    populated(env)
+    os.unlink(env.fake.path("vmstat"))
+    m = env.monitor()
+    env.set_mem(12, 80)
+    for _ in range(9):
+        env.clock.now += 1.0
+        env.psi["some"] += 900_000
+        env.fake.set_pressure(some_total=env.psi["some"], full_total=env.psi["full"])
+        m.check()
+    assert sum("cannot read" in line and "vmstat" in line for line in env.out.lines()) == 1
     assert len(kills(env)) == 1
 
 
 def test_stall_above_the_memory_gate_never_kills(env: Env) -> None:
     populated(env)
-    m = env.monitor(psi_duration=4.0)
-    stalled(env, m, [100] * 10, avail_pct=20.0)  # watching, but above the 15 % gate
+    m = env.monitor()
+    stalled(env, m, [100] * 10, avail_pct=20.0, swapin_mib=12.0)  # watching, above 15 %
     assert kills(env) == []
     assert m.run_.seconds(env.clock.now) >= 9.0  # the run is measured all the same
-    stalled(env, m, [100], avail_pct=12.0)
+    stalled(env, m, [100], avail_pct=12.0, swapin_mib=12.0)
     assert len(kills(env)) == 1  # it persisted, and now memory is short too
 
 
 def test_memory_and_swap_exhausted_kill_without_waiting_for_a_stall(env: Env) -> None:
     populated(env)
-    m = env.monitor(psi_duration=4.0)
+    m = env.monitor()
     stalled(env, m, [0], avail_pct=4.0, swap_pct=4.0)
     assert len(kills(env)) == 1 and "MemAvailable" in kills(env)[0]
 
 
 def test_stall_history_is_dropped_outside_the_watch_zone(env: Env) -> None:
     populated(env)
-    m = env.monitor(psi_duration=4.0)
-    stalled(env, m, [90, 90, 90], avail_pct=12.0)
-    stalled(env, m, [90], avail_pct=60.0)  # memory came back: not watching
+    m = env.monitor()
+    stalled(env, m, [90] * 6, avail_pct=12.0, swapin_mib=12.0)
+    stalled(env, m, [90], avail_pct=60.0, swapin_mib=12.0)  # memory came back: not watching
     assert m.run_.seconds(env.clock.now) == 0.0
-    stalled(env, m, [90, 90, 90], avail_pct=12.0)
+    stalled(env, m, [90] * 6, avail_pct=12.0, swapin_mib=12.0)
     assert kills(env) == []
 
 

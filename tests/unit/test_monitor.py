@@ -263,7 +263,7 @@ def test_stall_under_the_gate_gives_psi_dry_run_kill(env: Env) -> None:
     populate(env.fake)
     m = env.monitor(psi_duration=0.0)
     assert m.psi_fd >= 0
-    env.set_mem(12, 50)  # above the TERM level, under the 15 % PSI gate
+    env.set_mem(12, 50, swap_total=0)  # above the TERM level, under the 15 % PSI gate
     run_stalled(env, m, 50.0, 0.2)  # less than the meter's minimum span
     assert env.out.lines() == []
     run_stalled(env, m, 50.0, 0.3)
@@ -322,7 +322,7 @@ def test_describe(env: Env) -> None:
     text = m.describe()
     assert "SIGTERM at MemAvailable <= 819.2 MiB and SwapFree <= 204.8 MiB" in text
     assert "SIGKILL at 409.6 MiB and 102.4 MiB" in text
-    assert "some stall >= 25% for 4 s below 15% MemAvailable, polled" in text
+    assert "some stall >= 25% for 8 s below 15% MemAvailable, polled" in text
     assert "watching below 2.0 GiB, ranking by growth" in text
 
 
