@@ -44,6 +44,9 @@ __all__ = [
 PAGE = 4096
 MIB = 1 << 20
 STALL_LEVELS = (10, 25, 50)  # percent of a second, for the longest-run figures
+# Swap-in that tells thrashing (pages needed again) from growth that only
+# swaps out; the longest run of `some` >= 25 % with at least this swap-in.
+THRASH_SWAPIN_MIB_S = 1.0
 WINDOWS = (3, 5, 10)  # seconds, for the worst-window mean
 
 
@@ -155,9 +158,12 @@ def per_second(samples: list[dict[str, Any]]) -> list[Second]:
     return out
 
 
-def longest_run(seconds: list[Second], level: float, full: bool = False) -> tuple[int, int | None]:
+def longest_run(
+    seconds: list[Second], level: float, full: bool = False, min_swapin: float = 0.0
+) -> tuple[int, int | None]:
     """Return (length, first second) of the longest run of consecutive seconds
-    whose stall (`some`, or `full` with full=True) is at least level percent.
+    whose stall (`some`, or `full` with full=True) is at least level percent
+    and whose swap-in is at least min_swapin MiB/s.
 
     (0, None) when no second reaches it. Seconds missing from the list break a
     run.
@@ -166,7 +172,7 @@ def longest_run(seconds: list[Second], level: float, full: bool = False) -> tupl
     length, start, prev = 0, 0, None
     for s in seconds:
         value = s.full_pct if full else s.some_pct
-        if value >= level:
+        if value >= level and s.swapin_mib_s >= min_swapin:
             if length and prev is not None and s.t == prev + 1:
                 length += 1
             else:
@@ -200,8 +206,10 @@ def summarize(seconds: list[Second]) -> dict[str, Any]:
     Keys: seconds, longest_some_<L> and longest_full_<L> as [length, start]
     for each STALL_LEVELS L, worst_some_<W>s as [mean, start] for each
     WINDOWS W, mean_some_pct, mean_full_pct, swapin_total_mib,
-    swapout_total_mib, peak_swapin_mib_s, last_some_10 (the last second with
-    `some` >= 10 %, None if none), and for the seconds with `some` >= 25 %:
+    swapout_total_mib, peak_swapin_mib_s, first_some_10 and last_some_10
+    (the first and last second with `some` >= 10 %, None if none),
+    longest_some_25_swapin as [length, start] (`some` >= 25 % with swap-in
+    >= THRASH_SWAPIN_MIB_S), and for the seconds with `some` >= 25 %:
     stalled_25_seconds, their mean swap-in and refault MiB/s.
     """
     n = len(seconds)
@@ -218,7 +226,11 @@ def summarize(seconds: list[Second]) -> dict[str, Any]:
     out["swapout_total_mib"] = round(sum(s.swapout_mib_s for s in seconds), 1)
     out["peak_swapin_mib_s"] = round(max((s.swapin_mib_s for s in seconds), default=0.0), 1)
     stalled_10 = [s.t for s in seconds if s.some_pct >= 10]
+    out["first_some_10"] = stalled_10[0] if stalled_10 else None
     out["last_some_10"] = stalled_10[-1] if stalled_10 else None
+    out["longest_some_25_swapin"] = list(
+        longest_run(seconds, 25, min_swapin=THRASH_SWAPIN_MIB_S)
+    )
     stalled = [s for s in seconds if s.some_pct >= 25]
     out["stalled_25_seconds"] = len(stalled)
     out["stalled_25_swapin_mib_s"] = (
@@ -319,7 +331,15 @@ def render(result: dict[str, Any], with_sizes: bool = False) -> str:
         f"{_num(summary['stalled_25_swapin_mib_s'], '')} MiB/s, mean refault "
         f"{_num(summary['stalled_25_refault_mib_s'], '')} MiB/s"
     )
-    lines.append(f"  last second with some >= 10%: {_num(summary['last_some_10'], '')}")
+    n, start = summary["longest_some_25_swapin"]
+    lines.append(
+        f"  longest run of some >= 25% with swap-in >= {THRASH_SWAPIN_MIB_S:g} MiB/s: {n} s"
+        + (f" from {start} s" if n else "")
+    )
+    lines.append(
+        f"  first and last second with some >= 10%: {_num(summary['first_some_10'], '')}, "
+        f"{_num(summary['last_some_10'], '')}"
+    )
     lines.append("  events: " + "; ".join(f"{t:.2f} s {text}" for t, text in evs))
     return "\n".join(lines) + "\n"
 

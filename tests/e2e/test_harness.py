@@ -535,7 +535,12 @@ def test_longest_run_and_windows() -> None:
     summary = profile.summarize(secs)
     assert summary["longest_some_25"] == [3, 3]
     assert summary["mean_some_pct"] == round(355 / 8, 1)
-    assert summary["last_some_10"] == 7
+    assert (summary["first_some_10"], summary["last_some_10"]) == (0, 7)
+    assert summary["longest_some_25_swapin"] == [0, None]
+    thrash = profile.per_second(profile.rows_of(fine([30, 60, 60], swapin_pages=512)))
+    assert profile.longest_run(thrash, 25, min_swapin=2.0) == (3, 0)
+    assert profile.longest_run(thrash, 25, min_swapin=2.5) == (0, None)
+    assert profile.summarize(thrash)["longest_some_25_swapin"] == [3, 0]
     assert summary["stalled_25_seconds"] == 6
     assert summary["swapin_total_mib"] == 0
 
