@@ -57,9 +57,10 @@ WORK = "/run/e2e"  # tmpfs in the guest: logs written here never block on 9p
 POLL_S = 0.25  # the poll and the fine samples (PSI, meminfo, vmstat, zram)
 SIZES_EVERY = 4  # per-process RSS and swap every 4th poll: once a second
 TRACE_S = 2.0  # how often the coarse memory trace is recorded in result.json
-# /proc/vmstat counters kept in every fine sample; workingset_refault_anon
-# exists from Linux 5.9 (None before).
-VMSTAT_FIELDS = ("pswpin", "pswpout", "workingset_refault_anon")
+# /proc/vmstat counters kept in every fine sample: swap traffic, and pages
+# read back soon after eviction (refaults: thrashing), anonymous and file;
+# the two workingset_refault_* exist from Linux 5.9 (None before).
+VMSTAT_FIELDS = ("pswpin", "pswpout", "workingset_refault_anon", "workingset_refault_file")
 # zram's /sys/block/zramN/mm_stat, first fields (Documentation/admin-guide/
 # blockdev/zram.rst): bytes of data stored, compressed, and all memory used.
 MM_STAT_FIELDS = ("orig_data_size", "compr_data_size", "mem_used_total")

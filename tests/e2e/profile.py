@@ -7,7 +7,7 @@ Usage (through the tests/e2e/profile wrapper):
 Prints, for each second after the hogs started: the PSI memory `some` and
 `full` stall over that second (percent of the second, from the `total=`
 counters), swap-in and swap-out in MiB/s (/proc/vmstat pswpin/pswpout),
-anonymous refaults in MiB/s (workingset_refault_anon), MemAvailable,
+anonymous and file refaults in MiB/s (workingset_refault_anon, _file), MemAvailable,
 SwapFree, zram's real RAM use (mem_used_total) and its compression ratio
 (orig_data_size / compr_data_size), and the run's events (a process exiting
 or reaching its size, memory running short). Then the summary: the longest
@@ -56,7 +56,8 @@ class Second:
 
     Rates are over the samples that bound the second; levels (MemAvailable,
     SwapFree, zram) are those at its end. None where the run did not record
-    the counter (no zram, an old kernel without workingset_refault_anon).
+    the counter (no zram, an old kernel without workingset_refault_*, a run
+    from before file refaults were sampled).
     """
 
     t: int
@@ -66,6 +67,7 @@ class Second:
     swapout_mib_s: float
     refault_mib_s: float | None
     avail_mib: float
+    file_refault_mib_s: float | None
     swap_free_mib: float
     zram_used_mib: float | None
     zram_ratio: float | None
@@ -148,6 +150,7 @@ def per_second(samples: list[dict[str, Any]]) -> list[Second]:
                 swapout_mib_s=rate("pswpout", PAGE / MIB) or 0.0,
                 refault_mib_s=rate("workingset_refault_anon", PAGE / MIB),
                 avail_mib=(b.get("mem_available_kib") or 0) / 1024,
+                file_refault_mib_s=rate("workingset_refault_file", PAGE / MIB),
                 swap_free_mib=(b.get("swap_free_kib") or 0) / 1024,
                 zram_used_mib=None if used is None else used / MIB,
                 # below 1 MiB stored the ratio is zram's bookkeeping, not data
@@ -281,8 +284,8 @@ def render(result: dict[str, Any], with_sizes: bool = False) -> str:
         f"MemAvailable before {result.get('mem_available_before_hogs_kib', 0) // 1024} MiB, "
         f"swap {result.get('swap_total_kib', 0) // 1024} MiB"
     )
-    cols = ["t", "some%", "full%", "in MiB/s", "out MiB/s", "refault", "avail", "swapfree",
-            "zram MiB", "ratio"]
+    cols = ["t", "some%", "full%", "in MiB/s", "out MiB/s", "refault", "frefault", "avail",
+            "swapfree", "zram MiB", "ratio"]
     if with_sizes:
         cols += names
     lines = [head, "", "  ".join(f"{c:>9}" for c in cols) + "  events"]
@@ -294,6 +297,7 @@ def render(result: dict[str, Any], with_sizes: bool = False) -> str:
             f"{s.swapin_mib_s:.1f}",
             f"{s.swapout_mib_s:.1f}",
             _num(s.refault_mib_s, ".1f"),
+            _num(s.file_refault_mib_s, ".1f"),
             f"{s.avail_mib:.0f}",
             f"{s.swap_free_mib:.0f}",
             _num(s.zram_used_mib, ".0f"),
