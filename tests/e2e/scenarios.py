@@ -245,9 +245,10 @@ SCENARIOS: dict[int, Scenario] = {
         expect_largest="idle",
         notes=(
             "twelve workers grow at 8 MiB/s each to 0.07 x MemAvailable (with their "
-            "interpreters, about 13 MiB each, together about 1.08 x) beside an idle 120 MiB "
-            "process, the largest when memory runs short: the idle one must survive; three "
-            "workers killed leave nine, which fit with MemAvailable above 10 %."
+            "interpreters, about 13 MiB each, 1.08 x MemAvailable in all) beside an idle "
+            "120 MiB process, the largest when memory runs short. With no daemon "
+            "MemAvailable bottoms out near 3 % of MemTotal; two workers killed bring it "
+            "back above 10 %, a third leaves a margin. The idle one must survive."
         ),
     ),
     8: absorb(8, 8, 260),
