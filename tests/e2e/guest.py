@@ -4,12 +4,19 @@ Started by the host runner as the VM's only command (as root, guest python3):
 
   cd REPO && python3 -m tests.e2e.guest --scenario N --daemon NAME --repo REPO --out DIR
 
-It sets up zram swap if the scenario wants it, starts the bystanders, the
-interactive probe and the daemon, then the hogs; waits until every hog is dead
-or done (or the scenario times out); and writes into --out (a directory shared
-with the host):
+It sets up zram swap if the scenario wants it, starts the holders (bystander,
+protected, idle), the interactive probe and the daemon, then the hog and load
+processes; waits until each of those is dead or done, plus the scenario's
+settle time (or until the scenario times out); and writes into --out (a
+directory shared with the host):
 
-  result.json   everything the host asserts on and reports (see Outcome)
+  result.json   everything the host asserts on and reports (see runner.Outcome);
+                "samples": every 0.25 s the PSI memory some/full totals,
+                MemAvailable, SwapFree, swap-in/out and anonymous refault
+                counters and each zram device's mm_stat and disksize;
+                "sizes": every second each process's VmRSS and VmSwap;
+                "at_low_memory": who was largest when MemAvailable first fell
+                to 15 % of MemTotal (tests/e2e/profile.py prints them)
   daemon.log    the daemon's stdout+stderr
   dmesg.txt     the kernel log of the run
 
@@ -34,12 +41,29 @@ from typing import Any
 
 from tests.e2e import daemons, scenarios
 
-__all__ = ["main", "parse_meminfo", "parse_psi_totals", "parse_kernel_oom_kills"]
+__all__ = [
+    "main",
+    "parse_meminfo",
+    "parse_psi_totals",
+    "parse_kernel_oom_kills",
+    "parse_vmstat",
+    "parse_mm_stat",
+    "parse_status_sizes",
+    "sample_columns",
+    "sample_row",
+]
 
 WORK = "/run/e2e"  # tmpfs in the guest: logs written here never block on 9p
-POLL_S = 0.25
-SETTLE_AFTER_HOGS_S = 5.0
-TRACE_S = 2.0  # how often the run's memory state is recorded in result.json
+POLL_S = 0.25  # the poll and the fine samples (PSI, meminfo, vmstat, zram)
+SIZES_EVERY = 4  # per-process RSS and swap every 4th poll: once a second
+TRACE_S = 2.0  # how often the coarse memory trace is recorded in result.json
+# /proc/vmstat counters kept in every fine sample: swap traffic, and pages
+# read back soon after eviction (refaults: thrashing), anonymous and file;
+# the two workingset_refault_* exist from Linux 5.9 (None before).
+VMSTAT_FIELDS = ("pswpin", "pswpout", "workingset_refault_anon", "workingset_refault_file")
+# zram's /sys/block/zramN/mm_stat, first fields (Documentation/admin-guide/
+# blockdev/zram.rst): bytes of data stored, compressed, and all memory used.
+MM_STAT_FIELDS = ("orig_data_size", "compr_data_size", "mem_used_total")
 
 
 def parse_meminfo(text: str) -> dict[str, int]:
@@ -67,12 +91,95 @@ def parse_psi_totals(text: str) -> dict[str, int]:
     return out
 
 
+# mm/oom_kill.c, __oom_kill_process(): "<message>: Killed process <pid>
+# (<comm>) total-vm:...", where <message> is "Out of memory", "Out of memory
+# (oom_kill_allocating_task)" or "Memory cgroup out of memory". comm is at
+# most 15 bytes and may itself contain ") ".
+_KERNEL_KILL = re.compile(
+    r"out of memory(?: \([^)\n]*\))?: Killed process (\d+) \((.{0,16}?)\) total-vm",
+    re.IGNORECASE,
+)
+
+
 def parse_kernel_oom_kills(dmesg: str) -> list[dict[str, Any]]:
-    """Return [{"pid", "name"}] for each kernel OOM kill in a dmesg text."""
-    kills = []
-    for m in re.finditer(r"Out of memory: Killed process (\d+) \(([^)]*)\)", dmesg):
-        kills.append({"pid": int(m.group(1)), "name": m.group(2)})
-    return kills
+    """Return [{"pid", "name"}] for each kernel OOM kill in a dmesg text.
+
+    Global, memory cgroup and oom_kill_allocating_task kills all count.
+    """
+    return [
+        {"pid": int(m.group(1)), "name": m.group(2)} for m in _KERNEL_KILL.finditer(dmesg)
+    ]
+
+
+def parse_vmstat(text: str) -> dict[str, int]:
+    """Return /proc/vmstat as {counter: value}; lines that don't parse are skipped."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[1].isdigit():
+            out[fields[0]] = int(fields[1])
+    return out
+
+
+def parse_mm_stat(text: str) -> dict[str, int]:
+    """Return the MM_STAT_FIELDS of a zram mm_stat text, in bytes.
+
+    Returns {} if the text has fewer fields or they are not numbers (a
+    device being reset, or not initialised).
+    """
+    fields = text.split()
+    if len(fields) < len(MM_STAT_FIELDS) or not all(
+        f.isdigit() for f in fields[: len(MM_STAT_FIELDS)]
+    ):
+        return {}
+    return {name: int(v) for name, v in zip(MM_STAT_FIELDS, fields)}
+
+
+def parse_status_sizes(text: str) -> tuple[int, int] | None:
+    """Return (VmRSS, VmSwap) in KiB from a /proc/PID/status text.
+
+    None when there is no VmRSS line (the process is gone or a zombie); a
+    missing VmSwap counts as 0.
+    """
+    rss = re.search(r"^VmRSS:\s+(\d+)", text, re.M)
+    if rss is None:
+        return None
+    swap = re.search(r"^VmSwap:\s+(\d+)", text, re.M)
+    return int(rss.group(1)), int(swap.group(1)) if swap else 0
+
+
+def sample_columns(zram_devices: list[str]) -> list[str]:
+    """Return the column names of the fine samples for these zram devices."""
+    cols = ["t", "some_us", "full_us", "mem_available_kib", "swap_free_kib", *VMSTAT_FIELDS]
+    for dev in zram_devices:
+        cols += [f"{dev}.{f}" for f in (*MM_STAT_FIELDS, "disksize")]
+    return cols
+
+
+def sample_row(
+    t: float, psi: str, meminfo: str, vmstat: str, zram: list[tuple[str, str]]
+) -> list[float | int | None]:
+    """Return one fine sample from the texts read at time t (see sample_columns).
+
+    zram holds (mm_stat, disksize) texts, one pair per device in column
+    order. A value that cannot be read is None.
+    """
+    p = parse_psi_totals(psi)
+    m = parse_meminfo(meminfo)
+    v = parse_vmstat(vmstat)
+    row: list[float | int | None] = [
+        round(t, 3),
+        p.get("some"),
+        p.get("full"),
+        m.get("MemAvailable"),
+        m.get("SwapFree"),
+    ]
+    row += [v.get(f) for f in VMSTAT_FIELDS]
+    for mm_stat, disksize in zram:
+        mm = parse_mm_stat(mm_stat)
+        row += [mm.get(f) for f in MM_STAT_FIELDS]
+        row.append(int(disksize) if disksize.strip().isdigit() else None)
+    return row
 
 
 def note(msg: str) -> None:
@@ -137,10 +244,11 @@ def lock_self() -> bool:
 class Child:
     """One started process and what became of it."""
 
-    def __init__(self, proc: scenarios.Proc, argv: list[str], mib: int) -> None:
+    def __init__(self, proc: scenarios.Proc, argv: list[str], mib: int, hot_mib: int = 0) -> None:
         self.spec = proc
         self.argv = argv
         self.mib = mib
+        self.hot_mib = hot_mib
         self.log_path = f"{WORK}/{proc.name}.log"
         self.done_path = f"{WORK}/{proc.name}.done"
         # The child keeps its own copy of the descriptor; ours can close.
@@ -154,6 +262,7 @@ class Child:
             )
         self.exit_code: int | None = None
         self.t_exit: float | None = None
+        self.t_done: float | None = None
         if proc.oom_score_adj is not None:
             write_text(f"/proc/{self.popen.pid}/oom_score_adj", str(proc.oom_score_adj))
 
@@ -165,8 +274,11 @@ class Child:
     def poll(self, now: float) -> bool:
         """Record the exit code and time the first time the child is seen dead.
 
-        Returns True only on that first time.
+        Also records when a "grow"/"absorb" child first reached its size.
+        Returns True only on the first time it is seen dead.
         """
+        if self.t_done is None and os.path.exists(self.done_path):
+            self.t_done = now
         if self.exit_code is None:
             code = self.popen.poll()
             if code is not None:
@@ -175,8 +287,14 @@ class Child:
         return False
 
     def finished(self) -> bool:
-        """True once the child died or (a "grow" worker) reached its size."""
-        return self.exit_code is not None or os.path.exists(self.done_path)
+        """True once the child died or (a "grow"/"absorb" child) reached its size."""
+        return self.exit_code is not None or self.t_done is not None
+
+    def sizes(self) -> tuple[int, int] | None:
+        """Return (VmRSS, VmSwap) in KiB now, None once the child has exited."""
+        if self.exit_code is not None:
+            return None
+        return parse_status_sizes(read_text(f"/proc/{self.pid}/status"))
 
     def report(self) -> dict[str, Any]:
         """Return this child's outcome as a JSON-able dict."""
@@ -190,14 +308,17 @@ class Child:
             "exit_code": self.exit_code,
             "signal": -self.exit_code if self.exit_code and self.exit_code < 0 else None,
             "t_exit_s": None if self.t_exit is None else round(self.t_exit, 2),
+            "t_done_s": None if self.t_done is None else round(self.t_done, 2),
         }
+        if self.hot_mib:
+            out["hot_mib"] = self.hot_mib
         if self.exit_code is not None and self.exit_code > 0:
             out["log_tail"] = read_text(self.log_path)[-2000:]
         return out
 
 
-def trace_point(now: float, mem: dict[str, int], hogs: list[Child]) -> dict[str, Any]:
-    """Return one trace sample: time, memory, swap, PSI avg10 and hog RSS (MiB)."""
+def trace_point(now: float, mem: dict[str, int], active: list[Child]) -> dict[str, Any]:
+    """Return one trace sample: time, memory, swap, PSI avg10 and active RSS (MiB)."""
     psi = read_text("/proc/pressure/memory")
     avg10 = dict(re.findall(r"(some|full) avg10=([\d.]+)", psi))
     return {
@@ -206,15 +327,15 @@ def trace_point(now: float, mem: dict[str, int], hogs: list[Child]) -> dict[str,
         "swap_used_mib": (mem.get("SwapTotal", 0) - mem.get("SwapFree", 0)) // 1024,
         "some10": float(avg10.get("some", 0)),
         "full10": float(avg10.get("full", 0)),
-        "hogs_rss_mib": sum(rss_kib(h.pid) for h in hogs if h.exit_code is None) // 1024,
+        "hogs_rss_mib": sum(rss_kib(h.pid) for h in active if h.exit_code is None) // 1024,
     }
 
 
-def proc_argv(proc: scenarios.Proc, mib: int, here: str, done: str) -> list[str]:
+def proc_argv(proc: scenarios.Proc, mib: int, here: str, done: str, hot_mib: int = 0) -> list[str]:
     """Return the command line for one scenario process."""
     if proc.kind == "tail":
         return ["tail", "/dev/zero"]
-    return [
+    argv = [
         sys.executable,
         f"{here}/workloads.py",
         proc.kind,
@@ -227,6 +348,9 @@ def proc_argv(proc: scenarios.Proc, mib: int, here: str, done: str) -> list[str]
         "--done",
         done,
     ]
+    if proc.kind == "absorb":
+        argv += ["--hot-mib", str(hot_mib)]
+    return argv
 
 
 def size_mib(proc: scenarios.Proc, mem: dict[str, int]) -> int:
@@ -238,7 +362,9 @@ def size_mib(proc: scenarios.Proc, mem: dict[str, int]) -> int:
 def start(proc: scenarios.Proc, mem: dict[str, int], here: str) -> Child:
     """Start one scenario process."""
     mib = size_mib(proc, mem)
-    return Child(proc, proc_argv(proc, mib, here, f"{WORK}/{proc.name}.done"), mib)
+    hot = int(proc.hot_of_available * mem["MemAvailable"] // 1024)
+    argv = proc_argv(proc, mib, here, f"{WORK}/{proc.name}.done", hot)
+    return Child(proc, argv, mib, hot)
 
 
 def wait_resident(child: Child, timeout_s: float) -> None:
@@ -248,6 +374,14 @@ def wait_resident(child: Child, timeout_s: float) -> None:
         if rss_kib(child.pid) >= child.mib * 1024 * 0.9:
             return
         time.sleep(0.2)
+
+
+def zram_texts(devices: list[str]) -> list[tuple[str, str]]:
+    """Return (mm_stat, disksize) texts of each zram device."""
+    return [
+        (read_text(f"/sys/block/{d}/mm_stat"), read_text(f"/sys/block/{d}/disksize"))
+        for d in devices
+    ]
 
 
 def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
@@ -264,14 +398,18 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
     if scen.zram_mib:
         setup_zram(scen.zram_mib)
         note(f"zram swap of {scen.zram_mib} MiB on")
+    zram_devices = sorted(d for d in os.listdir("/sys/block") if d.startswith("zram"))
+    result["zram_devices"] = zram_devices
     result["swap_total_kib"] = parse_meminfo(read_text("/proc/meminfo"))["SwapTotal"]
     subprocess.run(["dmesg", "-C"], check=True)
+    # The kernel's own count of OOM kills: a check on the dmesg parse.
+    oom_kill0 = parse_vmstat(read_text("/proc/vmstat")).get("oom_kill")
 
     children: list[Child] = []
     mem = parse_meminfo(read_text("/proc/meminfo"))
     result["mem_total_kib"] = mem["MemTotal"]
     for proc in scen.procs:
-        if proc.role in ("bystander", "protected"):
+        if proc.role in scenarios.HOLDER_ROLES:
             child = start(proc, mem, here)
             children.append(child)
             wait_resident(child, 60)
@@ -304,10 +442,25 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
     result["mem_available_before_hogs_kib"] = mem["MemAvailable"]
     psi0 = parse_psi_totals(read_text("/proc/pressure/memory"))
     t0 = time.monotonic()
-    hogs = [start(p, mem, here) for p in scen.procs if p.role == "hog"]
-    children.extend(hogs)
-    note("hogs started: " + ", ".join(f"{h.spec.name} pid {h.pid} {h.mib} MiB" for h in hogs))
+    active = [start(p, mem, here) for p in scen.procs if p.role in scenarios.ACTIVE_ROLES]
+    hogs = [c for c in active if c.spec.role == "hog"]
+    children.extend(active)
+    note("started: " + ", ".join(f"{c.spec.name} pid {c.pid} {c.mib} MiB" for c in active))
 
+    sized = [c for c in children if c.spec.role != "probe"]
+    samples: dict[str, Any] = {
+        "interval_s": POLL_S,
+        "columns": sample_columns(zram_devices),
+        "rows": [],
+    }
+    sizes: dict[str, Any] = {
+        "interval_s": POLL_S * SIZES_EVERY,
+        "columns": ["t"] + [f"{c.spec.name}.{k}" for c in sized for k in ("rss_kib", "swap_kib")],
+        "rows": [],
+    }
+    result["samples"] = samples
+    result["sizes"] = sizes
+    low_kib = scenarios.LOW_MEMORY_FRACTION * mem["MemTotal"]
     min_avail = mem["MemAvailable"]
     max_swap_used = 0
     daemon_rss_max = 0
@@ -316,27 +469,59 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
     trace: list[dict[str, Any]] = []
     result["trace"] = trace
     next_trace = 0.0
+    tick = 0
     while True:
-        time.sleep(POLL_S)
         now = time.monotonic() - t0
         for child in children:
             if child.poll(now):
                 note(f"{child.spec.name} exited {child.exit_code} at {now:.2f} s")
-        m = parse_meminfo(read_text("/proc/meminfo"))
-        min_avail = min(min_avail, m.get("MemAvailable", min_avail))
+        meminfo = read_text("/proc/meminfo")
+        m = parse_meminfo(meminfo)
+        samples["rows"].append(
+            sample_row(
+                now,
+                read_text("/proc/pressure/memory"),
+                meminfo,
+                read_text("/proc/vmstat"),
+                zram_texts(zram_devices),
+            )
+        )
+        if tick % SIZES_EVERY == 0:
+            row: list[Any] = [round(now, 3)]
+            for c in sized:
+                row += list(c.sizes() or (None, None))
+            sizes["rows"].append(row)
+        avail = m.get("MemAvailable", min_avail)
+        if "at_low_memory" not in result and avail <= low_kib:
+            now_sizes = {c.spec.name: c.sizes() for c in sized}
+            kib = {name: sum(v) for name, v in now_sizes.items() if v is not None}
+            result["at_low_memory"] = {
+                "t": round(now, 2),
+                "mem_available_kib": avail,
+                "sizes_kib": kib,
+                "largest": max(kib, key=lambda n: kib[n]) if kib else None,
+            }
+            note(f"memory short at {now:.2f} s: largest {result['at_low_memory']['largest']}")
+        min_avail = min(min_avail, avail)
         max_swap_used = max(max_swap_used, m.get("SwapTotal", 0) - m.get("SwapFree", 0))
         if daemon_proc is not None:
             daemon_rss_max = max(daemon_rss_max, rss_kib(daemon_proc.pid))
         if now >= next_trace:
             next_trace += TRACE_S
-            trace.append(trace_point(now, m, hogs))
-        if settle_until is None and all(h.finished() for h in hogs):
-            settle_until = now + SETTLE_AFTER_HOGS_S
+            trace.append(trace_point(now, m, active))
+        if settle_until is None and all(c.finished() for c in active):
+            settle_until = now + scen.settle_s
+            note(f"every hog and load process dead or done at {now:.2f} s")
         if settle_until is not None and now >= settle_until:
             break
         if now >= scen.timeout_s:
             timed_out = True
             break
+        # The next tick on the fixed grid; ticks missed while stalled are skipped.
+        tick = max(tick + 1, int((time.monotonic() - t0) / POLL_S))
+        delay = t0 + tick * POLL_S - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
     run_s = time.monotonic() - t0
     note(f"run over after {run_s:.1f} s, timed out: {timed_out}")
     psi1 = parse_psi_totals(read_text("/proc/pressure/memory"))
@@ -375,6 +560,10 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
     )
     write_text(f"{args.out}/dmesg.txt", dmesg)
     result["kernel_oom_kills"] = parse_kernel_oom_kills(dmesg)
+    oom_kill1 = parse_vmstat(read_text("/proc/vmstat")).get("oom_kill")
+    result["vmstat_oom_kill"] = (
+        None if oom_kill0 is None or oom_kill1 is None else oom_kill1 - oom_kill0
+    )
     log = ""
     if daemon_proc is not None:
         log = read_text(f"{WORK}/daemon.log")

@@ -3,10 +3,12 @@
 Usage (through the tests/e2e/report wrapper):
 
   tests/e2e/report                      run everything, write docs/e2e-report.md
-  tests/e2e/report --scenarios 1,3 --daemons earlyoom,bustd
-  tests/e2e/report --from-results       rebuild the table from the last runs
+  tests/e2e/report --scenarios 1,3 --daemons earlyoom,bustd --runs 2
+  tests/e2e/report --from-results       rebuild the tables from the saved runs
 
-Each (scenario, daemon) pair boots its own VM, exactly as tests/e2e/run does.
+Each run of a (scenario, daemon) pair boots its own VM, exactly as
+tests/e2e/run does. The report has a summary table (runs passed, and the
+range of each figure over the runs) and a table of every run.
 Exit code 0 when the report was written (whatever it says), 2 on bad arguments
 or a missing prerequisite.
 """
@@ -33,12 +35,18 @@ def cell_time(s: verdict.Summary) -> str:
     return "-" if s.time_to_kill_s is None else f"{s.time_to_kill_s:.1f} s"
 
 
+def stall_cell(o: runner.Outcome) -> str:
+    """The longest run of seconds with PSI some >= 25 %, or a dash without samples."""
+    longest = None if o.result is None else runner.longest_stall(o.result)
+    return "-" if longest is None else f"{longest} s"
+
+
 def row(o: runner.Outcome) -> str:
     """Return one Markdown table row for an outcome."""
     verdict_cell = "**FAIL**" if o.failed else "PASS"
     why = "; ".join(o.failed) if o.failed else ""
     if o.result is None or "processes" not in o.result:
-        cells = ["-"] * 8
+        cells = ["-"] * 9
     else:
         s = verdict.summarize(o.result)
         killed = f"{s.hogs_killed_by_daemon} / {s.hogs_killed_by_kernel} / {s.killed_total}"
@@ -47,12 +55,55 @@ def row(o: runner.Outcome) -> str:
             runner.reaction_text(s),
             killed,
             "-" if s.psi_full_ms is None else f"{s.psi_full_ms / 1000:.1f} s",
+            stall_cell(o),
             f"{o.result.get('max_swap_used_kib', 0) // 1024} MiB",
             f"{s.daemon_rss_kib / 1024:.1f} MiB" if s.daemon_rss_kib else "-",
             "-" if s.probe_worst_ms is None else f"{s.probe_worst_ms:.0f} ms",
             f"{o.result.get('run_s', 0):.0f} s",
         ]
-    return "| " + " | ".join([f"{o.scenario.id}", o.daemon, verdict_cell, *cells, why]) + " |"
+    cols = [f"{o.scenario.id}", o.daemon, str(o.run), verdict_cell, *cells, why]
+    return "| " + " | ".join(cols) + " |"
+
+
+def span(values: list[float], fmt: str, unit: str) -> str:
+    """Return "a-b unit" over the values (one value: "a unit"; none: "-")."""
+    if not values:
+        return "-"
+    lo, hi = format(min(values), fmt), format(max(values), fmt)
+    return f"{lo} {unit}" if lo == hi else f"{lo}-{hi} {unit}"
+
+
+def summary_row(group: list[runner.Outcome]) -> str:
+    """Return the summary row of all runs of one (scenario, daemon): passes and ranges."""
+    first = group[0]
+    done = [o for o in group if o.result is not None and "processes" in o.result]
+    sums = [verdict.summarize(o.result) for o in done if o.result is not None]
+    passed = sum(not o.failed for o in group)
+    checks: dict[str, int] = {}
+    for o in group:
+        for why in o.failed:
+            checks[why] = checks.get(why, 0) + 1
+    stalls = [runner.longest_stall(o.result) for o in done if o.result is not None]
+    cells = [
+        str(first.scenario.id),
+        first.daemon,
+        f"{passed}/{len(group)}" if passed == len(group) else f"**{passed}/{len(group)}**",
+        span([s.time_to_kill_s for s in sums if s.time_to_kill_s is not None], ".1f", "s"),
+        span([float(s.killed_total) for s in sums], ".0f", ""),
+        span([s.psi_full_ms / 1000 for s in sums if s.psi_full_ms is not None], ".1f", "s"),
+        span([float(x) for x in stalls if x is not None], ".0f", "s"),
+        span([s.probe_worst_ms for s in sums if s.probe_worst_ms is not None], ".0f", "ms"),
+        "; ".join(f"{why} ({n}/{len(group)})" for why, n in checks.items()),
+    ]
+    return "| " + " | ".join(c.strip() for c in cells) + " |"
+
+
+def groups(outcomes: list[runner.Outcome]) -> list[list[runner.Outcome]]:
+    """Return the outcomes grouped by (scenario, daemon), in first-seen order."""
+    out: dict[tuple[int, str], list[runner.Outcome]] = {}
+    for o in outcomes:
+        out.setdefault((o.scenario.id, o.daemon), []).append(o)
+    return list(out.values())
 
 
 def reaction_note(outcomes: list[runner.Outcome]) -> list[str]:
@@ -159,23 +210,39 @@ def render(outcomes: list[runner.Outcome], command: str, env: str) -> str:
         "",
         "Every scenario also runs a 48 MiB bystander and an interactive probe that must",
         "survive. A run passes when the daemon (not the kernel OOM killer) killed the hog,",
-        "every bystander, protected process and the probe survived, the daemon still ran",
-        "at the end, and no more processes died than the scenario needs.",
+        "every bystander, protected, idle and load process and the probe survived, the",
+        "daemon still ran at the end, and no more processes died than the scenario needs",
+        "(none in the zram-absorb scenarios); in the ranking scenarios the idle process",
+        "must also have been the largest when memory ran short.",
         "",
-        "## Results",
+        "## Summary",
+        "",
+        "Runs passed, and over all runs of each row: the time to the daemon's first kill,",
+        "the processes killed, the PSI `full` stall accumulated, the longest run of",
+        "seconds with PSI `some` >= 25 % (from the 0.25 s samples; `tests/e2e/profile`",
+        "prints the per-second table of a run), the probe's worst latency, and each failed",
+        "check with the number of runs it failed in.",
+        "",
+        "| Scenario | Daemon | Passed | Time to kill | Killed | PSI full | Longest some>=25% "
+        "| Probe worst | Failed checks |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *[summary_row(g) for g in groups(outcomes)],
+        "",
+        "## Every run",
         "",
         "Columns: time from the hogs' start to the daemon's first kill; bustd's reaction as",
         "its kill line gives it (from the wakeup of the check that killed, by a PSI trigger",
         "event or by its timer, to the signal; other daemons log no such figure); hogs",
         "killed by the daemon / hogs killed by the kernel OOM killer / all processes killed;",
         "PSI memory `full` stall accumulated during the run (`/proc/pressure/memory`, delta",
-        "of `total=`); the most zram swap in use; the daemon's peak VmRSS; the worst time to",
-        "start `/bin/true` in the probe (one start every 50 ms); the run's length (the",
-        "hogs' start to the end).",
+        "of `total=`); the longest run of seconds with PSI `some` >= 25 %; the most zram",
+        "swap in use; the daemon's peak VmRSS; the worst time to start `/bin/true` in the",
+        "probe (one start every 50 ms); the run's length (the hogs' start to the end).",
         "",
-        "| Scenario | Daemon | Verdict | Time to kill | bustd reaction | Killed d / k / all "
-        "| PSI full | Swap used | Daemon RSS | Probe worst | Run | Failed checks |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| Scenario | Daemon | Run | Verdict | Time to kill | bustd reaction "
+        "| Killed d / k / all | PSI full | Longest some>=25% | Swap used | Daemon RSS "
+        "| Probe worst | Length | Failed checks |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [row(o) for o in outcomes]
     lines += ["", *reaction_note(outcomes), *zram_note(outcomes)]
@@ -201,6 +268,9 @@ def main(argv: list[str]) -> int:
     )
     runner.add_vm_arguments(parser)
     args = parser.parse_args(argv)
+    if args.runs < 1:
+        print(f"e2e: --runs must be at least 1, not {args.runs}", file=sys.stderr)
+        return 2
     try:
         ids = scenarios.parse_ids(args.scenarios)
     except ValueError as err:
@@ -223,13 +293,17 @@ def main(argv: list[str]) -> int:
         for name in names:
             scen = scenarios.SCENARIOS[sid]
             if cfg is None:
-                outcome = runner.load_outcome(scen, name, args.results)
-            else:
-                outcome = runner.run_scenario(scen, name, cfg, args.repo, args.results)
-            print(runner.describe(outcome), flush=True)
-            outcomes.append(outcome)
+                for outcome in runner.load_outcomes(scen, name, args.results):
+                    print(runner.describe(outcome), flush=True)
+                    outcomes.append(outcome)
+                continue
+            for k in range(1, args.runs + 1):
+                outcome = runner.run_scenario(scen, name, cfg, args.repo, args.results, k)
+                print(runner.describe(outcome), flush=True)
+                outcomes.append(outcome)
+    runs = args.runs if cfg else max((len(g) for g in groups(outcomes)), default=1)
     command = f"tests/e2e/install-prereqs && tests/e2e/report --scenarios {args.scenarios}"
-    command += f" --daemons {','.join(names)}"
+    command += f" --daemons {','.join(names)} --runs {runs}"
     kernels = {str(o.result.get("kernel")) for o in outcomes if o.result}
     kernel = cfg.kernel if cfg else ", ".join(sorted(kernels)) or "unknown"
     env = (

@@ -3,12 +3,14 @@
 Usage (through the tests/e2e/run wrapper):
 
   tests/e2e/run --scenarios 1,3 --daemon bustd
-  tests/e2e/run --scenarios all --daemon earlyoom
+  tests/e2e/run --scenarios all --daemon earlyoom --runs 2
 
-Prints one line per scenario and finally `N passed, N failed`. Exit codes:
-0 all passed, 1 some failed, 2 bad arguments or a missing prerequisite.
-Per-run files (result.json, daemon.log, dmesg.txt, console.log) are kept in
---results/<daemon>/s<N>/.
+Prints one line per run and finally `N passed, N failed` (runs), with the
+pass count of each scenario when --runs is above 1. Exit codes: 0 all
+passed, 1 some failed, 2 bad arguments or a missing prerequisite.
+Per-run files (result.json, daemon.log, dmesg.txt, console.log, vm.json) are
+kept in --results/<daemon>/s<N>/r<K>/ (K = 1..--runs); running a scenario
+again replaces its saved runs with that daemon.
 """
 
 from __future__ import annotations
@@ -21,14 +23,18 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from tests.e2e import daemons, scenarios, verdict, vm
+from tests.e2e import daemons, profile, scenarios, verdict, vm
 
 __all__ = [
     "Outcome",
     "reaction_text",
+    "run_dir",
+    "saved_runs",
     "run_scenario",
     "load_outcome",
+    "load_outcomes",
     "describe",
+    "longest_stall",
     "main",
     "add_vm_arguments",
     "vm_config",
@@ -44,7 +50,11 @@ VM_OVERHEAD_S = 240.0
 
 @dataclass(frozen=True)
 class Outcome:
-    """One scenario run: the guest's result (None if none came back) and verdict."""
+    """One scenario run: the guest's result (None if none came back) and verdict.
+
+    run is the run's number (1..N); 0 for a run saved in the layout before
+    --runs (results/<daemon>/s<N>/ itself).
+    """
 
     scenario: scenarios.Scenario
     daemon: str
@@ -52,16 +62,48 @@ class Outcome:
     failed: tuple[str, ...]
     vm_seconds: float
     out_dir: str
+    run: int = 1
+
+
+def run_dir(results: str, daemon: str, sid: int, run: int) -> str:
+    """Return the directory of run `run` (0: the layout before --runs)."""
+    base = os.path.join(results, daemon, f"s{sid}")
+    return base if run == 0 else os.path.join(base, f"r{run}")
+
+
+def saved_runs(results: str, daemon: str, sid: int) -> list[int]:
+    """Return the numbers of the runs saved for a scenario and daemon, in order.
+
+    [0] for a single run saved in the layout before --runs; [] for none.
+    """
+    base = os.path.join(results, daemon, f"s{sid}")
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return []
+    runs = sorted(int(n[1:]) for n in names if n[:1] == "r" and n[1:].isdigit() and int(n[1:]))
+    if runs:
+        return runs
+    return [0] if {"result.json", "vm.json"} & set(names) else []
 
 
 def run_scenario(
-    scen: scenarios.Scenario, daemon: str, cfg: vm.VmConfig, repo: str, results: str
+    scen: scenarios.Scenario,
+    daemon: str,
+    cfg: vm.VmConfig,
+    repo: str,
+    results: str,
+    run: int = 1,
 ) -> Outcome:
-    """Boot a VM for one scenario with one daemon and judge the result.
+    """Boot a VM for one run of a scenario with one daemon and judge the result.
 
-    Returns the Outcome; a VM that crashed or timed out is a failed Outcome.
+    Run 1 first removes every saved run of that scenario and daemon, so the
+    runs on disk are always those of one invocation. Returns the Outcome; a
+    VM that crashed or timed out is a failed Outcome.
     """
-    out_dir = os.path.join(results, daemon, f"s{scen.id}")
+    if run == 1:
+        shutil.rmtree(run_dir(results, daemon, scen.id, 0), ignore_errors=True)
+    out_dir = run_dir(results, daemon, scen.id, run)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.makedirs(out_dir)
     # The guest starts in HARNESS_ROOT (vng --cwd), so -m finds this package.
@@ -78,7 +120,7 @@ def run_scenario(
         "--out",
         out_dir,
     ]
-    run = vm.boot(
+    booted = vm.boot(
         cfg,
         out_dir,
         HARNESS_ROOT,
@@ -87,23 +129,37 @@ def run_scenario(
         scen.timeout_s + VM_OVERHEAD_S,
     )
     with open(os.path.join(out_dir, "vm.json"), "w") as f:
-        json.dump({"exit_code": run.exit_code, "seconds": round(run.seconds, 1)}, f)
-    return load_outcome(scen, daemon, results)
+        json.dump({"exit_code": booted.exit_code, "seconds": round(booted.seconds, 1)}, f)
+    return load_outcome(scen, daemon, results, run)
 
 
-def load_outcome(scen: scenarios.Scenario, daemon: str, results: str) -> Outcome:
-    """Judge the files a run left in results/<daemon>/s<N>/.
+def load_outcome(scen: scenarios.Scenario, daemon: str, results: str, run: int = 1) -> Outcome:
+    """Judge the files a run left in results/<daemon>/s<N>/r<run>/.
 
-    Returns the Outcome; missing or unreadable files make a failed Outcome.
+    Returns the Outcome; missing or unreadable files, a VM killed at its
+    timeout or one that exited non-zero make a failed Outcome.
     """
-    out_dir = os.path.join(results, daemon, f"s{scen.id}")
+    out_dir = run_dir(results, daemon, scen.id, run)
     result = read_json(os.path.join(out_dir, "result.json"))
-    run = read_json(os.path.join(out_dir, "vm.json")) or {}
+    booted = read_json(os.path.join(out_dir, "vm.json")) or {}
     failed = verdict.failures(result, scen, daemon)
-    seconds = float(run.get("seconds", 0.0))
-    if "exit_code" in run and run["exit_code"] is None:
+    seconds = float(booted.get("seconds", 0.0))
+    code = booted.get("exit_code", 0)
+    if code is None:
         failed.insert(0, f"VM killed after {seconds:.0f} s")
-    return Outcome(scen, daemon, result, tuple(failed), seconds, out_dir)
+    elif code != 0:
+        failed.insert(0, f"VM exited with code {code}")
+    return Outcome(scen, daemon, result, tuple(failed), seconds, out_dir, run)
+
+
+def load_outcomes(scen: scenarios.Scenario, daemon: str, results: str) -> list[Outcome]:
+    """Judge every saved run of a scenario and daemon, in run order.
+
+    A scenario never run gives one failed Outcome (no result.json), so a
+    report shows the gap instead of leaving it out.
+    """
+    runs = saved_runs(results, daemon, scen.id) or [1]
+    return [load_outcome(scen, daemon, results, k) for k in runs]
 
 
 def read_json(path: str) -> dict[str, Any] | None:
@@ -127,10 +183,21 @@ def reaction_text(s: verdict.Summary) -> str:
     return ", ".join(f"{ms} ms ({wakeup})" for ms, wakeup in s.reactions)
 
 
+def longest_stall(result: dict[str, Any], level: float = 25) -> int | None:
+    """Return the longest run of seconds with PSI `some` >= level %, None without samples."""
+    try:
+        seconds = profile.per_second(profile.rows_of(result.get("samples")))
+    except ValueError:
+        return None
+    return profile.longest_run(seconds, level)[0] if seconds else None
+
+
 def describe(o: Outcome) -> str:
     """Return the one-line summary printed for a scenario."""
     status = "FAIL" if o.failed else "PASS"
     head = f"{status} scenario {o.scenario.id} ({o.scenario.name}) [{o.daemon}]"
+    if o.run:
+        head += f" run {o.run}"
     facts = [f"vm {o.vm_seconds:.0f} s"]
     if o.result is not None and "processes" in o.result:
         s = verdict.summarize(o.result)
@@ -141,6 +208,12 @@ def describe(o: Outcome) -> str:
             facts.append(f"reaction {reaction_text(s)}")
         if s.psi_full_ms is not None:
             facts.append(f"psi full {s.psi_full_ms / 1000:.1f} s")
+        longest = longest_stall(o.result)
+        if longest is not None:
+            facts.append(f"longest some>=25% {longest} s")
+        low = o.result.get("at_low_memory")
+        if isinstance(low, dict):
+            facts.append(f"largest when short: {low.get('largest')}")
         if s.daemon_rss_kib:
             facts.append(f"daemon rss {s.daemon_rss_kib / 1024:.1f} MiB")
         if s.probe_worst_ms is not None:
@@ -173,6 +246,9 @@ def add_vm_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.path.join(HERE, "results"),
         help="where per-run files go (default tests/e2e/results)",
     )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="runs of each scenario, one VM each (default 1)"
+    )
 
 
 def vm_config(args: argparse.Namespace, daemon_names: list[str]) -> vm.VmConfig | None:
@@ -201,6 +277,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--daemon", default="bustd", choices=sorted(daemons.DAEMONS))
     add_vm_arguments(parser)
     args = parser.parse_args(argv)
+    if args.runs < 1:
+        print(f"e2e: --runs must be at least 1, not {args.runs}", file=sys.stderr)
+        return 2
     try:
         ids = scenarios.parse_ids(args.scenarios)
     except ValueError as err:
@@ -216,13 +295,19 @@ def main(argv: list[str]) -> int:
         flush=True,
     )
     passed = failed = 0
+    per_scenario: list[str] = []
     for sid in ids:
-        outcome = run_scenario(scenarios.SCENARIOS[sid], args.daemon, cfg, args.repo, args.results)
-        print(describe(outcome), flush=True)
-        if outcome.failed:
-            failed += 1
-        else:
-            passed += 1
+        ok = 0
+        for k in range(1, args.runs + 1):
+            scen = scenarios.SCENARIOS[sid]
+            outcome = run_scenario(scen, args.daemon, cfg, args.repo, args.results, k)
+            print(describe(outcome), flush=True)
+            ok += not outcome.failed
+        passed += ok
+        failed += args.runs - ok
+        per_scenario.append(f"scenario {sid}: {ok}/{args.runs}")
+    if args.runs > 1:
+        print("passed per scenario: " + ", ".join(per_scenario))
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -5,18 +5,44 @@ host runner (which judges the outcome). Sizes are fractions of the guest's
 MemAvailable or MemTotal measured just before the hogs start, so a guest with a
 different baseline (kernel, daemon footprint) still ends up under pressure.
 
-Roles:
-  hog        a process that should be killed (scenario 5: any of the workers)
-  bystander  an innocent process that must survive
+Roles (every role but "hog" must survive):
+  hog        a process that may be killed (scenarios 5 and 7: any of the workers)
+  bystander  a small innocent process that must survive
   protected  a large process with oom_score_adj -1000 that must survive
+  idle       a large innocent process, started and resident before the hogs,
+             never growing: the wrong victim for a daemon that ranks by size
+  load       a process that creates memory pressure the machine can absorb:
+             it must survive, and no kill is expected at all (max_kills 0)
   probe      the interactive-latency probe; must survive
+
+The driver starts bystander, protected and idle processes first and waits
+until each is resident; then the probe and the daemon; then hog and load
+processes ("active" roles), whose end (death, or a "grow"/"absorb" process
+reaching its size) ends the run after the scenario's settle time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Proc", "Scenario", "SCENARIOS", "parse_ids"]
+__all__ = [
+    "ACTIVE_ROLES",
+    "HOLDER_ROLES",
+    "LOW_MEMORY_FRACTION",
+    "Proc",
+    "Scenario",
+    "SCENARIOS",
+    "parse_ids",
+]
+
+# Started before the daemon and waited for until resident.
+HOLDER_ROLES = ("bystander", "protected", "idle")
+# Started after the daemon; their end ends the run.
+ACTIVE_ROLES = ("hog", "load")
+# "Memory runs short" for the record of who is largest then: MemAvailable at
+# or below this share of MemTotal (bustd's --psi-mem default, above earlyoom's
+# 10 %).
+LOW_MEMORY_FRACTION = 0.15
 
 
 @dataclass(frozen=True)
@@ -27,7 +53,8 @@ class Proc:
     `tail /dev/zero`. Sizes are fractions; rate is MiB/s (0 = as fast as
     possible). random_fraction is the share of each 4 KiB page filled with
     random bytes, the rest zeros: 0.25 compresses about 4:1 in zram, 1.0 not
-    at all.
+    at all. hot_of_available (kind "absorb"): the share of MemAvailable the
+    process keeps working on once it reached its size.
     """
 
     name: str
@@ -39,6 +66,7 @@ class Proc:
     rate_mib_s: float = 0.0
     random_fraction: float = 0.0
     oom_score_adj: int | None = None
+    hot_of_available: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -47,8 +75,14 @@ class Scenario:
 
     zram_mib: size of the zram swap device (0 = no swap).
     timeout_s: how long after the hogs start the driver waits for an outcome.
-    max_kills: the most processes that may die in total (daemon and kernel).
+    max_kills: the most processes that may die in total (daemon and kernel);
+      0 means no kill is expected at all.
     min_hog_kills: how many hogs must be killed.
+    settle_s: how long the driver keeps watching once every hog and load
+      process is dead or done (to catch late or extra kills).
+    expect_largest: the process that must be the largest (RSS + swap) when
+      memory first runs short (LOW_MEMORY_FRACTION); "" for no such
+      precondition. A run where it is not proves nothing and fails.
     """
 
     id: int
@@ -59,9 +93,48 @@ class Scenario:
     max_kills: int = 1
     min_hog_kills: int = 1
     notes: str = ""
+    settle_s: float = 5.0
+    expect_largest: str = ""
 
 
 BYSTANDER = Proc("bystander", "bystander", "hold", size_mib=48)
+
+
+def absorb(sid: int, rate_mib_s: float, timeout_s: float) -> Scenario:
+    """Return an "absorbed by zram" scenario whose program grows at rate_mib_s.
+
+    The program grows to 1.3 x MemAvailable of 3.5:1-compressible pages, then
+    keeps working on 0.4 x MemAvailable of them: the cold rest (0.9 x) costs
+    zram about a quarter of that in RAM, so the machine settles once zram
+    holds it. Nobody may be killed.
+    """
+    return Scenario(
+        id=sid,
+        name=f"absorbed by zram, {rate_mib_s:g} MiB/s",
+        zram_mib=2048,
+        timeout_s=timeout_s,
+        procs=(
+            BYSTANDER,
+            Proc(
+                "absorb",
+                "load",
+                "absorb",
+                size_of_available=1.3,
+                rate_mib_s=rate_mib_s,
+                random_fraction=0.28,
+                hot_of_available=0.4,
+            ),
+        ),
+        max_kills=0,
+        min_hog_kills=0,
+        settle_s=30.0,
+        notes=(
+            f"grows at {rate_mib_s:g} MiB/s to 1.3 x MemAvailable of 3.5:1-compressible "
+            "pages, then keeps working on 0.4 x MemAvailable of them; zram takes the "
+            "rest and the machine settles. Watched 30 s after it reached its size: "
+            "nobody may be killed."
+        ),
+    )
 
 SCENARIOS: dict[int, Scenario] = {
     1: Scenario(
@@ -138,6 +211,49 @@ SCENARIOS: dict[int, Scenario] = {
             "together 1.11 x, so one kill leaves room for the other two."
         ),
     ),
+    6: Scenario(
+        id=6,
+        name="large idle process + grower",
+        zram_mib=0,
+        timeout_s=90,
+        procs=(
+            BYSTANDER,
+            Proc("idle", "idle", "hold", size_of_total=0.42),
+            Proc("grower", "hog", "leak", rate_mib_s=40),
+        ),
+        expect_largest="idle",
+        notes=(
+            "a 0.42 x MemTotal process, resident before the grower starts and never "
+            "growing, beside a leak of 40 MiB/s: the idle one is the largest when memory "
+            "runs short, but only the grower may die."
+        ),
+    ),
+    7: Scenario(
+        id=7,
+        name="many growers + idle process",
+        zram_mib=0,
+        timeout_s=90,
+        procs=(
+            BYSTANDER,
+            Proc("idle", "idle", "hold", size_mib=120),
+            *(
+                Proc(f"worker{i}", "hog", "grow", size_of_available=0.07, rate_mib_s=8)
+                for i in range(1, 13)
+            ),
+        ),
+        max_kills=3,
+        expect_largest="idle",
+        notes=(
+            "twelve workers grow at 8 MiB/s each to 0.07 x MemAvailable (with their "
+            "interpreters, about 13 MiB each, 1.08 x MemAvailable in all) beside an idle "
+            "120 MiB process, the largest when memory runs short. With no daemon "
+            "MemAvailable bottoms out near 3 % of MemTotal; two workers killed bring it "
+            "back above 10 %, a third leaves a margin. The idle one must survive."
+        ),
+    ),
+    8: absorb(8, 8, 260),
+    9: absorb(9, 24, 150),
+    10: absorb(10, 64, 120),
 }
 
 

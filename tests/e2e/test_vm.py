@@ -1,7 +1,7 @@
 """The VM scenarios as pytest tests: each boots a throwaway QEMU guest.
 
 Which scenarios run is set by $BUSTD_E2E, which tests/run sets: "1" runs
-scenarios 1 and 3 (CI, every change), "all" runs all five, "0" none. Run
+CI_SUBSET (CI, every change), "all" runs every scenario, "0" none. Run
 directly without it, they are skipped and say so.
 """
 
@@ -13,16 +13,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.scenarios import SCENARIOS
+
 REPO = Path(__file__).resolve().parents[2]
 CHOICE = os.environ.get("BUSTD_E2E", "")
-SELECTED = {"1": {1, 3}, "all": {1, 2, 3, 4, 5}}.get(CHOICE, set())
+# CI's subset: about 2 minutes under TCG. tests/e2e/README.md proposes the
+# next one (a ranking and a zram-absorb scenario) once bustd passes them.
+CI_SUBSET = {1, 3}
+SELECTED = {"1": CI_SUBSET, "all": set(SCENARIOS)}.get(CHOICE, set())
 
 
-@pytest.mark.parametrize("scenario", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_bustd_in_vm(scenario: int, tmp_path: Path) -> None:
     if scenario not in SELECTED:
         pytest.skip(f"VM scenario {scenario} not selected (BUSTD_E2E={CHOICE or 'unset'}; "
-                    "tests/run runs 1 and 3, tests/run --e2e-all all five)")
+                    f"tests/run runs {sorted(CI_SUBSET)}, tests/run --e2e-all all)")
     out = subprocess.run(
         [str(REPO / "tests" / "e2e" / "run"), "--scenarios", str(scenario), "--daemon",
          "bustd", "--repo", str(REPO), "--results", str(tmp_path)],

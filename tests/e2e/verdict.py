@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tests.e2e.scenarios import Scenario
+from tests.e2e.scenarios import LOW_MEMORY_FRACTION, Scenario
 
-__all__ = ["Summary", "summarize", "failures"]
+__all__ = ["Summary", "process_list", "summarize", "failures", "precondition"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,17 @@ class Summary:
     reactions: tuple[tuple[int, str], ...] = ()
 
 
+def process_list(result: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Return the result's process entries that have a name, role and pid.
+
+    None when the result has no list of processes at all.
+    """
+    procs = result.get("processes")
+    if not isinstance(procs, list):
+        return None
+    return [p for p in procs if isinstance(p, dict) and {"name", "role", "pid"} <= p.keys()]
+
+
 def summarize(result: dict[str, Any]) -> Summary:
     """Derive the Summary from a guest result.
 
@@ -40,9 +51,9 @@ def summarize(result: dict[str, Any]) -> Summary:
     before the teardown. Processes the daemon or kernel killed that the
     driver did not start (found only in the logs) count toward killed_total.
     """
-    procs: list[dict[str, Any]] = result.get("processes", [])
-    kernel_pids = {k["pid"] for k in result.get("kernel_oom_kills", [])}
-    daemon_pids = set(result.get("daemon_reported_kills", []))
+    procs = process_list(result) or []
+    kernel_pids = {k["pid"] for k in result.get("kernel_oom_kills") or []}
+    daemon_pids = set(result.get("daemon_reported_kills") or [])
     child_pids = {p["pid"] for p in procs}
     by_daemon = by_kernel = 0
     killed: set[int] = set()
@@ -75,27 +86,93 @@ def summarize(result: dict[str, Any]) -> Summary:
         probe_worst_ms=probe.get("worst_ms"),
         daemon_alive=result.get("daemon_alive_at_end"),
         reactions=tuple(
-            (int(r["ms"]), str(r["wakeup"])) for r in result.get("daemon_reactions", [])
+            (int(r["ms"]), str(r["wakeup"])) for r in result.get("daemon_reactions") or []
         ),
     )
+
+
+def error_lines(errors: Any) -> list[str]:
+    """Return one failure line per guest error (the last non-blank line of each).
+
+    The guest writes a list of traceback texts; anything else (no list, a
+    bare string, a blank or non-text entry) is itself a failure, never a
+    pass or a crash.
+    """
+    if errors is None:
+        return ["result has no errors list (not written by guest.py?)"]
+    if not isinstance(errors, list):
+        return [f"guest errors in an unexpected form: {str(errors).strip()[-200:]!r}"]
+    out = []
+    for e in errors:
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        out.append(f"guest error: {lines[-1].strip() if lines else '(blank)'}")
+    return out
+
+
+def exit_line(p: dict[str, Any]) -> str:
+    """Return the failure line for a child that exited by itself (not by a signal)."""
+    tail = [line for line in str(p.get("log_tail") or "").splitlines() if line.strip()]
+    why = f": {tail[-1].strip()[:200]}" if tail else ""
+    return f"{p['name']} exited by itself with code {p.get('exit_code')}{why}"
+
+
+def kernel_kill_lines(result: dict[str, Any], procs: list[dict[str, Any]]) -> list[str]:
+    """Return the failure lines for the kernel's OOM kills, naming every victim.
+
+    A hog killed by the kernel means the daemon was too late; a non-hog (a
+    bystander, the daemon, anything outside the scenario) is named on its
+    own line. The kernel's own count (/proc/vmstat oom_kill) catches kills
+    whose dmesg line was not found.
+    """
+    out = []
+    kills = result.get("kernel_oom_kills") or []
+    by_pid = {p["pid"]: p for p in procs}
+    hogs = [k for k in kills if by_pid.get(k["pid"], {}).get("role") == "hog"]
+    if hogs:
+        out.append(f"kernel OOM killer killed {len(hogs)} hog(s)")
+    for k in kills:
+        p = by_pid.get(k["pid"])
+        if p is None:
+            out.append(
+                f"kernel OOM killer killed pid {k['pid']} ({k.get('name', '?')}), "
+                "not a scenario process"
+            )
+        elif p["role"] != "hog":
+            out.append(f"kernel OOM killer killed {p['name']} ({p['role']}, pid {p['pid']})")
+    counted = result.get("vmstat_oom_kill")
+    if isinstance(counted, int) and counted > len(kills):
+        out.append(
+            f"kernel OOM killer killed {counted} process(es) (/proc/vmstat oom_kill), "
+            f"dmesg names {len(kills)}"
+        )
+    return out
 
 
 def failures(result: dict[str, Any] | None, scen: Scenario, daemon: str) -> list[str]:
     """Return the failed assertions for one run (empty list: it passed).
 
     With daemon "none" the same rules apply; they are expected to fail, and
-    the report shows how.
+    the report shows how. A result that is incomplete (guest errors, no or a
+    partial process list, no kernel OOM record) never passes.
     """
     if result is None:
         return ["no result.json (guest crashed or VM timed out)"]
-    out = [f"guest error: {e.strip().splitlines()[-1]}" for e in result.get("errors", [])]
-    if "processes" not in result:
-        return out or ["result has no process list"]
+    out = error_lines(result.get("errors"))
+    procs = process_list(result)
+    if procs is None:
+        return [*out, "result has no process list"]
+    if len(procs) != len(result["processes"]):
+        out.append("result has malformed process entries")
+    expected = [p.name for p in scen.procs] + ["probe"]
+    names = {p["name"] for p in procs}
+    missing = [name for name in expected if name not in names]
+    if missing:
+        out.append("missing from the process list: " + ", ".join(missing))
+    if "kernel_oom_kills" not in result:
+        out.append("result has no record of kernel OOM kills")
     s = summarize(result)
-    if s.hogs_killed_by_kernel:
-        out.append(f"kernel OOM killer killed {s.hogs_killed_by_kernel} hog(s)")
-    if result.get("kernel_oom_kills") and not s.hogs_killed_by_kernel:
-        out.append(f"kernel OOM killer killed {len(result['kernel_oom_kills'])} process(es)")
+    out += kernel_kill_lines(result, procs)
+    out += [exit_line(p) for p in procs if p.get("exit_code") is not None and not p.get("signal")]
     if s.hogs_killed_by_daemon < scen.min_hog_kills:
         out.append(
             f"daemon killed {s.hogs_killed_by_daemon} hog(s), wanted >= {scen.min_hog_kills}"
@@ -106,5 +183,37 @@ def failures(result: dict[str, Any] | None, scen: Scenario, daemon: str) -> list
     if daemon != "none" and not s.daemon_alive:
         out.append("daemon not running at the end")
     if s.killed_total > scen.max_kills:
-        out.append(f"{s.killed_total} processes killed, at most {scen.max_kills} needed")
+        out.append(
+            f"{s.killed_total} processes killed, "
+            + (f"at most {scen.max_kills} needed" if scen.max_kills else "none expected")
+        )
+    unfinished = [
+        p["name"] for p in procs
+        if p["role"] == "load" and p.get("alive_at_end") and p.get("t_done_s") is None
+    ]
+    if unfinished:
+        out.append("did not reach their size before the timeout: " + ", ".join(unfinished))
+    out += precondition(result, scen)
     return out
+
+
+def precondition(result: dict[str, Any], scen: Scenario) -> list[str]:
+    """Return why the run did not test what the scenario means ([] if it did).
+
+    A scenario with expect_largest proves a ranking only if that process was
+    the largest (RSS + swap) when memory first ran short.
+    """
+    if not scen.expect_largest:
+        return []
+    low = result.get("at_low_memory")
+    if not isinstance(low, dict):
+        return [
+            "memory never ran short (MemAvailable stayed above "
+            f"{LOW_MEMORY_FRACTION:.0%} of MemTotal): the scenario did not happen"
+        ]
+    if low.get("largest") != scen.expect_largest:
+        return [
+            f"precondition: {low.get('largest')} was the largest when memory ran short "
+            f"at {low.get('t')} s, not {scen.expect_largest}"
+        ]
+    return []

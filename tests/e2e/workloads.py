@@ -6,6 +6,10 @@ Run only inside the throwaway test VM (the guest driver starts them):
   workloads.py leak --rate R [--random F]          allocate R MiB/s forever
   workloads.py grow --mib N --rate R --done FILE   allocate up to N MiB, then hold
   workloads.py workingset --mib N --rate R         allocate N MiB, then cycle over it
+  workloads.py absorb --mib N --hot-mib H --rate R --done FILE
+                                                   allocate up to N MiB while working
+                                                   on the first H MiB; then hold N and
+                                                   keep working on H
   workloads.py probe --out FILE [--interval-ms 50] spawn /bin/true like a shell
 
 Pages are filled with a pattern whose first `--random` share of each 4 KiB page
@@ -21,6 +25,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from types import FrameType
 
@@ -124,6 +129,40 @@ def cmd_workingset(args: argparse.Namespace) -> None:
             touch(chunk, stamp)
 
 
+def work_on(chunks: list[bytearray], hot: int, pause_s: float) -> None:
+    """Write every page of the first `hot` chunks, then pause; forever.
+
+    The chunks list may still be growing (it is read afresh each pass).
+    """
+    stamp = 0
+    while True:
+        stamp += 1
+        for chunk in chunks[:hot]:
+            touch(chunk, stamp)
+        time.sleep(pause_s)
+
+
+def cmd_absorb(args: argparse.Namespace) -> None:
+    """Grow to --mib at --rate while working on the first --hot-mib; never returns.
+
+    A program whose working set fits in RAM but whose total does not: the
+    pages outside the hot part are written once and never again, so the
+    kernel can move them to swap and the machine settles. Creates --done
+    once --mib are held. Raises ValueError if --hot-mib exceeds --mib.
+    """
+    if args.hot_mib > args.mib:
+        raise ValueError(f"--hot-mib {args.hot_mib} exceeds --mib {args.mib}")
+    alloc = Allocator(args.random, args.rate)
+    worker = threading.Thread(
+        target=work_on, args=(alloc.chunks, args.hot_mib, args.touch_s), daemon=True
+    )
+    worker.start()
+    alloc.fill(args.mib)
+    with open(args.done, "w") as f:
+        f.write(f"{args.mib}\n")
+    worker.join()
+
+
 class Probe:
     """Starts a tiny program every interval and records how long each took."""
 
@@ -188,13 +227,14 @@ def main(argv: list[str]) -> int:
     """
     parser = argparse.ArgumentParser(prog="workloads.py")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("hold", "leak", "grow", "workingset"):
+    for name in ("hold", "leak", "grow", "workingset", "absorb"):
         p = sub.add_parser(name)
         p.add_argument("--mib", type=int, default=0)
         p.add_argument("--rate", type=float, default=0.0)
         p.add_argument("--random", type=float, default=0.0)
-        p.add_argument("--touch-s", type=float, default=1.0)
+        p.add_argument("--touch-s", type=float, default=1.0 if name != "absorb" else 0.5)
         p.add_argument("--done", default="")
+        p.add_argument("--hot-mib", type=int, default=0)
     p = sub.add_parser("probe")
     p.add_argument("--out", required=True)
     p.add_argument("--interval-ms", type=float, default=50.0)
@@ -204,6 +244,7 @@ def main(argv: list[str]) -> int:
         "leak": cmd_leak,
         "grow": cmd_grow,
         "workingset": cmd_workingset,
+        "absorb": cmd_absorb,
         "probe": cmd_probe,
     }
     commands[args.cmd](args)
