@@ -10,7 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Daemon", "DAEMONS", "killed_pids", "reactions"]
+__all__ = ["Daemon", "DAEMONS", "killed_pids", "major_faults", "reactions"]
+
+# bustd's kill line: its own major page faults from the wakeup to the signal
+# (issue 10's warm kill path: the target is 0).
+_FAULTS = r"^(?!.*dry run).*\breaction=\d+ ms after [^,;]*wakeup, (\d+) major faults"
 
 
 @dataclass(frozen=True)
@@ -96,3 +100,10 @@ def reactions(daemon: Daemon, log: str) -> list[dict[str, int | str]]:
         {"ms": int(m.group(1)), "wakeup": m.group(2)}
         for m in re.finditer(daemon.reaction_pattern, log, re.MULTILINE)
     ]
+
+
+def major_faults(daemon: Daemon, log: str) -> list[int]:
+    """Return bustd's own major page faults per kill, in log order ([] for others)."""
+    if daemon.name != "bustd":
+        return []
+    return [int(m.group(1)) for m in re.finditer(_FAULTS, log, re.MULTILINE)]

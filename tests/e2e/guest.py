@@ -570,6 +570,7 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
         write_text(f"{args.out}/daemon.log", log)
     result["daemon_reported_kills"] = daemons.killed_pids(daemon, log)
     result["daemon_reactions"] = daemons.reactions(daemon, log)
+    result["daemon_major_faults"] = daemons.major_faults(daemon, log)
     result["daemon_log_tail"] = log[-3000:]
 
 

@@ -138,6 +138,26 @@ def reaction_note(outcomes: list[runner.Outcome]) -> list[str]:
     return [text, ""]
 
 
+def faults_note(outcomes: list[runner.Outcome]) -> list[str]:
+    """Return the paragraph on bustd's own major page faults per kill (issue 10)."""
+    seen = [
+        (o.scenario.id, n)
+        for o in outcomes
+        if o.daemon == "bustd" and o.result is not None and "processes" in o.result
+        for n in verdict.summarize(o.result).major_faults
+    ]
+    if not seen:
+        return []
+    zero = sum(1 for _, n in seen if n == 0)
+    others = ", ".join(f"{sid} ({n})" for sid, n in seen if n)
+    return [
+        f"bustd's own major page faults from the wakeup to the signal (its kill line; "
+        f"target 0, issue 10's warm kill path): 0 in {zero} of {len(seen)} kills"
+        + (f"; the others by scenario: {others}." if others else "."),
+        "",
+    ]
+
+
 def zram_note(outcomes: list[runner.Outcome]) -> list[str]:
     """Return the caveat on bustd in the zram scenarios, with the runs' figures."""
     facts = []
@@ -245,7 +265,7 @@ def render(outcomes: list[runner.Outcome], command: str, env: str) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [row(o) for o in outcomes]
-    lines += ["", *reaction_note(outcomes), *zram_note(outcomes)]
+    lines += ["", *reaction_note(outcomes), *faults_note(outcomes), *zram_note(outcomes)]
     lines += ["Daemon commands (guest, from the repository root):", ""]
     for name in sorted({o.daemon for o in outcomes}):
         argv = daemons.DAEMONS[name].argv

@@ -206,6 +206,8 @@ def describe(o: Outcome) -> str:
         facts.append(f"killed {s.killed_total}")
         if s.reactions:
             facts.append(f"reaction {reaction_text(s)}")
+        if s.major_faults:
+            facts.append("bustd major faults " + ",".join(str(n) for n in s.major_faults))
         if s.psi_full_ms is not None:
             facts.append(f"psi full {s.psi_full_ms / 1000:.1f} s")
         longest = longest_stall(o.result)

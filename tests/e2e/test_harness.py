@@ -40,6 +40,21 @@ def test_killed_pids(name: str, log: str, pids: list[int]) -> None:
     assert daemons.killed_pids(daemons.DAEMONS[name], log) == pids
 
 
+def test_major_faults() -> None:
+    bustd = daemons.DAEMONS["bustd"]
+    log = (
+        "warning: kill: pid=7 name=x signal=SIGTERM exited after 0.1 s; reaction=3 ms after "
+        "timer wakeup, 0 major faults; reason: y\n"
+        "warning: kill: pid=8 name=x signal=SIGKILL exited after 0.1 s; reaction=40 ms after "
+        "PSI trigger wakeup, 12 major faults; reason: y\n"
+        "warning: dry run: would kill pid=9 reaction=1 ms after timer wakeup, 5 major faults\n"
+    )
+    assert daemons.major_faults(bustd, log) == [0, 12]
+    assert daemons.major_faults(daemons.DAEMONS["earlyoom"], log) == []
+    s = verdict.summarize({"processes": [], "daemon_major_faults": [0, 12, "x"]})
+    assert s.major_faults == (0, 12)
+
+
 def test_reactions() -> None:
     bustd = daemons.DAEMONS["bustd"]
     log = BUSTD_LOG + (

@@ -30,6 +30,8 @@ class Summary:
     # The daemon's own reaction times from its log, one (ms, "PSI trigger" or
     # "timer") per kill; () when it logs none (every daemon but bustd).
     reactions: tuple[tuple[int, str], ...] = ()
+    # bustd's own major page faults during each killing check (target 0).
+    major_faults: tuple[int, ...] = ()
 
 
 def process_list(result: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -85,6 +87,9 @@ def summarize(result: dict[str, Any]) -> Summary:
         daemon_rss_kib=result.get("daemon_rss_kib_max"),
         probe_worst_ms=probe.get("worst_ms"),
         daemon_alive=result.get("daemon_alive_at_end"),
+        major_faults=tuple(
+            int(n) for n in result.get("daemon_major_faults") or [] if isinstance(n, int)
+        ),
         reactions=tuple(
             (int(r["ms"]), str(r["wakeup"])) for r in result.get("daemon_reactions") or []
         ),
