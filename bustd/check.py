@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import textwrap
 import time
 import unicodedata
@@ -282,6 +283,7 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
         "time": round(wall(), 3),
         "proc_root": cfg.proc_root,
         "config_file": config_file,
+        "euid": os.geteuid(),
         "interval_s": round(span, 3),
         "memory": {"total_kib": mem.total, "available_kib": mem.available,
                    "available_percent": round(100.0 * mem.available / mem.total, 2)},
@@ -354,17 +356,22 @@ def _cut(text: str, columns: int, keep_end: bool = False) -> str:
     return text + " " * (columns - width(text))
 
 
+def _wrap(text: str, first: str, rest: str) -> list[str]:
+    """Return ``text`` wrapped to WIDTH after ``first`` (then ``rest``), never
+    between a number and its unit (``22.4 GiB``)."""
+    glued = re.sub(r"(\d) (GiB|MiB|KiB|s\b)", "\\1\0\\2", _printable(text))
+    return [line.replace("\0", " ") for line in textwrap.wrap(
+        glued, WIDTH, initial_indent=first, subsequent_indent=rest, break_on_hyphens=False)]
+
+
 def _field(label: str, text: str) -> list[str]:
     """Return ``label`` and ``text`` wrapped to WIDTH, the text indented after the label."""
-    pad = " " * 10
-    return textwrap.wrap(_printable(text), WIDTH, initial_indent=f"{label:<10}",
-                         subsequent_indent=pad, break_on_hyphens=False) or [label]
+    return _wrap(text, f"{label:<10}", " " * 10) or [label]
 
 
 def _para(text: str) -> list[str]:
     """Return ``text`` wrapped to WIDTH, flush left, continued two spaces in."""
-    return textwrap.wrap(_printable(text), WIDTH, subsequent_indent="  ",
-                         break_on_hyphens=False)
+    return _wrap(text, "", "  ")
 
 
 def _pct(part: float, whole: float) -> str:
@@ -377,6 +384,9 @@ def to_text(r: dict[str, Any]) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
     source = f", config {r['config_file']}" if r["config_file"] else ""
     out += _field("bustd", f"{r['version']} check at {when} of {r['proc_root']}{source}")
+    if r["euid"] != 0:
+        out += _field("note", f"run as uid {r['euid']}, not root: other users' executables "
+                              "may be unreadable here, and name rules cannot match them")
     m, s, p = r["memory"], r["swap"], r["pressure"]
     out += _field("memory", f"MemAvailable {size(m['available_kib'])} of "
                             f"{size(m['total_kib'])} ({m['available_percent']:.1f}%)")

@@ -324,3 +324,20 @@ def test_check_never_loads_the_kill_path() -> None:
                          text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     validate(json.loads(out.stdout))
+
+
+def test_wrapping_never_parts_a_number_from_its_unit() -> None:
+    text = "x" * 63 + " 22.4 GiB and 4 s, then 10 MiB"  # "22.4" alone would fit
+    lines = check._field("decision", text)
+    assert lines == ["decision  " + "x" * 63, "          22.4 GiB and 4 s, then 10 MiB"]
+
+
+def test_a_check_not_run_as_root_says_so(tmp_path: Path) -> None:
+    r = Tree(tmp_path).gather()
+    assert r["euid"] == os.geteuid()
+    r["euid"] = 65534
+    validate(r)
+    assert ("note      run as uid 65534, not root: other users' executables may be "
+            "unreadable") in check.to_text(r)
+    r["euid"] = 0
+    assert "not root" not in check.to_text(r)
