@@ -470,6 +470,12 @@ class Monitor:
             self._poller.unregister(r.fd)
         return r
 
+    def cancel_reload(self) -> None:
+        """End a reload under way, killing its front end (at exit)."""
+        r = self._end_reload()
+        if r is not None:
+            r.cancel()
+
     def _reload_input(self) -> None:
         """Read the front end's answer; apply the new Config once it is complete."""
         from .reload import ReloadError
@@ -696,9 +702,7 @@ class Monitor:
         for t in self.dying.values():
             kill.release(t)
         self.dying.clear()
-        r = self._end_reload()
-        if r is not None:
-            r.cancel()
+        self.cancel_reload()
         for fd in (self.trigger_fd, self.psi_fd, self.mem_fd, self.wake_fd):
             if fd >= 0:
                 os.close(fd)

@@ -244,11 +244,17 @@ def main() -> int:
         monitor.reloader = reloader(sys.argv[1:], cwd)
         # Signals end the sleep between checks at once (the handlers below
         # only set flags, and poll() would otherwise resume its timeout).
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
-        sig.set_wakeup_fd(wake_w)
-        monitor.wake_on(wake_r)
+        # Without a descriptor to spare, a SIGHUP waits for the next check.
+        try:
+            wake_r, wake_w = os.pipe()
+        except OSError as err:
+            log.info(f"no signal wakeup pipe ({os.strerror(err.errno or 0)}): a SIGHUP "
+                     "takes effect at the next check")
+        else:
+            os.set_blocking(wake_r, False)
+            os.set_blocking(wake_w, False)
+            sig.set_wakeup_fd(wake_w)
+            monitor.wake_on(wake_r)
         stop = monitor.stop  # a kill in progress is finished and logged first
         for signum in (sig.SIGTERM, sig.SIGINT):
             sig.signal(signum, lambda signum, frame: stop())
@@ -258,6 +264,8 @@ def main() -> int:
             monitor.hangup()
         monitor.run()
     except SystemExit:
+        if monitor is not None:
+            monitor.cancel_reload()  # its front end is our child: do not leave it behind
         log.info(f"bustd exiting after {monitor.kills if monitor else 0} kills")
         return 0
     finally:

@@ -504,3 +504,16 @@ def test_the_wakeup_pipe_is_drained(env: Env) -> None:
     assert m.wake_fd == -1 and m.mem_fd == -1
     os.close(w)
     m.mem_fd = os.open(os.devnull, os.O_RDONLY)  # for the fixture, which closes it
+
+
+def test_a_reload_under_way_is_cancelled_at_exit(env: Env) -> None:
+    m = env.monitor()
+    r = FakeReload(0.0, (m.cfg, ""))
+    m.reloader = lambda now: r
+    m.hangup()
+    m._start_reload()
+    under_way = [m.reloading]
+    m.cancel_reload()
+    under_way.append(m.reloading)
+    assert r.cancelled and under_way == [r, None]
+    m.cancel_reload()  # nothing under way: nothing to do
