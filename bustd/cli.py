@@ -7,6 +7,11 @@ stay resident. Every user error is one line on stderr and exit code 2: never
 a traceback, which exits 1 and so escapes the unit's
 ``RestartPreventExitStatus=2 3 4`` (systemd would restart a misconfigured
 bustd for ever).
+
+Three ways in: ``bustd [OPTIONS]`` starts the daemon; ``bustd check
+[OPTIONS]`` prints a one-shot report (check.py) and never signals; and the
+validate-only mode (:func:`validate_main`, entered through validate.py),
+which the runtime spawns on SIGHUP to read the config file again.
 """
 
 from __future__ import annotations
@@ -23,8 +28,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn, Sequence
 
-__all__ = ["MAX_CONFIG_BYTES", "UsageError", "build_config", "config_file_args", "main",
-           "parse_args", "parse_config_line", "parser", "read_config_file"]
+__all__ = ["CHECK", "MAX_CONFIG_BYTES", "RELOAD_MAGIC", "UsageError", "build_config",
+           "check_parser", "config_file_args", "load_config", "main", "parse_args",
+           "parse_config_line", "parser", "read_config_file", "validate_main"]
+
+CHECK = "check"  # the subcommand: ``bustd check [OPTIONS]``
+# First line of a successful answer of the validate-only mode (the runtime
+# checks it, so a stray line of output is never taken for a Config).
+RELOAD_MAGIC = "bustd-validated 1"
 
 # A config file is a few hundred bytes; anything near this is a mistake
 # (a log, a device, a disk image) and is refused before it is read.
@@ -158,7 +169,10 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bustd", description=(
         "Prevent out-of-memory freezes: watch MemAvailable, SwapFree and memory "
         "pressure (PSI) and kill the process with the highest oom_score first."),
-        epilog="Exit codes: 0 normal, 2 bad option or value, 3 /proc unreadable, "
+        epilog="'bustd check [OPTIONS]' prints what bustd sees and would do now, with the "
+               "same options, and never signals (see 'bustd check --help'). SIGHUP makes "
+               "the daemon read --config again; SIGTERM and SIGINT stop it. "
+               "Exit codes: 0 normal, 2 bad option or value, 3 /proc unreadable, "
                "4 pid file in use or unwritable.")
     a = p.add_argument
     a("-m", "--mem", type=percent_pair, metavar="PERCENT[,KILL_PERCENT]",
@@ -229,6 +243,46 @@ def parser() -> argparse.ArgumentParser:
     a("-c", "--config", metavar="FILE",
       help="read options from FILE first ('option = value' lines, see "
            "contrib/bustd.conf); options on the command line override them")
+    return p
+
+
+def count(text: str) -> int:
+    """Parse a whole number from 0 to 100000; raises ArgumentTypeError."""
+    value = _number(text, 0, 100_000, "a whole number")
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number")
+    return int(value)
+
+
+def check_parser() -> argparse.ArgumentParser:
+    """Return the parser of ``bustd check``: every daemon option, then its own group.
+
+    The daemon's options (and ``--config``) give the settings to report, so
+    ``bustd check -c /etc/bustd.conf --mem 5`` shows what that daemon would
+    use; options that only shape the daemon process (``--daemon``,
+    ``--pid-file``) are accepted and have no effect.
+    """
+    # A new parser with the daemon's options copied in (``parents``): the
+    # daemon's parser itself is left as it is.
+    p = _Parser(
+        prog=f"bustd {CHECK}", parents=[parser()], add_help=False, description=(
+            "Print what bustd sees and would do right now: memory, swap (zram at its RAM "
+            "worth), memory pressure, the thresholds in force, the decision and why, the "
+            "candidates in kill order and the processes that are never killed. It takes "
+            "the daemon's options and config file, reads /proc only, and never signals "
+            "anything: it is safe to run anywhere."),
+        epilog="Exit codes: 0 report printed, 2 bad option or value, 3 /proc unreadable. "
+               "The --json document is described in docs/check.md.")
+    g = p.add_argument_group("check options")
+    g.add_argument("--json", action="store_true",
+                   help="print one JSON document (schema: docs/check-schema.json) instead "
+                        "of the report")
+    g.add_argument("--interval", type=seconds, metavar="SECONDS", default=1.0,
+                   help="sample the stall and the growth of the largest processes over this "
+                        "long (default 1; 0 reads once: no stall rate, no growth)")
+    g.add_argument("--top", type=count, metavar="N", default=10,
+                   help="show the first N candidates in kill order (default 10; 0 shows "
+                        "all)")
     return p
 
 
@@ -479,26 +533,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def load_config(p: argparse.ArgumentParser, argv: Sequence[str], absolute: bool = False
+                ) -> tuple[argparse.Namespace, Config]:
+    """Return the parsed ``argv`` and its Config, the config file read first.
+
+    The file is read as the daemon's options (a ``check`` option in it is
+    unknown); options on the command line override it. With ``absolute``,
+    ``args.config`` and the errors name the file by its absolute path.
+    Raises UsageError.
+    """
+    args = parse_args(p, argv)
+    if args.config is not None:
+        if absolute:
+            args.config = os.path.abspath(args.config)
+        args = parse_args(p, [*config_file_args(parser(), args.config), *argv])
+        if absolute:
+            args.config = os.path.abspath(args.config)
+    return args, build_config(args)
+
+
+def _usage_error(err: Exception) -> int:
+    """Print the one line for an error in the options; return EXIT_CONFIG."""
+    if isinstance(err, UsageError):
+        print(f"bustd: error: {_one_line(str(err))}", file=sys.stderr)
+    else:  # a bug, but input caused it: still one line and exit 2
+        print(f"bustd: error: cannot validate the options ({type(err).__name__}: "
+              f"{_one_line(str(err))}); please report this", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _proc_readable(cfg: Config) -> bool:
+    """Return whether the meminfo of ``cfg.proc_root`` is readable; says why not."""
+    meminfo = os.path.join(cfg.proc_root, "meminfo")
+    if os.access(meminfo, os.R_OK):
+        return True
+    print(f"bustd: error: cannot read {_one_line(meminfo)}: is --proc-root a /proc tree?",
+          file=sys.stderr)
+    return False
+
+
 def _main(argv: Sequence[str] | None) -> int:
     """Do the work of :func:`main`; returns an exit code or exec's the runtime."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = parser()
+    if argv[:1] == [CHECK]:
+        return _check(argv[1:])
     try:
-        args = parse_args(p, argv)
-        if args.config is not None:
-            args = parse_args(p, [*config_file_args(p, args.config), *argv])
-        cfg = build_config(args)
-    except UsageError as err:
-        print(f"bustd: error: {_one_line(str(err))}", file=sys.stderr)
-        return EXIT_CONFIG
-    except Exception as err:  # a bug, but input caused it: still one line and exit 2
-        print(f"bustd: error: cannot validate the options ({type(err).__name__}: "
-              f"{_one_line(str(err))}); please report this", file=sys.stderr)
-        return EXIT_CONFIG
-    meminfo = os.path.join(cfg.proc_root, "meminfo")
-    if not os.access(meminfo, os.R_OK):
-        print(f"bustd: error: cannot read {_one_line(meminfo)}: is --proc-root a /proc tree?",
-              file=sys.stderr)
+        args, cfg = load_config(parser(), argv)
+    except Exception as err:
+        return _usage_error(err)
+    if not _proc_readable(cfg):
         return EXIT_PROC
     if args.print_config:
         for key in DEFAULTS:
@@ -516,3 +599,54 @@ def _main(argv: Sequence[str] | None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(python, [python, "-S", "-I", lean, *argv])
+
+
+def _check(argv: list[str]) -> int:
+    """Run ``bustd check ARGV``: print the report; returns the exit code."""
+    try:
+        args, cfg = load_config(check_parser(), argv)
+    except Exception as err:
+        return _usage_error(err)
+    if not _proc_readable(cfg):
+        return EXIT_PROC
+    if args.print_config:
+        for key in DEFAULTS:
+            print(f"{key} = {getattr(cfg, key)!r}")
+        return 0
+    from . import check
+    try:
+        report = check.gather(cfg, args.interval, args.top, args.config)
+    except (OSError, ValueError) as err:
+        print(f"bustd: error: cannot read {_one_line(cfg.proc_root)}: {_one_line(str(err))}",
+              file=sys.stderr)
+        return EXIT_PROC
+    sys.stdout.write(check.to_json(report) if args.json else check.to_text(report))
+    return 0
+
+
+def validate_main(argv: Sequence[str]) -> int:
+    """The validate-only mode the runtime spawns on SIGHUP (see reload.py).
+
+    ``argv`` is the folder bustd started in, then the daemon's original
+    arguments. Reads them (and the config file) again exactly as at start,
+    from that folder, so relative paths mean what they meant then (``--daemon``
+    has moved the daemon to ``/``). Prints RELOAD_MAGIC, the config file's
+    path and the encoded Config, and returns 0; or prints the one-line error
+    on stderr and returns EXIT_CONFIG. Never starts anything.
+    """
+    if not argv:
+        return _usage_error(UsageError("validate: no start folder given"))
+    cwd, *rest = argv
+    try:
+        if cwd:
+            try:
+                os.chdir(cwd)
+            except OSError as err:
+                raise UsageError(f"cannot enter {cwd}, the folder bustd started in: "
+                                 f"{err.strerror or err}") from None
+        args, cfg = load_config(parser(), rest, absolute=True)
+    except Exception as err:
+        return _usage_error(err)
+    path = "" if args.config is None else args.config
+    sys.stdout.write(f"{RELOAD_MAGIC}\n{_one_line(path)}\n{encode(cfg)}")
+    return 0

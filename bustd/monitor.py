@@ -20,7 +20,7 @@ import os
 import select
 
 from . import sig
-from .config import Config
+from .config import DEFAULTS, Config
 from .log import Log, size
 from .meminfo import MemInfo, parse_pswpin, read_meminfo
 from .pressure import RateMeter, StallMeter, StallRun, arm_trigger, read_pressure
@@ -28,7 +28,7 @@ from .procfs import Pending, ProcFS, own_major_faults
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from typing import Callable, Protocol
 
     from . import choose, kill
     from .choose import Victim
@@ -37,6 +37,18 @@ if TYPE_CHECKING:
     from .record import KillRecord, Reading
     from .victim import Rules
     from .zram import Zram
+
+    class Reloading(Protocol):
+        """A reading of the config file under way (reload.Reload)."""
+
+        fd: int
+        deadline: float
+
+        def read(self) -> bool: ...
+
+        def finish(self) -> tuple[Config, str]: ...
+
+        def cancel(self) -> None: ...
 
 __all__ = ["Decision", "Monitor", "Thresholds", "decide", "sleep_for", "thresholds",
            "watch_level"]
@@ -57,6 +69,9 @@ WATCH_MARGIN_KIB = 256 * 1024
 LATE_WAKEUP = 5.0  # woken this much later than asked: stopped, frozen or suspended
 WATCH_AFTER_EVENT = 10.0  # seconds of watching after a PSI trigger event
 RUNNERS_UP = 3  # candidates named after the victim in the kill line
+# Settings a reload cannot change: they shaped the process at start (its
+# pid file, whether it forked, the tree its descriptors are open on).
+FIXED_AT_START = ("daemon", "pid_file", "proc_root")
 
 
 class Thresholds:
@@ -246,6 +261,13 @@ class Monitor:
         self.psi_failing = False  # said that pressure/memory cannot be read
         self._poller = select.poll()
         self._wait = wait or self._poll
+        # SIGHUP: the handler sets reload_wanted; between checks the loop
+        # starts ``reloader(now)`` (set by the runtime) and reads its answer
+        # without blocking; signals wake the poll through wake_fd.
+        self.reloader: Callable[[float], Reloading] | None = None
+        self.reload_wanted = False
+        self.reloading: Reloading | None = None
+        self.wake_fd = -1
         self._open_psi()
 
     def _open_psi(self) -> None:
@@ -271,6 +293,18 @@ class Monitor:
             return
         self.trigger_fd, self.trigger_window = armed
         self._poller.register(self.trigger_fd, select.POLLPRI)
+
+    def _close_psi(self) -> None:
+        """Close the PSI file and the kernel trigger (before opening them anew)."""
+        if self.trigger_fd >= 0:
+            self._poller.unregister(self.trigger_fd)
+            os.close(self.trigger_fd)
+        if self.psi_fd >= 0:
+            os.close(self.psi_fd)
+        self.trigger_fd = self.psi_fd = -1
+        self.trigger_window = 0.0
+        self.trigger_fired = False
+        self.psi_failing = False
 
     def describe(self) -> str:
         """Return the one-line summary of what will be watched and how."""
@@ -427,6 +461,105 @@ class Monitor:
             record.dry_run = False
             kill_line(record)
         kill.rehearse(self.fs, self.self_pid, self.clock)
+
+    # -- reload (SIGHUP) ----------------------------------------------------
+
+    def wake_on(self, fd: int) -> None:
+        """Also end the sleep between checks when ``fd`` (the signal wakeup pipe) is readable."""
+        self.wake_fd = fd
+        self._poller.register(fd, select.POLLIN)
+
+    def hangup(self) -> None:
+        """Ask for the config file to be read again (from the SIGHUP handler: a flag only)."""
+        self.reload_wanted = True
+
+    def reconfigure(self, new: Config) -> list[str]:
+        """Apply ``new`` from the next check; return the names of the settings that changed.
+
+        Rebuilds what depends on the Config: the victim rules, the PSI file
+        and trigger when ``psi``/``psi-metric`` changed, the zram tree, the
+        report timer, the dry-run and verbose switches. Settings in
+        FIXED_AT_START keep their running value (said in one line).
+        """
+        old = self.cfg
+        fixed = [k for k in FIXED_AT_START if getattr(new, k) != getattr(old, k)]
+        if fixed:
+            self.log.warning("reload: " + ", ".join(k.replace("_", "-") for k in fixed)
+                             + " cannot change while bustd runs: kept until a restart")
+            new = new.replace(**{k: getattr(old, k) for k in fixed})
+        changed = [k for k in DEFAULTS if getattr(new, k) != getattr(old, k)]
+        self.cfg = new
+        self.log.verbose = new.verbose
+        self.dry = new.dry_run or not new.live
+        self.stuck = False
+        if new.sys_root != old.sys_root:
+            self.sys = ProcFS(new.sys_root)
+            self.zram_failed = False
+        if self.armed and {"unkillables", "ignore", "prefer", "avoid", "rank"} & set(changed):
+            from .choose import make_rules
+            self.rules = make_rules(new, self.self_pid)
+        if {"psi_cutoff", "psi_metric"} & set(changed):
+            self._close_psi()
+            self.meter.reset()
+            self.run_.reset()
+            self._open_psi()
+        if "report" in changed:
+            self.next_report = self.clock() + new.report if new.report > 0 else float("inf")
+        return changed
+
+    def _start_reload(self) -> None:
+        """Start reading the config file again (a SIGHUP arrived)."""
+        if self.reloading is not None:
+            return  # one at a time: this one starts when the one under way is done
+        self.reload_wanted = False
+        if self.reloader is None:
+            return
+        try:
+            self.reloading = self.reloader(self.clock())
+        except (OSError, ValueError) as err:
+            self.log.error(f"reload failed, running configuration kept: cannot start the "
+                           f"front end ({err})")
+            return
+        self._poller.register(self.reloading.fd, select.POLLIN)
+
+    def _end_reload(self) -> Reloading | None:
+        """Stop polling the reload under way and return it (None if there is none)."""
+        r, self.reloading = self.reloading, None
+        if r is not None:
+            self._poller.unregister(r.fd)
+        return r
+
+    def cancel_reload(self) -> None:
+        """End a reload under way, killing its front end (at exit)."""
+        r = self._end_reload()
+        if r is not None:
+            r.cancel()
+
+    def _reload_input(self) -> None:
+        """Read the front end's answer; apply the new Config once it is complete."""
+        from .reload import ReloadError
+        r = self.reloading
+        if r is None or not r.read():
+            return
+        self._end_reload()
+        try:
+            cfg, path = r.finish()
+        except (ReloadError, OSError) as err:
+            self.log.error(f"reload failed, running configuration kept: {err}")
+            return
+        changed = self.reconfigure(cfg)
+        source = path or "the command line (no --config)"
+        what = (", ".join(f"{k}={getattr(self.cfg, k)!r}" for k in changed)
+                if changed else "no change")
+        self.log.info(f"reloaded {source}: {what}; {self.describe()}")
+
+    def _reload_overdue(self) -> None:
+        """Give up on a front end that did not answer in time."""
+        r = self._end_reload()
+        if r is not None:
+            r.cancel()
+            self.log.error("reload failed, running configuration kept: the front end gave "
+                           "no answer in time")
 
     # -- the check ---------------------------------------------------------
 
@@ -657,10 +790,11 @@ class Monitor:
         for t in self.dying.values():
             kill.release(t)
         self.dying.clear()
-        for fd in (self.trigger_fd, self.psi_fd, self.mem_fd, self.vmstat_fd):
+        self.cancel_reload()
+        for fd in (self.trigger_fd, self.psi_fd, self.mem_fd, self.vmstat_fd, self.wake_fd):
             if fd >= 0:
                 os.close(fd)
-        self.trigger_fd = self.psi_fd = self.mem_fd = self.vmstat_fd = -1
+        self.trigger_fd = self.psi_fd = self.mem_fd = self.vmstat_fd = self.wake_fd = -1
 
     def _log_record(self, record: KillRecord) -> None:
         from .record import kill_line
@@ -679,6 +813,8 @@ class Monitor:
         while True:
             if self.stopping:
                 raise SystemExit(0)
+            if self.reload_wanted and self.reloading is None:
+                self._start_reload()
             try:
                 timeout = self.check()
             except Exception as err:
@@ -692,6 +828,8 @@ class Monitor:
                     pass  # not even a line could be built: try again
             if self.stopping:
                 raise SystemExit(0)
+            if self.reloading is not None:
+                timeout = max(0.0, min(timeout, self.reloading.deadline - self.clock()))
             asked = self.clock() + timeout
             events = self._wait(timeout)
             late = self.clock() - asked
@@ -709,5 +847,20 @@ class Monitor:
                         self.trigger_fd = -1
                     else:
                         self.trigger_fired = True
+                elif fd == self.wake_fd:
+                    _drain(fd)  # a signal arrived: its handler has run
+                elif self.reloading is not None and fd == self.reloading.fd:
+                    self._reload_input()
+            if self.reloading is not None and self.clock() >= self.reloading.deadline:
+                self._reload_overdue()
+
+
+def _drain(fd: int) -> None:
+    """Empty the non-blocking signal wakeup pipe."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except OSError:
+        pass  # empty (EAGAIN)
 
 

@@ -1,8 +1,14 @@
 """The long-running process: self-protection, daemonizing, the loop.
 
-Started by the front end as ``python3 -S -I bustd/lean.py ...`` with the
+Started by the front end as ``python3 -S -I bustd/lean.py ARGS`` with the
 validated configuration in $BUSTD_CONFIG. Imports only what the loop needs;
 every module added here costs resident memory for months.
+
+SIGTERM and SIGINT stop it. SIGHUP reads the config file again: the handler
+only sets a flag; between checks the loop spawns the front end in its
+validate-only mode with ARGS (reload.py, loaded on the first SIGHUP) and
+applies the Config it answers from the next check, or keeps the running one
+and logs the one line naming what is wrong.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import stat  # already loaded by os: costs nothing
+import sys  # built in: costs nothing
 import time
 
 from . import __version__, sig
@@ -18,7 +25,13 @@ from .log import Log
 from .monitor import Monitor
 from .procfs import ProcFS
 
-__all__ = ["check_pid_file", "daemonize", "lock_memory", "main", "protect_self"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+
+    from .reload import Reload
+
+__all__ = ["check_pid_file", "daemonize", "lock_memory", "main", "protect_self", "reloader"]
 
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 PR_SET_NAME = 15
@@ -178,6 +191,23 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def reloader(argv: list[str], cwd: str) -> Callable[[float], Reload]:
+    """Return the function that starts one reading of the config (a reload.Reload).
+
+    The front end runs with the same interpreter and the daemon's original
+    ``argv``, from ``cwd``, the folder bustd started in (``--daemon`` moved
+    it to ``/``, where a relative ``--config`` would name another file).
+    """
+    python = sys.executable or "python3"
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "validate.py")
+
+    def start(now: float) -> Reload:
+        from .reload import Reload
+        return Reload(python, script, cwd, argv, now)
+
+    return start
+
+
 def main() -> int:
     """Run the daemon from $BUSTD_CONFIG; returns the exit code."""
     try:
@@ -187,10 +217,16 @@ def main() -> int:
         return EXIT_CONFIG
     log = Log(cfg.verbose)
     fs = ProcFS(cfg.proc_root)
+    try:
+        cwd = os.getcwd()  # before --daemon moves to /: a reload reads the options from here
+    except OSError:
+        cwd = ""
     if cfg.daemon:
         daemonize(cfg.pid_file, log)
-    for signum in (sig.SIGTERM, sig.SIGINT, sig.SIGHUP):
+    hangups: list[int] = []  # a SIGHUP before the loop runs: reload once it does
+    for signum in (sig.SIGTERM, sig.SIGINT):
         sig.signal(signum, _exit_on_signal)
+    sig.signal(sig.SIGHUP, lambda signum, frame: hangups.append(signum))
     monitor: Monitor | None = None
     try:
         lock_memory(log)
@@ -205,11 +241,31 @@ def main() -> int:
         if os.geteuid() != 0:
             log.warning(f"running as uid {os.geteuid()}, not root: only that user's "
                         "processes can be killed")
+        monitor.reloader = reloader(sys.argv[1:], cwd)
+        # Signals end the sleep between checks at once (the handlers below
+        # only set flags, and poll() would otherwise resume its timeout).
+        # Without a descriptor to spare, a SIGHUP waits for the next check.
+        try:
+            wake_r, wake_w = os.pipe()
+        except OSError as err:
+            log.info(f"no signal wakeup pipe ({os.strerror(err.errno or 0)}): a SIGHUP "
+                     "takes effect at the next check")
+        else:
+            os.set_blocking(wake_r, False)
+            os.set_blocking(wake_w, False)
+            sig.set_wakeup_fd(wake_w)
+            monitor.wake_on(wake_r)
         stop = monitor.stop  # a kill in progress is finished and logged first
-        for signum in (sig.SIGTERM, sig.SIGINT, sig.SIGHUP):
+        for signum in (sig.SIGTERM, sig.SIGINT):
             sig.signal(signum, lambda signum, frame: stop())
+        hangup = monitor.hangup  # sets a flag; the loop reloads between checks
+        sig.signal(sig.SIGHUP, lambda signum, frame: hangup())
+        if hangups:
+            monitor.hangup()
         monitor.run()
     except SystemExit:
+        if monitor is not None:
+            monitor.cancel_reload()  # its front end is our child: do not leave it behind
         log.info(f"bustd exiting after {monitor.kills if monitor else 0} kills")
         return 0
     finally:

@@ -14,9 +14,17 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from signal import SIGHUP, SIGINT, SIGKILL, SIGTERM, pidfd_send_signal, signal
+    from signal import (
+        SIGHUP,
+        SIGINT,
+        SIGKILL,
+        SIGTERM,
+        pidfd_send_signal,
+        set_wakeup_fd,
+        signal,
+    )
 else:
-    from _signal import SIGHUP, SIGINT, SIGKILL, SIGTERM, signal
+    from _signal import SIGHUP, SIGINT, SIGKILL, SIGTERM, set_wakeup_fd, signal
 
     try:
         from _signal import pidfd_send_signal
@@ -26,7 +34,8 @@ else:
             import errno
             raise OSError(errno.ENOSYS, "this Python has no signal.pidfd_send_signal")
 
-__all__ = ["SIGHUP", "SIGINT", "SIGKILL", "SIGTERM", "name", "pidfd_send_signal", "signal"]
+__all__ = ["SIGHUP", "SIGINT", "SIGKILL", "SIGTERM", "name", "pidfd_send_signal",
+           "set_wakeup_fd", "signal"]
 
 _NAMES: dict[int, str] = {
     int(SIGKILL): "SIGKILL", int(SIGTERM): "SIGTERM", int(SIGINT): "SIGINT", int(SIGHUP): "SIGHUP"}

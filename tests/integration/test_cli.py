@@ -181,6 +181,7 @@ def test_version_and_help() -> None:
                    "--pid-file", "--dry-run", "--report", "--verbose", "--version",
                    "--proc-root", "--print-config", "--config"):
         assert option in out.stdout, option
+    assert "'bustd check [OPTIONS]'" in out.stdout and "SIGHUP" in out.stdout
 
 
 def write_conf(path: Path, text: str | bytes, mode: int = 0o644) -> Path:

@@ -1,0 +1,496 @@
+"""``bustd check``: what bustd sees and would do right now, and never a signal.
+
+One report is gathered once (:func:`gather`) as a plain JSON-ready dict (the
+schema is docs/check-schema.json, described in docs/check.md); the text for
+people (:func:`to_text`, at most 80 columns) and the JSON for scripts
+(:func:`to_json`) are two renderings of that same record.
+
+The readings and the verdict come from the daemon's own functions: memory
+(meminfo.py), zram at its RAM worth (zram.py), the stall rate from PSI's
+``total`` counter sampled twice (pressure.StallMeter), the thresholds and
+the decision (monitor.thresholds, watch_level, decide), the sizes and growth
+of the largest processes (choose.sample) and the kill order with each
+process's protection (choose.Ranking). Nothing here imports kill.py or sends
+a signal: the module runs in the front end, never in the daemon, and is safe
+to run anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import textwrap
+import time
+import unicodedata
+from typing import Any, Callable
+
+from . import __version__, sig
+from .choose import Ranking, kernel_scales_oom_score, make_rules, oom_score_per_kib, sample
+from .config import DEFAULTS, Config
+from .growth import Tracker
+from .log import safe, size
+from .meminfo import MemInfo, parse_pswpin, read_meminfo
+from .monitor import PAGE_MIB, decide, thresholds, watch_level
+from .pressure import Pressure, StallMeter, read_pressure
+from .process import PF_KTHREAD, Candidate, parse_stat, read_status
+from .procfs import NoSuchProcess, ProcFS
+from .zram import Zram, effective_swap, read_zram
+
+__all__ = ["SCHEMA", "WIDTH", "gather", "quiet_reason", "to_json", "to_text", "width"]
+
+SCHEMA = "bustd-check/1"  # the "schema" field: bumped when a field changes meaning
+WIDTH = 80  # the text report never runs wider
+_DEAD = frozenset(b"ZXx")
+
+# Kinds of skipped processes, in the order the report lists them.
+KINDS = ("protected", "bustd", "self", "pid1", "kernel_thread", "zombie", "unreadable")
+
+
+def _user(uid: int) -> str:
+    """Return the user name of ``uid``, or the number when it has none."""
+    import pwd
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return str(uid)
+
+
+def _text(raw: bytes | None) -> str:
+    """Return a name or path from /proc as text (invalid UTF-8 as ``\\xNN``)."""
+    return (raw or b"").decode("utf-8", "backslashreplace")
+
+
+def _is_daemon(fs: ProcFS, c: Candidate) -> bool:
+    """Return whether ``c`` is a running bustd daemon (its lean runtime).
+
+    The runtime names itself ``bustd`` and runs ``python -S -I .../bustd/lean.py``;
+    a daemon never kills itself, so the report shows it as skipped.
+    """
+    if c.comm != b"bustd":
+        return False
+    try:
+        argv = fs.read_pid(c.pid, "cmdline").split(b"\0")
+    except (NoSuchProcess, OSError):
+        return False
+    return any(a.endswith(b"bustd/lean.py") for a in argv[1:5])
+
+
+def _stall(first: tuple[float, Pressure] | None, last: tuple[float, Pressure] | None,
+           metric: str) -> float | None:
+    """Return the stall percentage of ``metric`` between two readings (None: unknown)."""
+    if first is None or last is None or last[0] <= first[0]:
+        return None
+    meter = StallMeter(window=last[0] - first[0], min_span=0.0)
+    meter.add(first[0], first[1].total(metric))
+    meter.add(last[0], last[1].total(metric))
+    return meter.percent()
+
+
+def quiet_reason(mem: MemInfo, stall: float | None, stall_s: float, cfg: Config,
+                 swapin: float | None = None) -> str:
+    """Return why :func:`~bustd.monitor.decide` says nothing for these readings.
+
+    Names, for the memory rule and the pressure rule each, the first
+    condition that does not hold.
+    """
+    t = thresholds(cfg, mem)
+    if mem.available > t.mem_term:
+        parts = [f"MemAvailable {size(mem.available)} > {size(t.mem_term)}"]
+    else:
+        parts = [f"MemAvailable {size(mem.available)} is low but SwapFree "
+                 f"{size(mem.swap_free)} > {size(t.swap_term)}"]
+    metric, cutoff = cfg.psi_metric, cfg.psi_cutoff
+    if cutoff <= 0:
+        parts.append("PSI off (--psi 0)")
+    elif stall is None:
+        parts.append("no stall rate (PSI unavailable, or --interval 0)")
+    elif stall < cutoff:
+        parts.append(f"{metric} stall {stall:.0f}% < {cutoff:g}%")
+    elif mem.available > t.psi_mem:
+        parts.append(f"{metric} stall {stall:.0f}% but MemAvailable {size(mem.available)} > "
+                     f"{size(t.psi_mem)} (--psi-mem)")
+    elif swapin is not None and swapin < cfg.swapin_rate:
+        parts.append(f"{metric} stall {stall:.0f}% >= {cutoff:g}% but swap-in only "
+                     f"{swapin:.1f} MiB/s < {cfg.swapin_rate:g} (--swapin-rate): pages going "
+                     "out to swap, not thrashing")
+    else:
+        parts.append(f"{metric} stall {stall:.0f}% >= {cutoff:g}% seen for {stall_s:.1f} s; "
+                     f"the daemon acts once it has lasted {cfg.psi_duration:g} s")
+    return "; ".join(parts)
+
+
+def _zram(z: Zram) -> dict[str, Any]:
+    return {"name": z.name, "size_kib": z.size_kib, "used_kib": z.used_kib,
+            "stored_kib": z.orig_kib, "ram_kib": z.mem_used_kib,
+            "limit_kib": z.mem_limit_kib, "ratio": round(z.ratio, 3),
+            "worth": round(z.worth, 3), "room_kib": int(z.room_kib)}
+
+
+def _not_candidates(fs: ProcFS, known: set[int], self_pid: int) -> list[dict[str, Any]]:
+    """Return the processes a scan leaves out: PID 1, kernel threads, zombies, unreadable.
+
+    ``known`` are the PIDs already accounted for; a process that exits now
+    is left out, one that started after the scan too.
+    """
+    out: list[dict[str, Any]] = []
+    for pid in sorted(fs.pids()):
+        if pid in known or pid == self_pid:
+            continue
+        try:
+            st = parse_stat(fs.read_pid(pid, "stat"))
+        except NoSuchProcess:
+            if fs.exists_pid(pid):
+                out.append({"pid": pid, "name": "", "kind": "unreadable",
+                            "reason": "its stat cannot be read"})
+            continue
+        except ValueError as err:
+            out.append({"pid": pid, "name": "", "kind": "unreadable", "reason": str(err)})
+            continue
+        name = _text(st.comm)
+        if pid == 1:
+            out.append({"pid": pid, "name": name, "kind": "pid1", "reason": "is PID 1"})
+        elif st.flags & PF_KTHREAD:
+            out.append({"pid": pid, "name": name, "kind": "kernel_thread",
+                        "reason": "is a kernel thread"})
+        elif st.state in _DEAD:
+            out.append({"pid": pid, "name": name, "kind": "zombie",
+                        "reason": "is a zombie: its memory is already freed"})
+    return out
+
+
+def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str | None = None,
+           sleep: Callable[[float], None] = time.sleep,
+           clock: Callable[[], float] = time.monotonic,
+           wall: Callable[[], float] = time.time, self_pid: int | None = None
+           ) -> dict[str, Any]:
+    """Return the report of one check (see docs/check-schema.json).
+
+    Samples PSI's ``total`` counters and the sizes of the largest processes
+    twice, ``interval`` seconds apart (once when 0), then reads memory and
+    zram, decides as the daemon would, and ranks every candidate. ``top``
+    candidates are listed (0: all). Never signals. Raises OSError or
+    ValueError if the tree's meminfo or process list cannot be read.
+    """
+    fs, sysfs = ProcFS(cfg.proc_root), ProcFS(cfg.sys_root)
+    me = os.getpid() if self_pid is None else self_pid
+    rules = make_rules(cfg, me)
+    tracker = Tracker()
+    mem_fd = fs.open("meminfo")
+    psi_fd = -1
+    psi_error: str | None = None
+    try:
+        try:
+            psi_fd = fs.open("pressure/memory")
+        except OSError as err:
+            psi_error = err.strerror or str(err)
+
+        def pressure() -> tuple[float, Pressure] | None:
+            nonlocal psi_error
+            if psi_fd < 0 or psi_error is not None:
+                return None
+            try:
+                return clock(), read_pressure(psi_fd)
+            except (OSError, ValueError) as err:
+                psi_error = getattr(err, "strerror", None) or str(err)
+                return None
+
+        def swapped_in() -> int | None:
+            try:
+                return parse_pswpin(fs.read("vmstat", 16384))
+            except (OSError, ValueError):
+                return None
+
+        read_meminfo(mem_fd)  # fail early (exit 3) on a tree without memory figures
+        psi_first = pressure()
+        pswpin_first = swapped_in()
+        start = clock()
+        cands = sample(fs, tracker, start, frozenset((me,)), set(), rules.shifts)
+        psi_last = psi_first
+        pswpin_last = pswpin_first
+        if interval > 0:
+            sleep(interval)
+            cands = sample(fs, tracker, clock(), frozenset((me,)), set(), rules.shifts)
+            pswpin_last = swapped_in()
+            psi_last = pressure()
+        span = clock() - start if interval > 0 else 0.0
+        mem = read_meminfo(mem_fd)
+    finally:
+        os.close(mem_fd)
+        if psi_fd >= 0:
+            os.close(psi_fd)
+    devices: list[Zram] = []
+    zram_error: str | None = None
+    if mem.swap_total > 0:
+        try:
+            devices = read_zram(fs, sysfs)
+        except (OSError, ValueError) as err:
+            zram_error = str(err)
+    eff = effective_swap(mem, devices)
+
+    some = _stall(psi_first, psi_last, "some")
+    full = _stall(psi_first, psi_last, "full")
+    stall = full if cfg.psi_metric == "full" else some
+    swapin: float | None = None
+    if mem.swap_total > 0 and span > 0 and pswpin_first is not None and pswpin_last is not None:
+        swapin = max(0, pswpin_last - pswpin_first) * PAGE_MIB / span
+    thrashing = (stall is not None and stall >= cfg.psi_cutoff > 0
+                 and (mem.swap_total == 0 or swapin is None or swapin >= cfg.swapin_rate))
+    held = span if thrashing else 0.0
+    t = thresholds(cfg, eff)
+    watch = watch_level(cfg, eff)
+    decision = decide(eff, stall, cfg, held, swapin)
+
+    # Every candidate in kill order, each one's protection read as the daemon does.
+    daemons = [c for c in cands if _is_daemon(fs, c)]
+    cands = [c for c in cands if c not in daemons]
+    ranking = Ranking(fs, cands, rules, oom_score_per_kib(mem, kernel_scales_oom_score()),
+                      cfg.kill_pgroup)
+    victims = []
+    while True:
+        v = ranking.next()
+        if v is None:
+            break
+        victims.append(v)
+    skipped: list[dict[str, Any]] = [
+        {"pid": c.pid, "name": _text(c.comm), "kind": "protected", "reason": why}
+        for c, why in ranking.skipped]
+    skipped += [{"pid": c.pid, "name": _text(c.comm), "kind": "bustd",
+                 "reason": "is a running bustd (a daemon never kills itself)"} for c in daemons]
+    skipped.append({"pid": me, "name": "bustd check", "kind": "self",
+                    "reason": "is this check"})
+    seen = {v.candidate.pid for v in victims} | {s["pid"] for s in skipped}
+    for c in ranking.ranked:
+        if c.pid not in seen:
+            skipped.append({"pid": c.pid, "name": _text(c.comm), "kind": "unreadable",
+                            "reason": "exited or turned unreadable during the check"})
+    skipped += _not_candidates(fs, {c.pid for c in cands} | {c.pid for c in daemons}, me)
+    skipped.sort(key=lambda s: (KINDS.index(s["kind"]), s["pid"]))
+
+    listed = []
+    for i, v in enumerate(victims[:top] if top else victims, 1):
+        c, d = v.candidate, v.details
+        try:
+            st = read_status(fs, c.pid)
+            rss, swap = st.rss_kib, st.swap_kib
+        except (NoSuchProcess, ValueError):
+            rss, swap = c.rss_kib, c.swap_kib
+        known = c.growth_s > 0
+        listed.append({
+            "rank": i, "pid": c.pid, "name": _text(c.comm), "exe": _text(d.exe),
+            "uid": d.uid, "user": _user(d.uid), "rss_kib": rss, "swap_kib": swap,
+            "growth_kib": c.growth_kib if known else None,
+            "growth_s": c.growth_s if known else None,
+            "oom_score": c.oom_score, "oom_score_adj": d.oom_score_adj,
+            "score": round(c.badness, 1), "group": [m.pid for m in v.group]})
+
+    if decision is None:
+        verdict: dict[str, Any] = {"action": "none",
+                                   "reason": quiet_reason(eff, stall, held, cfg, swapin),
+                                   "victim_pid": None, "note": None}
+    else:
+        note = None
+        if not victims:
+            note = "no process may be killed"
+        elif cfg.dry_run:
+            note = "dry run: the daemon would only log the kill line"
+        verdict = {"action": sig.name(decision.signal), "reason": decision.reason,
+                   "victim_pid": victims[0].candidate.pid if victims else None, "note": note}
+    return {
+        "schema": SCHEMA,
+        "version": __version__,
+        "time": round(wall(), 3),
+        "proc_root": cfg.proc_root,
+        "config_file": config_file,
+        "euid": os.geteuid(),
+        "interval_s": round(span, 3),
+        "memory": {"total_kib": mem.total, "available_kib": mem.available,
+                   "available_percent": round(100.0 * mem.available / mem.total, 2)},
+        "swap": {"total_kib": mem.swap_total, "free_kib": mem.swap_free,
+                 "effective_free_kib": eff.swap_free,
+                 "zram": [_zram(z) for z in devices], "zram_error": zram_error},
+        "pressure": {
+            "available": psi_error is None, "error": psi_error, "metric": cfg.psi_metric,
+            "some_percent": None if some is None else round(some, 2),
+            "full_percent": None if full is None else round(full, 2),
+            "some_avg10": psi_last[1].some_avg10 if psi_last else None,
+            "full_avg10": psi_last[1].full_avg10 if psi_last else None,
+            "stall_percent": None if stall is None else round(stall, 2),
+            "swapin_mib_s": None if swapin is None else round(swapin, 3),
+            "held_s": round(held, 3)},
+        "thresholds": {
+            "sigterm": {"mem_kib": int(t.mem_term), "swap_kib": int(t.swap_term)},
+            "sigkill": {"mem_kib": int(t.mem_kill), "swap_kib": int(t.swap_kill)},
+            "psi": {"enabled": cfg.psi_cutoff > 0, "cutoff_percent": cfg.psi_cutoff,
+                    "metric": cfg.psi_metric, "duration_s": cfg.psi_duration,
+                    "swapin_rate_mib_s": cfg.swapin_rate,
+                    "mem_kib": int(t.psi_mem)},
+            "watch_kib": int(watch), "rank": cfg.rank, "kill_pgroup": cfg.kill_pgroup,
+            "dry_run": cfg.dry_run},
+        "settings": {key: getattr(cfg, key) for key in DEFAULTS},
+        "watching": eff.available <= watch,
+        "decision": verdict,
+        "candidates_total": len(victims),
+        "candidates": listed,
+        "skipped": skipped,
+    }
+
+
+def to_json(report: dict[str, Any]) -> str:
+    """Return ``report`` as one JSON document and a newline."""
+    return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+
+
+# -- text ------------------------------------------------------------------
+
+def _short(kib: float) -> str:
+    """Return a size in at most 6 characters: ``512K``, ``31.5M``, ``310M``, ``1.2G``."""
+    for unit, scale in (("T", 1 << 30), ("G", 1 << 20), ("M", 1 << 10)):
+        if kib >= scale:
+            value = kib / scale
+            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    return f"{kib:.0f}K"
+
+
+def width(text: str) -> int:
+    """Return how many terminal columns ``text`` takes (wide East Asian characters: 2)."""
+    return sum(0 if unicodedata.combining(ch) else
+               2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def _printable(text: str) -> str:
+    """Return ``text`` with control characters and the like escaped (``\\n``)."""
+    return safe(text.encode("utf-8", "surrogateescape"), 1 << 16)
+
+
+def _cut(text: str, columns: int, keep_end: bool = False) -> str:
+    """Return ``text`` made printable, in at most ``columns`` columns, padded to them.
+
+    A cut is marked with '...', at the end (or at the start with ``keep_end``).
+    """
+    text = _printable(text)
+    if width(text) > columns:
+        chars = list(text)
+        while width("".join(chars)) > columns - 3:
+            chars.pop(0 if keep_end else -1)
+        text = "..." + "".join(chars) if keep_end else "".join(chars) + "..."
+    return text + " " * (columns - width(text))
+
+
+def _wrap(text: str, first: str, rest: str) -> list[str]:
+    """Return ``text`` wrapped to WIDTH after ``first`` (then ``rest``), never
+    between a number and its unit (``22.4 GiB``)."""
+    glued = re.sub(r"(\d) (GiB|MiB|KiB|s\b)", "\\1\0\\2", _printable(text))
+    return [line.replace("\0", " ") for line in textwrap.wrap(
+        glued, WIDTH, initial_indent=first, subsequent_indent=rest, break_on_hyphens=False)]
+
+
+def _field(label: str, text: str) -> list[str]:
+    """Return ``label`` and ``text`` wrapped to WIDTH, the text indented after the label."""
+    return _wrap(text, f"{label:<10}", " " * 10) or [label]
+
+
+def _para(text: str) -> list[str]:
+    """Return ``text`` wrapped to WIDTH, flush left, continued two spaces in."""
+    return _wrap(text, "", "  ")
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100.0 * part / whole:.1f}%" if whole else "0%"
+
+
+def to_text(r: dict[str, Any]) -> str:
+    """Return the report for people: at most WIDTH columns a line."""
+    out: list[str] = []
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
+    source = f", config {r['config_file']}" if r["config_file"] else ""
+    out += _field("bustd", f"{r['version']} check at {when} of {r['proc_root']}{source}")
+    if r["euid"] != 0:
+        out += _field("note", f"run as uid {r['euid']}, not root: other users' executables "
+                              "may be unreadable here, and name rules cannot match them")
+    m, s, p = r["memory"], r["swap"], r["pressure"]
+    out += _field("memory", f"MemAvailable {size(m['available_kib'])} of "
+                            f"{size(m['total_kib'])} ({m['available_percent']:.1f}%)")
+    if s["total_kib"]:
+        swap = (f"SwapFree {size(s['free_kib'])} of {size(s['total_kib'])} "
+                f"({_pct(s['free_kib'], s['total_kib'])})")
+        if s["zram"]:
+            swap += f", worth {size(s['effective_free_kib'])} counting zram at its RAM worth"
+        out += _field("swap", swap)
+        for z in s["zram"]:
+            out += _field("", f"{z['name']}: {size(z['stored_kib'])} stored in "
+                              f"{size(z['ram_kib'])} of RAM (ratio {z['ratio']:.1f}), "
+                              f"room for {size(z['room_kib'])} more")
+        if s["zram_error"]:
+            out += _field("", f"zram unreadable ({s['zram_error']}): swap counted as is")
+    else:
+        out += _field("swap", "none")
+    if not p["available"]:
+        out += _field("pressure", f"PSI not available ({p['error']})")
+    elif p["some_percent"] is None:
+        out += _field("pressure", f"avg10 some {p['some_avg10']:.2f}% full "
+                                  f"{p['full_avg10']:.2f}% (no stall rate with --interval 0)")
+    else:
+        out += _field("pressure", f"stalled some {p['some_percent']:.1f}% full "
+                                  f"{p['full_percent']:.1f}% of the last {r['interval_s']:.1f} s"
+                                  f" (avg10 {p['some_avg10']:.2f}% / {p['full_avg10']:.2f}%)")
+    t = r["thresholds"]
+    out += _field("watching", ("yes" if r["watching"] else "no") +
+                  f" (below MemAvailable {size(t['watch_kib'])})")
+    out.append("")
+    out += _field("SIGTERM", f"at MemAvailable <= {size(t['sigterm']['mem_kib'])} and "
+                             f"SwapFree <= {size(t['sigterm']['swap_kib'])}")
+    out += _field("SIGKILL", f"at MemAvailable <= {size(t['sigkill']['mem_kib'])} and "
+                             f"SwapFree <= {size(t['sigkill']['swap_kib'])}")
+    psi = t["psi"]
+    out += _field("pressure", (
+        f"SIGTERM at {psi['metric']} stall >= {psi['cutoff_percent']:g}% (and swap-in >= "
+        f"{psi['swapin_rate_mib_s']:g} MiB/s with swap) for {psi['duration_s']:g} s with "
+        f"MemAvailable <= {size(psi['mem_kib'])}")
+        if psi["enabled"] else "off (--psi 0)")
+    extras = "".join((", process groups" if t["kill_pgroup"] else "",
+                      ", DRY RUN" if t["dry_run"] else ""))
+    out += _field("ranking", f"by {t['rank']}{extras}")
+    d = r["decision"]
+    out.append("")
+    if d["action"] == "none":
+        out += _field("decision", f"nothing to do: {d['reason']}")
+    else:
+        victim = next((c for c in r["candidates"] if c["pid"] == d["victim_pid"]), None)
+        whom = (f" to pid {victim['pid']} ({victim['name']})" if victim
+                else f" to pid {d['victim_pid']}" if d["victim_pid"] else "")
+        out += _field("decision", f"{d['action']}{whom}: {d['reason']}")
+        if d["note"]:
+            out += _field("", d["note"])
+    out.append("")
+    cands = r["candidates"]
+    growth = f"; growth over {r['interval_s']:.1f} s" if r["interval_s"] else ""
+    out += _para(f"candidates in kill order ({len(cands)} of {r['candidates_total']}{growth}):")
+    if cands:
+        out.append(f"{'PID':>7} {'NAME':<15} {'USER':<8} {'RSS':>6} {'SWAP':>6} "
+                   f"{'GROWTH':>6} {'OOM':>5} {'ADJ':>5} {'SCORE':>7}")
+    for c in cands:
+        g = "?" if c["growth_kib"] is None else "+" + _short(c["growth_kib"])
+        out.append(f"{c['pid']:>7} {_cut(c['name'], 15)} {_cut(c['user'], 8)} "
+                   f"{_short(c['rss_kib']):>6} {_short(c['swap_kib']):>6} {g:>6} "
+                   f"{c['oom_score']:>5} {c['oom_score_adj']:>5} {c['score']:>7.0f}")
+        group = f" (+{len(c['group'])} of its group)" if c["group"] else ""
+        exe = _cut(c["exe"], WIDTH - 8 - len(group), keep_end=True) if c["exe"] \
+            else "(executable unknown)"
+        out.append(f"{'':8}{exe.rstrip()}{group}")
+    users = [x for x in r["skipped"] if x["kind"] in ("protected", "bustd", "self")]
+    out.append("")
+    out += _para(f"never killed ({len(users)}):")
+    if users:
+        out.append(f"{'PID':>7} {'NAME':<15} WHY")
+    for x in users:
+        out.append(f"{x['pid']:>7} {_cut(x['name'], 15)} {_cut(x['reason'], WIDTH - 24)}")
+    rest = {k: [x for x in r["skipped"] if x["kind"] == k]
+            for k in ("pid1", "kernel_thread", "zombie", "unreadable")}
+    words = [f"PID 1 ({x['name']})" for x in rest["pid1"]]
+    words += [f"{len(rest[k])} {one if len(rest[k]) == 1 else many}" for k, one, many in (
+        ("kernel_thread", "kernel thread", "kernel threads"), ("zombie", "zombie", "zombies"),
+        ("unreadable", "exited or unreadable", "exited or unreadable")) if rest[k]]
+    if words:
+        out += _para("not candidates: " + ", ".join(words))
+    return "\n".join(line.rstrip() for line in out) + "\n"
