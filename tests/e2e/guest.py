@@ -208,6 +208,13 @@ def rss_kib(pid: int) -> int:
     return int(m.group(1)) if m else 0
 
 
+def rss_parts(pid: int) -> dict[str, int]:
+    """Return VmRSS and its parts (RssAnon, RssFile, RssShmem) and VmLck of pid, in KiB."""
+    text = read_text(f"/proc/{pid}/status")
+    return {k: int(v) for k, v in re.findall(r"^(VmRSS|RssAnon|RssFile|RssShmem|VmLck):\s+(\d+)",
+                                              text, re.M)}
+
+
 def setup_zram(mib: int) -> None:
     """Create and enable a zram swap device of `mib` MiB.
 
@@ -464,6 +471,7 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
     min_avail = mem["MemAvailable"]
     max_swap_used = 0
     daemon_rss_max = 0
+    daemon_rss_at_max: dict[str, int] = {}
     settle_until: float | None = None
     timed_out = False
     trace: list[dict[str, Any]] = []
@@ -505,7 +513,9 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
         min_avail = min(min_avail, avail)
         max_swap_used = max(max_swap_used, m.get("SwapTotal", 0) - m.get("SwapFree", 0))
         if daemon_proc is not None:
-            daemon_rss_max = max(daemon_rss_max, rss_kib(daemon_proc.pid))
+            parts = rss_parts(daemon_proc.pid)
+            if parts.get("VmRSS", 0) > daemon_rss_max:
+                daemon_rss_max, daemon_rss_at_max = parts["VmRSS"], parts
         if now >= next_trace:
             next_trace += TRACE_S
             trace.append(trace_point(now, m, active))
@@ -542,6 +552,8 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
         result["daemon_exit_code"] = daemon_proc.poll()
         result["daemon_rss_kib_end"] = rss_kib(daemon_proc.pid)
         result["daemon_rss_kib_max"] = max(daemon_rss_max, result["daemon_rss_kib_end"])
+        result["daemon_rss_at_max"] = daemon_rss_at_max
+        result["daemon_rss_parts_end"] = rss_parts(daemon_proc.pid)
         stop(daemon_proc)
     result["processes"] = [c.report() for c in children]
     if probe.popen.poll() is None:
