@@ -38,6 +38,10 @@ class Daemon:
     settle_s: float
     needs: str
     reaction_pattern: str = ""
+    # A regex the daemon's log matches once it watches: the driver waits for it
+    # (up to READY_WAIT_S, then settle_s more) instead of trusting settle_s
+    # alone; "" for daemons that say nothing when ready.
+    ready_pattern: str = ""
 
 
 DAEMONS: dict[str, Daemon] = {
@@ -68,9 +72,10 @@ DAEMONS: dict[str, Daemon] = {
         "bustd",
         ("python3", "-m", "bustd"),
         r"^(?!.*dry run).*\bkill\b.*?\bpid=(\d+)",
-        4.0,
+        2.0,  # after its ready line: the loop's first checks
         "bustd/__main__.py",
         r"^(?!.*dry run).*\breaction=(\d+) ms after (PSI trigger|timer) wakeup",
+        r"^bustd \S+ \(pid \d+\) watching ",
     ),
 }
 

@@ -56,6 +56,7 @@ __all__ = [
 WORK = "/run/e2e"  # tmpfs in the guest: logs written here never block on 9p
 POLL_S = 0.25  # the poll and the fine samples (PSI, meminfo, vmstat, zram)
 SIZES_EVERY = 4  # per-process RSS and swap every 4th poll: once a second
+READY_WAIT_S = 60.0  # the most the driver waits for the daemon's ready line
 TRACE_S = 2.0  # how often the coarse memory trace is recorded in result.json
 # /proc/vmstat counters kept in every fine sample: swap traffic, and pages
 # read back soon after eviction (refaults: thrashing), anonymous and file;
@@ -432,6 +433,7 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
     daemon_proc: subprocess.Popen[bytes] | None = None
     result["daemon_argv"] = list(daemon.argv)
     if daemon.argv:
+        started = time.monotonic()
         with open(f"{WORK}/daemon.log", "wb") as daemon_log:
             daemon_proc = subprocess.Popen(
                 list(daemon.argv),
@@ -441,6 +443,16 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
                 stdin=subprocess.DEVNULL,
                 preexec_fn=reset_oom_score_adj,
             )
+        if daemon.ready_pattern:
+            # Under TCG on a busy host the front end alone can take longer
+            # than settle_s: the hogs must meet the daemon, not its front end.
+            deadline = time.monotonic() + READY_WAIT_S
+            while (time.monotonic() < deadline and daemon_proc.poll() is None
+                   and not re.search(daemon.ready_pattern, read_text(f"{WORK}/daemon.log"),
+                                     re.M)):
+                time.sleep(0.1)
+            result["daemon_ready_after_s"] = round(time.monotonic() - started, 2)
+            note(f"daemon ready after {result['daemon_ready_after_s']} s")
         time.sleep(daemon.settle_s)
         result["daemon_alive_after_start"] = daemon_proc.poll() is None
         note(f"daemon pid {daemon_proc.pid} alive: {result['daemon_alive_after_start']}")

@@ -644,3 +644,15 @@ def test_report_shows_every_run_and_ranges(tmp_path: Any) -> None:
     assert "| 1 | bustd | 3 | **FAIL** | - |" in text
     assert reporting.span([], ".1f", "s") == "-"
     assert reporting.span([2.0, 2.0], ".1f", "s") == "2.0 s"
+
+
+def test_bustd_ready_pattern_matches_its_start_line_only() -> None:
+    import re
+
+    pattern = daemons.DAEMONS["bustd"].ready_pattern
+    start = ("bustd 0.1.0 (pid 251) watching /proc: SIGTERM at MemAvailable <= 95.8 MiB and "
+             "SwapFree <= 204.8 MiB; ...\n")
+    assert re.search(pattern, "warning: mlockall failed\n" + start, re.M)
+    assert not re.search(pattern, "warning: cannot set own oom_score_adj\n", re.M)
+    assert not re.search(pattern, "warning: kill: pid=3 name=bustd watching\n", re.M)
+    assert daemons.DAEMONS["earlyoom"].ready_pattern == ""
