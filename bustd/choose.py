@@ -22,6 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import re
 
+    from .cgroup import Units
     from .config import Config
 
 __all__ = ["TRACK_TOP", "Ranking", "Victim", "find_victim", "kernel_scales_oom_score",
@@ -51,15 +52,23 @@ def kernel_scales_oom_score() -> bool:
 
 
 class Victim:
-    """The chosen process, its details and the others to signal with it (process group)."""
+    """The chosen process, its details and the others to signal with it.
 
-    __slots__ = ("candidate", "details", "group")
+    ``group``: its process group (--kill-pgroup) or its cgroup's killable
+    processes (--kill-cgroup). ``cgroup``: the folder of its cgroup ("" when
+    not looked up or unknown); ``blocked``: why that cgroup may not be killed
+    whole ("" when it may).
+    """
+
+    __slots__ = ("candidate", "details", "group", "cgroup", "blocked")
 
     def __init__(self, candidate: Candidate, details: Details,
-                 group: list[Candidate]) -> None:
+                 group: list[Candidate], cgroup: str = "", blocked: str = "") -> None:
         self.candidate = candidate
         self.details = details
         self.group = group
+        self.cgroup = cgroup
+        self.blocked = blocked
 
 
 class Ranking:
@@ -71,11 +80,12 @@ class Ranking:
     """
 
     __slots__ = ("fs", "ranked", "candidates", "rules", "kill_pgroup", "log", "skipped",
-                 "_next")
+                 "units", "kill_cgroup", "_next")
 
     def __init__(self, fs: ProcFS, candidates: list[Candidate], rules: Rules,
                  score_per_kib: float, kill_pgroup: bool = False,
-                 log: Log | None = None) -> None:
+                 log: Log | None = None, units: Units | None = None,
+                 kill_cgroup: bool = False) -> None:
         self.fs = fs
         self.candidates = candidates
         self.ranked = rank(candidates, rules, score_per_kib)
@@ -83,7 +93,17 @@ class Ranking:
         self.kill_pgroup = kill_pgroup
         self.log = log
         self.skipped: list[tuple[Candidate, str]] = []
+        # cgroups (cgroup.Units): with --cgroup candidates carry the cgroup
+        # they were listed in, re-checked for the victim; --kill-cgroup
+        # finds the victim's cgroup and whether it may die whole.
+        self.units = units
+        self.kill_cgroup = kill_cgroup and units is not None
         self._next = 0
+
+    def _skip(self, c: Candidate, why: str) -> None:
+        self.skipped.append((c, why))
+        if self.log is not None:
+            self.log.debug(f"skipping pid={c.pid} name={safe(c.comm)}: {why}")
 
     def _killable(self, c: Candidate) -> Details | None:
         try:
@@ -91,12 +111,45 @@ class Ranking:
         except (NoSuchProcess, ValueError):
             return None
         why = protected(c, details, self.rules)
+        if why is None and c.cgroup and self.units is not None and not self.units.holds(
+                c.cgroup, c.pid):
+            # Listed in the watched subtree by the scan; still there now that
+            # its start time is known (the pidfd re-checks that), so a PID
+            # reused outside the subtree is never chosen.
+            why = f"is no longer in cgroup {c.cgroup}"
         if why is None:
             return details
-        self.skipped.append((c, why))
-        if self.log is not None:
-            self.log.debug(f"skipping pid={c.pid} name={safe(c.comm)}: {why}")
+        self._skip(c, why)
         return None
+
+    def _cgroup_group(self, c: Candidate) -> tuple[str, list[Candidate], str]:
+        """Return the victim's cgroup folder, its other killable processes, and why
+        the cgroup may not be killed whole ("" when it may)."""
+        assert self.units is not None
+        leaf = c.cgroup or self.units.leaf(c.pid)
+        if not leaf:
+            return "", [], "its cgroup is unknown"
+        try:
+            pids = self.units.members(leaf)
+        except (OSError, ValueError) as err:
+            return leaf, [], f"cannot list its processes: {err}"
+        blocked = self.units.refusal(leaf, pids, self.rules.self_pid) or ""
+        known = {m.pid: m for m in self.candidates}
+        group: list[Candidate] = []
+        for pid in sorted(pids):
+            if pid == c.pid or pid in (1, self.rules.self_pid):
+                continue
+            m = known.get(pid) or Candidate(pid, 0, 0, 0, 0, b"")
+            try:
+                why = protected(m, read_details(self.fs, pid), self.rules)
+            except (NoSuchProcess, ValueError):
+                continue  # gone, or not a candidate (a zombie): nothing to spare
+            if why is not None:
+                # cgroup.kill would kill it too: the cgroup is signalled one by one.
+                blocked = blocked or f"pid {pid} ({safe(m.comm) or '?'}) {why}"
+            elif pid in known:
+                group.append(m)
+        return leaf, group, blocked
 
     def next(self) -> Victim | None:
         """Return the next victim in rank order, or None when none is left."""
@@ -106,6 +159,9 @@ class Ranking:
             details = self._killable(c)
             if details is None:
                 continue
+            if self.kill_cgroup:
+                leaf, members, blocked = self._cgroup_group(c)
+                return Victim(c, details, members, leaf, blocked)
             group: list[Candidate] = []
             if self.kill_pgroup and c.pgrp > 1:
                 for m in self.candidates:
@@ -116,7 +172,7 @@ class Ranking:
                             group.append(m)
                     except (NoSuchProcess, ValueError):
                         continue
-            return Victim(c, details, group)
+            return Victim(c, details, group, c.cgroup)
         return None
 
 
@@ -145,16 +201,19 @@ def make_rules(cfg: Config, self_pid: int) -> Rules:
 
 
 def sample(fs: ProcFS, tracker: Tracker, now: float, skip: frozenset[int],
-           exclude: set[tuple[int, int]], want_exe: bool) -> list[Candidate]:
+           exclude: set[tuple[int, int]], want_exe: bool,
+           pids: list[int] | None = None) -> list[Candidate]:
     """Scan, sample the sizes of the largest processes, return the candidates.
 
     Processes in ``skip`` (PIDs) or ``exclude`` (PID, start time) are left
-    out. The TRACK_TOP with the highest ``oom_score``, and those already
+    out; ``pids``: only these (a cgroup's) are scanned. The TRACK_TOP with
+    the highest ``oom_score``, and those already
     tracked, get their size (RSS + swap from status) recorded in
     ``tracker``; each of them gets its size and net growth filled in.
     Raises OSError if /proc is unreadable.
     """
-    cands = [c for c in scan(fs, skip, want_exe) if (c.pid, c.starttime) not in exclude]
+    cands = [c for c in scan(fs, skip, want_exe, pids)
+             if (c.pid, c.starttime) not in exclude]
     top = {c.pid for c in sorted(cands, key=lambda c: (c.oom_score, c.rss_kib),
                                  reverse=True)[:TRACK_TOP]}
     keep = top | (set(tracker.tracked()) & {c.pid for c in cands})

@@ -243,6 +243,18 @@ def parser() -> argparse.ArgumentParser:
     a("-c", "--config", metavar="FILE",
       help="read options from FILE first ('option = value' lines, see "
            "contrib/bustd.conf); options on the command line override them")
+    g = p.add_argument_group("cgroup v2")
+    g.add_argument("--cgroup", type=path, metavar="PATH",
+                   help="watch this cgroup v2 subtree instead of the machine (e.g. "
+                        "/sys/fs/cgroup/system.slice/foo.service): memory.current against "
+                        "memory.max (or memory.high) as MemAvailable against MemTotal, its "
+                        "memory.pressure as PSI, and victims only among its processes; "
+                        "kept until a restart")
+    g.add_argument("--kill-cgroup", action="store_true",
+                   help="kill the victim's whole cgroup at once with cgroup.kill (Linux "
+                        ">= 5.14, always SIGKILL); where that is not possible (an older "
+                        "kernel, a cgroup holding bustd, PID 1 or a protected process) its "
+                        "killable processes are signalled one by one, and the log says why")
     return p
 
 
@@ -450,6 +462,9 @@ def parse_args(p: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
     refused here, not left to crash further on.
     """
     args = p.parse_args(argv)
+    if getattr(args, "kill_cgroup", False) and getattr(args, "kill_pgroup", False):
+        raise UsageError("argument --kill-cgroup: not allowed with --kill-pgroup (a "
+                         "cgroup and a process group are two different units: choose one)")
     for action in p._actions:
         if action.option_strings and isinstance(getattr(args, action.dest, None), list):
             raise UsageError(f"argument {'/'.join(action.option_strings)}: invalid value "
@@ -488,7 +503,33 @@ def build_config(args: argparse.Namespace) -> Config:
         avoid=args.avoid, grace=args.grace, kill_pgroup=args.kill_pgroup,
         dry_run=args.dry_run or root != "/proc", daemon=args.daemon,
         pid_file=os.path.abspath(args.pid_file), report=args.report,
-        verbose=args.verbose, proc_root=root, sys_root=os.path.normpath(args.sys_root))
+        verbose=args.verbose, proc_root=root, sys_root=os.path.normpath(args.sys_root),
+        cgroup=_cgroup(args.cgroup or "", args.psi > 0, root == "/proc"),
+        kill_cgroup=args.kill_cgroup)
+
+
+def _cgroup(given: str, psi: bool, live: bool) -> str:
+    """Return the ``--cgroup`` folder resolved ("" for none); raises UsageError.
+
+    On the real /proc it must be a cgroup v2 folder with the memory
+    controller (and ``memory.pressure`` when PSI is on); with a fake
+    ``--proc-root`` any folder with the same files does (tests).
+    """
+    if not given:
+        return ""
+    from . import cgroup
+    mounts = None
+    if live:
+        try:
+            with open("/proc/self/mountinfo", "rb") as f:
+                mounts = cgroup.parse_mountinfo(f.read())
+        except OSError as err:
+            raise UsageError(f"argument --cgroup: cannot read /proc/self/mountinfo: "
+                             f"{err.strerror or err}") from None
+    try:
+        return cgroup.validate(given, psi, mounts)
+    except cgroup.CgroupError as err:
+        raise UsageError(f"argument --cgroup: {err}") from None
 
 
 def _one_line(text: str) -> str:
@@ -613,6 +654,9 @@ def _check(argv: list[str]) -> int:
         for key in DEFAULTS:
             print(f"{key} = {getattr(cfg, key)!r}")
         return 0
+    if cfg.cgroup:
+        print(f"bustd: note: check reports the machine, not --cgroup {_one_line(cfg.cgroup)}",
+              file=sys.stderr)
     from . import check
     try:
         report = check.gather(cfg, args.interval, args.top, args.config)

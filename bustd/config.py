@@ -47,6 +47,9 @@ DEFAULTS: dict[str, object] = {
     "verbose": False,
     "proc_root": "/proc",
     "sys_root": "/sys",
+    # cgroup v2 (issue 9): watch one subtree; kill a victim's whole cgroup.
+    "cgroup": "",
+    "kill_cgroup": False,
 }
 _OPTIONAL = frozenset(("mem_term_kib", "mem_kill_kib", "swap_term_kib", "swap_kill_kib"))
 # Settings that take one of a few words.
@@ -90,6 +93,8 @@ class Config:
     verbose: bool
     proc_root: str
     sys_root: str
+    cgroup: str
+    kill_cgroup: bool
 
     def __init__(self, **values: object) -> None:
         for key in values:

@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from typing import Callable, Sequence
 
 __all__ = ["DYING", "EXIT_WAIT", "EXITED", "FAILED", "FREED", "GONE", "KILL_SETTLE",
-           "NO_PIDFD", "Outcome", "PENDING", "REFUSED", "Target", "exited", "reap", "release",
-           "rehearse", "signal_targets"]
+           "NO_PIDFD", "Outcome", "PENDING", "REFUSED", "Target", "exited", "kill_cgroup", "reap",
+           "release", "rehearse", "signal_targets"]
 
 # After SIGKILL a process that is not stuck exits within milliseconds plus
 # the time to unmap its memory (measured on a 2-core VM: 5 ms at 64 MiB,
@@ -130,15 +130,19 @@ class Outcome:
     ``targets`` are the targets given, in order, each with its state;
     ``last`` is the last signal sent to any of them (0 if none was sent);
     ``took`` is the seconds from the first signal until all signalled
-    targets had exited, or until DYING ones were given up on.
+    targets had exited, or until DYING ones were given up on;
+    ``cgroup_note`` why a cgroup asked to be killed whole was not ("" when
+    it was, or none was asked).
     """
 
-    __slots__ = ("targets", "last", "took")
+    __slots__ = ("targets", "last", "took", "cgroup_note")
 
-    def __init__(self, targets: list[Target], last: int, took: float) -> None:
+    def __init__(self, targets: list[Target], last: int, took: float,
+                 cgroup_note: str = "") -> None:
         self.targets = targets
         self.last = last
         self.took = took
+        self.cgroup_note = cgroup_note
 
     def having(self, *states: str) -> list[Target]:
         """Return the targets in any of ``states``, in the order given."""
@@ -416,9 +420,38 @@ def _open_all(fs: ProcFS, targets: list[Target]) -> None:
         return
 
 
+def kill_cgroup(folder: str, self_pid: int) -> str:
+    """Kill the cgroup at ``folder`` whole with ``cgroup.kill``; return "" or why not.
+
+    Checked once more right before the write: never a cgroup holding bustd
+    itself or PID 1, never the root cgroup (cgroup.refusal). Never raises.
+    """
+    from . import cgroup  # only with --kill-cgroup
+    try:
+        why = cgroup.refusal(folder, cgroup.members(folder), self_pid)
+    except (OSError, ValueError) as err:
+        return f"cannot list its processes: {err}"
+    if why is not None:
+        return why
+    try:
+        cgroup.kill(folder)
+    except OSError as err:
+        if err.errno == errno.ENOENT and os.path.isdir(folder):
+            return "no cgroup.kill (Linux < 5.14)"
+        return _why("cgroup.kill", err)
+    return ""
+
+
 def signal_targets(fs: ProcFS, targets: Sequence[Target], first: int, grace: float,
-                   clock: Callable[[], float], settle: float = KILL_SETTLE) -> Outcome:
+                   clock: Callable[[], float], settle: float = KILL_SETTLE,
+                   cgroup: str = "", self_pid: int = 0) -> Outcome:
     """Signal ``targets`` with ``first``; escalate to SIGKILL after ``grace`` s.
+
+    ``cgroup``: first kill that cgroup whole (:func:`kill_cgroup`, SIGKILL
+    to all its processes, ``self_pid`` being bustd), then SIGKILL each
+    target, so that one that left the cgroup meanwhile dies too; where the
+    cgroup may not be killed whole the targets get ``first`` as usual and
+    ``Outcome.cgroup_note`` says why.
 
     Targets still alive ``settle`` s after SIGKILL get process_mrelease and
     come back DYING, their pidfd open and owned by the caller (see
@@ -431,11 +464,21 @@ def signal_targets(fs: ProcFS, targets: Sequence[Target], first: int, grace: flo
     for t in todo:
         t.fd, t.state, t.why, t.note, t.reaped = -1, PENDING, "", "", ""
     last = 0
+    note = ""
     try:
-        _open_all(fs, todo)
+        _open_all(fs, todo)  # identities checked and pidfds held before anything dies
         start = clock()
         killed = start
-        live = [t for t in todo if t.state == PENDING and _send(fs, t, first, False)]
+        if cgroup:
+            note = kill_cgroup(cgroup, self_pid)
+            if not note:
+                first = sig.SIGKILL
+                last = first
+        if cgroup and not note:
+            # Already killed with their cgroup: "exited" rather than "gone".
+            live = [t for t in todo if t.state == PENDING and _send(fs, t, first, True)]
+        else:
+            live = [t for t in todo if t.state == PENDING and _send(fs, t, first, False)]
         if live:
             last = first
         if first != sig.SIGKILL and live:
@@ -456,7 +499,7 @@ def signal_targets(fs: ProcFS, targets: Sequence[Target], first: int, grace: flo
         for t in todo:
             if t.state == PENDING:
                 t.state = DYING if t in live else EXITED
-        return Outcome(todo, last, clock() - start)
+        return Outcome(todo, last, clock() - start, note)
     finally:
         for t in todo:
             if t.state != DYING:

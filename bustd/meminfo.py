@@ -13,26 +13,33 @@ __all__ = ["MemInfo", "parse_meminfo", "parse_pswpin", "read_meminfo"]
 
 
 class MemInfo:
-    """Memory figures in KiB."""
+    """Memory figures in KiB.
 
-    __slots__ = ("total", "available", "swap_total", "swap_free")
+    ``scope`` is "" for the machine's, else the folder of the cgroup they
+    describe (``--cgroup``, see cgroup.py).
+    """
 
-    def __init__(self, total: int, available: int, swap_total: int, swap_free: int) -> None:
+    __slots__ = ("total", "available", "swap_total", "swap_free", "scope")
+
+    def __init__(self, total: int, available: int, swap_total: int, swap_free: int,
+                 scope: str = "") -> None:
         self.total = total
         self.available = available
         self.swap_total = swap_total
         self.swap_free = swap_free
+        self.scope = scope
 
     def __repr__(self) -> str:
         return (
             f"MemInfo(total={self.total}, available={self.available}, "
-            f"swap_total={self.swap_total}, swap_free={self.swap_free})"
+            f"swap_total={self.swap_total}, swap_free={self.swap_free}"
+            + (f", scope={self.scope!r})" if self.scope else ")")
         )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, MemInfo) and (
-            (self.total, self.available, self.swap_total, self.swap_free)
-            == (other.total, other.available, other.swap_total, other.swap_free)
+            (self.total, self.available, self.swap_total, self.swap_free, self.scope)
+            == (other.total, other.available, other.swap_total, other.swap_free, other.scope)
         )
 
 

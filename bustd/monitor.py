@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from typing import Callable, Protocol
 
     from . import choose, kill
+    from .cgroup import Cgroup, Figures, Units
     from .choose import Victim
     from .growth import Tracker
     from .process import Candidate
@@ -71,7 +72,7 @@ WATCH_AFTER_EVENT = 10.0  # seconds of watching after a PSI trigger event
 RUNNERS_UP = 3  # candidates named after the victim in the kill line
 # Settings a reload cannot change: they shaped the process at start (its
 # pid file, whether it forked, the tree its descriptors are open on).
-FIXED_AT_START = ("daemon", "pid_file", "proc_root")
+FIXED_AT_START = ("daemon", "pid_file", "proc_root", "cgroup")
 
 
 class Thresholds:
@@ -150,9 +151,12 @@ def _pct(part: float, whole: int) -> str:
 
 
 def _mem_reason(mem: MemInfo, mem_limit: float, swap_limit: float) -> str:
-    swap = (f"SwapFree {size(mem.swap_free)} ({_pct(mem.swap_free, mem.swap_total)}) "
+    # A cgroup's figures (--cgroup) are named after the cgroup, not /proc/meminfo.
+    avail, free = ("MemAvailable", "SwapFree") if not mem.scope else (
+        f"cgroup {mem.scope} available", "swap free")
+    swap = (f"{free} {size(mem.swap_free)} ({_pct(mem.swap_free, mem.swap_total)}) "
             f"<= {size(swap_limit)}" if mem.swap_total else "no swap")
-    return (f"MemAvailable {size(mem.available)} ({_pct(mem.available, mem.total)}) "
+    return (f"{avail} {size(mem.available)} ({_pct(mem.available, mem.total)}) "
             f"<= {size(mem_limit)}, {swap}")
 
 
@@ -181,10 +185,11 @@ def decide(mem: MemInfo, stall: float | None, cfg: Config,
             and stall_s >= cfg.psi_duration and mem.available <= t.psi_mem):
         held = f" for {stall_s:.1f} s" if stall_s < float("inf") else ""
         swapped = f" and swap-in {swapin:.1f} MiB/s" if swapin is not None else ""
+        avail = f"cgroup {mem.scope} available" if mem.scope else "MemAvailable"
         return Decision(sig.SIGTERM, (
             f"memory {cfg.psi_metric} stall {stall:.0f}% >= {cfg.psi_cutoff:g}%{swapped}{held} "
             f"with "
-            f"MemAvailable {size(mem.available)} ({_pct(mem.available, mem.total)}) "
+            f"{avail} {size(mem.available)} ({_pct(mem.available, mem.total)}) "
             f"<= {cfg.psi_mem_percent:g}%"))
     return None
 
@@ -228,6 +233,7 @@ class Monitor:
         self.self_pid = self_pid
         self.armed = False  # choose, growth, kill, record and zram loaded (see arm)
         self.rules: Rules | None = None
+        self.units: Units | None = None  # victims' cgroups (--cgroup, --kill-cgroup; see arm)
         self.tracker: Tracker | None = None
         self.dry = cfg.dry_run or not cfg.live  # a fake tree is never signalled
         self.meter = StallMeter()
@@ -257,6 +263,15 @@ class Monitor:
         self.woken_by = "timer"  # or "PSI trigger"
         self.outputs: list[Callable[[KillRecord], None]] = [self._log_record]
         self.mem_fd = fs.open("meminfo")
+        self.machine = read_meminfo(self.mem_fd)  # the last reading of /proc/meminfo
+        # --cgroup: the watched cgroup's files (cgroup.py, loaded only then),
+        # its last reading, and whether it is gone (a stopped service).
+        self.cgroup: Cgroup | None = None
+        self.figures: Figures | None = None
+        self.cgroup_lost = False
+        if cfg.cgroup:
+            from .cgroup import Cgroup
+            self.cgroup = Cgroup(cfg.cgroup)
         self.psi_fd = -1
         self.psi_failing = False  # said that pressure/memory cannot be read
         self._poller = select.poll()
@@ -270,12 +285,18 @@ class Monitor:
         self.wake_fd = -1
         self._open_psi()
 
+    def psi_path(self) -> str:
+        """Return the PSI file watched: the machine's, or the cgroup's memory.pressure."""
+        if self.cgroup is not None:
+            return self.cgroup.file("memory.pressure")
+        return self.fs.path("pressure/memory")
+
     def _open_psi(self) -> None:
         cfg = self.cfg
         if cfg.psi_cutoff <= 0:
             return
         try:
-            self.psi_fd = self.fs.open("pressure/memory")
+            self.psi_fd = os.open(self.psi_path(), os.O_RDONLY | os.O_CLOEXEC)
             read_pressure(self.psi_fd)
         except (OSError, ValueError) as err:
             if self.psi_fd >= 0:
@@ -287,7 +308,7 @@ class Monitor:
             return
         if not cfg.live:
             return  # a fake tree: its PSI file is no kernel's and takes no trigger
-        armed = arm_trigger(self.fs.path("pressure/memory"), cfg.psi_metric, cfg.psi_cutoff)
+        armed = arm_trigger(self.psi_path(), cfg.psi_metric, cfg.psi_cutoff)
         if armed is None:
             self.log.debug("PSI trigger not allowed here: polling")
             return
@@ -309,7 +330,7 @@ class Monitor:
     def describe(self) -> str:
         """Return the one-line summary of what will be watched and how."""
         cfg = self.cfg
-        mem = read_meminfo(self.mem_fd)
+        mem = self.read_mem()
         t = thresholds(cfg, mem)
         psi = "PSI off"
         if self.psi_fd >= 0:
@@ -317,10 +338,20 @@ class Monitor:
                    f"below {cfg.psi_mem_percent:g}% MemAvailable, ")
             psi += (f"kernel trigger {self.trigger_window:g} s window" if self.trigger_fd >= 0
                     else "polled")
-        return (f"SIGTERM at MemAvailable <= {size(t.mem_term)} and SwapFree <= "
+            if self.cgroup is not None:
+                psi += f" on {self.psi_path()}"
+        scope = ""
+        if self.cgroup is not None:
+            fig = self.figures
+            limit = ("gone" if fig is None else
+                     f"{fig.limit_name} {size(fig.limit_kib)}" if fig.limit_kib is not None
+                     else "no limit of its own: the machine's MemAvailable")
+            scope = f"cgroup {self.cgroup.path} ({limit}): "
+        kill_unit = "; killing whole cgroups" if cfg.kill_cgroup else ""
+        return (f"{scope}SIGTERM at MemAvailable <= {size(t.mem_term)} and SwapFree <= "
                 f"{size(t.swap_term)}; SIGKILL at {size(t.mem_kill)} and {size(t.swap_kill)}"
                 f"; {psi}; watching below {size(watch_level(cfg, mem))}, "
-                f"ranking by {cfg.rank}{'; DRY RUN' if cfg.dry_run else ''}")
+                f"ranking by {cfg.rank}{kill_unit}{'; DRY RUN' if cfg.dry_run else ''}")
 
     def _poll(self, timeout: float) -> list[tuple[int, int]]:
         return self._poller.poll(max(1, int(timeout * 1000)))
@@ -337,14 +368,72 @@ class Monitor:
         from . import choose, growth, kill, record, zram  # noqa: F401 - loaded here on purpose
         self.rules = choose.make_rules(self.cfg, self.self_pid)
         self.tracker = growth.Tracker()
+        if self.cfg.cgroup or self.cfg.kill_cgroup:
+            self.units = self._units()
         self.scaled = choose.kernel_scales_oom_score()
         self.armed = True
 
+    def _units(self) -> Units:
+        """Return how victims' cgroups are found and killed (--cgroup, --kill-cgroup)."""
+        from .cgroup import Units, cgroup_mount, parse_mountinfo
+        try:
+            mount = cgroup_mount(parse_mountinfo(self.fs.read("self/mountinfo", 1 << 20)))
+        except OSError as err:
+            self.log.warning(f"cannot read {self.fs.path('self/mountinfo')} ({err}): "
+                             "victims' cgroups unknown")
+            mount = None
+        return Units(self.fs, mount)
+
     # -- readings ----------------------------------------------------------
 
+    def read_mem(self, zram: bool = False) -> MemInfo:
+        """Return what decisions read: the machine's memory, or with --cgroup the cgroup's.
+
+        Reads /proc/meminfo (kept in ``machine``) and, with --cgroup, the
+        cgroup's memory files (kept in ``figures``; see cgroup.meminfo_of).
+        ``zram``: count zram at its RAM worth with the devices last read.
+        A cgroup that cannot be read (gone) reads as all memory available.
+        """
+        machine = read_meminfo(self.mem_fd)
+        if zram and self.zram:
+            from .zram import effective_swap
+            machine = effective_swap(machine, self.zram)
+        self.machine = machine
+        if self.cgroup is None:
+            return machine
+        return self._cgroup_mem(machine)
+
+    def _cgroup_mem(self, machine: MemInfo) -> MemInfo:
+        """Return the cgroup's MemInfo given the machine's (re-reading the cgroup)."""
+        from .cgroup import meminfo_of
+        assert self.cgroup is not None
+        path = self.cgroup.path
+        try:
+            self.figures = self.cgroup.read()
+        except (OSError, ValueError) as err:
+            self.cgroup.close()
+            self.figures = None
+            if not self.cgroup_lost:
+                self.log.warning(f"cannot read cgroup {path} ({err}): nothing to watch "
+                                 "until it is back")
+                self.cgroup_lost = True
+                self._close_psi()
+                self.reset_stall()
+            return MemInfo(machine.total, machine.total, 0, 0, path)
+        if self.cgroup_lost:
+            self.cgroup_lost = False
+            self.log.info(f"cgroup {path} is back: watching it again")
+            self._open_psi()
+        return meminfo_of(self.figures, machine)
+
+
     def effective(self, mem: MemInfo) -> MemInfo:
-        """Return ``mem`` with zram counted at its RAM worth (see zram.py)."""
-        if mem.swap_total <= 0 or self.zram_failed:
+        """Return ``mem`` with zram counted at its RAM worth (see zram.py).
+
+        With --cgroup, zram is applied to the machine's swap and the cgroup's
+        reading is built again from it (its swap is bounded by the machine's).
+        """
+        if self.machine.swap_total <= 0 or self.zram_failed:
             return mem
         from .zram import effective_swap, read_zram
         try:
@@ -354,7 +443,13 @@ class Monitor:
                              "swap counted as SwapFree says from now on")
             self.zram_failed = True
             self.zram = []
-        return effective_swap(mem, self.zram)
+        if self.cgroup is None:
+            return effective_swap(mem, self.zram)
+        self.machine = effective_swap(self.machine, self.zram)
+        if self.figures is None:
+            return mem
+        from .cgroup import meminfo_of
+        return meminfo_of(self.figures, self.machine)
 
     def pressure(self, mem: MemInfo, now: float, watching: bool, fired: bool) -> Stall:
         """Return the stall, how long the machine has been thrashing, and swap-ins.
@@ -403,6 +498,18 @@ class Monitor:
         """Return the swap-in rate in MiB/s over about the last second, None if unknown."""
         if self.vmstat_failed:
             return None
+        if self.cgroup is not None:
+            pages = None if self.figures is None else self.figures.swapins
+            if pages is None:
+                if self.figures is not None:
+                    self.log.warning(f"{self.cgroup.file('memory.stat')} has no pswpin nor "
+                                     "workingset_refault_anon: pressure kills on the stall "
+                                     "alone, without telling thrashing from swapping out")
+                    self.vmstat_failed = True
+                return None
+            self.swapins.add(now, pages)
+            rate = self.swapins.rate()
+            return None if rate is None else rate * PAGE_MIB
         try:
             if self.vmstat_fd < 0:
                 self.vmstat_fd = self.fs.open("vmstat")
@@ -432,8 +539,31 @@ class Monitor:
         if self.passed:
             self.forget_passed()
         exclude = self.passed | set(self.dying)
-        return sample(self.fs, self.tracker, now, frozenset((self.self_pid,)), exclude,
-                      self.rules.shifts)
+        if self.cgroup is None:
+            return sample(self.fs, self.tracker, now, frozenset((self.self_pid,)), exclude,
+                          self.rules.shifts)
+        # --cgroup: only the subtree's processes, each with the cgroup holding it.
+        from .cgroup import members
+        try:
+            leaves = members(self.cgroup.path)
+        except (OSError, ValueError) as err:
+            self.log.debug(f"cannot list the processes of cgroup {self.cgroup.path}: {err}")
+            return []
+        cands = sample(self.fs, self.tracker, now, frozenset((self.self_pid,)), exclude,
+                       self.rules.shifts, sorted(leaves))
+        for c in cands:
+            c.cgroup = leaves.get(c.pid, "")
+        return cands
+
+    def ranking(self, cands: list[Candidate], log: Log | None = None) -> choose.Ranking:
+        """Return the candidates in kill order (growth priced by the machine's totals)."""
+        from .choose import Ranking, oom_score_per_kib
+        assert self.rules is not None
+        cfg = self.cfg
+        # oom_score is the kernel's badness against the machine's RAM + swap,
+        # with --cgroup too: growth is priced in the same units.
+        return Ranking(self.fs, cands, self.rules, oom_score_per_kib(self.machine, self.scaled),
+                       cfg.kill_pgroup, log, self.units, cfg.kill_cgroup)
 
     def rehearse(self, cands: list[Candidate]) -> None:
         """Walk the kill path once without signalling anyone (issue 10).
@@ -445,12 +575,10 @@ class Monitor:
         emergency finds them resident instead of faulting them in from disk.
         """
         from . import kill
-        from .choose import Ranking, oom_score_per_kib
         from .record import kill_line
         assert self.rules is not None
-        mem = read_meminfo(self.mem_fd)
-        ranking = Ranking(self.fs, cands, self.rules, oom_score_per_kib(mem, self.scaled),
-                          self.cfg.kill_pgroup)
+        mem = self.read_mem()
+        ranking = self.ranking(cands)
         victim = ranking.next()
         if victim is not None:
             record = self._record(victim, Decision(sig.SIGTERM, "rehearsal"),
@@ -498,6 +626,8 @@ class Monitor:
         if self.armed and {"unkillables", "ignore", "prefer", "avoid", "rank"} & set(changed):
             from .choose import make_rules
             self.rules = make_rules(new, self.self_pid)
+        if self.armed and new.kill_cgroup and self.units is None:
+            self.units = self._units()
         if {"psi_cutoff", "psi_metric"} & set(changed):
             self._close_psi()
             self.meter.reset()
@@ -572,7 +702,7 @@ class Monitor:
         self.woken_by = "PSI trigger" if fired else "timer"
         if fired:
             self.watch_until = now + WATCH_AFTER_EVENT
-        mem = read_meminfo(self.mem_fd)
+        mem = self.read_mem()
         watching = mem.available <= watch_level(cfg, mem) or now < self.watch_until
         cands: list[Candidate] | None = None
         if watching:
@@ -598,7 +728,7 @@ class Monitor:
                 pause = self.act(decision, stall, cands)
             finally:
                 self.acting = False
-            mem = self.effective(read_meminfo(self.mem_fd)) if watching else mem
+            mem = self.effective(self.read_mem()) if watching else mem
         now = self.clock()
         if now >= self.next_report:
             self.report(mem, stall.percent)
@@ -630,16 +760,12 @@ class Monitor:
         LSM) is passed over, said once, and the next one tried in the same
         check. Returns a minimum pause before the next check.
         """
-        from .choose import Ranking, oom_score_per_kib
         from .record import candidate_text
-        from .zram import effective_swap
         log, cfg = self.log, self.cfg
         if cands is None:
             cands = self.sample(self.clock())
         assert self.rules is not None
-        mem = read_meminfo(self.mem_fd)
-        ranking = Ranking(self.fs, cands, self.rules, oom_score_per_kib(mem, self.scaled),
-                          cfg.kill_pgroup, log)
+        ranking = self.ranking(cands, log)
         victim = ranking.next()
         if victim is None:
             if not self.stuck:  # once per emergency, not once a second
@@ -649,7 +775,7 @@ class Monitor:
         if log.verbose:
             log.debug("candidates: " + "; ".join(candidate_text(c) for c in ranking.ranked[:6]))
         # The scan took time: decide again on fresh memory figures.
-        fresh_mem = effective_swap(read_meminfo(self.mem_fd), self.zram)
+        fresh_mem = self.read_mem(zram=True)
         fresh = decide(fresh_mem, stall.percent, cfg, stall.seconds, stall.swapin)
         if fresh is None:
             log.info("memory recovered before the kill: nothing done")
@@ -658,7 +784,7 @@ class Monitor:
         while victim is not None:
             record = self._record(victim, fresh, self.reading(fresh_mem, stall), dry)
             pending = self.cmdline_of(victim.candidate)
-            outcome = "dry" if dry else self._kill(victim, record)
+            outcome = "dry" if dry else self._kill(victim, record, fresh.signal)
             if outcome == "refused":
                 victim = ranking.next()  # said once by _kill; the next one now
                 continue
@@ -692,6 +818,13 @@ class Monitor:
                             self.cfg.rank, decision.reason, decision.signal, reading, dry)
         record.woken_by = self.woken_by
         record.group = [m.pid for m in victim.group]
+        record.cgroup = victim.cgroup
+        if self.cfg.kill_cgroup:
+            # What would happen; _kill says what did.
+            record.cgroup_whole = bool(victim.cgroup) and not victim.blocked
+            record.cgroup_note = victim.blocked
+            if record.cgroup_whole:
+                record.signal = sig.SIGKILL  # cgroup.kill knows no other
         return record
 
     def _runners_up(self, ranking: choose.Ranking) -> list[Candidate]:
@@ -703,8 +836,11 @@ class Monitor:
             out.append(v.candidate)
         return out
 
-    def _kill(self, victim: Victim, record: KillRecord) -> str:
-        """Signal the victim (and its group) and fill ``record``.
+    def _kill(self, victim: Victim, record: KillRecord, first: int) -> str:
+        """Signal the victim (and its group) with ``first`` and fill ``record``.
+
+        With --kill-cgroup its cgroup is killed whole (cgroup.kill, SIGKILL)
+        when that may be done; else its killable members get ``first``.
 
         Returns "killed"; "gone" (it exited or its PID was recycled before
         the signal); "refused" (the kernel denied every way to signal it:
@@ -714,9 +850,16 @@ class Monitor:
         from . import kill
         c = victim.candidate
         targets = [kill.Target(m.pid, m.starttime) for m in [c, *victim.group]]
+        whole = victim.cgroup if self.cfg.kill_cgroup and not victim.blocked else ""
         record.reaction_s = self.clock() - self.woke
-        outcome = kill.signal_targets(self.fs, targets, record.signal, self.cfg.grace,
-                                      self.clock)
+        if whole:
+            outcome = kill.signal_targets(self.fs, targets, first, self.cfg.grace,
+                                          self.clock, cgroup=whole, self_pid=self.self_pid)
+        else:
+            outcome = kill.signal_targets(self.fs, targets, first, self.cfg.grace, self.clock)
+        if self.cfg.kill_cgroup:
+            record.cgroup_whole = bool(whole) and not outcome.cgroup_note
+            record.cgroup_note = outcome.cgroup_note or victim.blocked
         main = outcome.targets[0]
         for t in outcome.targets:
             if t.note and t.state in (kill.EXITED, kill.DYING):

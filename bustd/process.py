@@ -132,7 +132,7 @@ class Candidate:
     watch zone learnt (size with swap, recent growth) and its rank score."""
 
     __slots__ = ("pid", "oom_score", "rss_kib", "starttime", "pgrp", "comm", "exe",
-                 "size_kib", "swap_kib", "growth_kib", "growth_s", "badness")
+                 "size_kib", "swap_kib", "growth_kib", "growth_s", "badness", "cgroup")
 
     def __init__(self, pid: int, oom_score: int, rss_kib: int, starttime: int,
                  pgrp: int, comm: bytes) -> None:
@@ -148,6 +148,7 @@ class Candidate:
         self.growth_kib = 0  # net growth of size_kib over growth_s seconds
         self.growth_s = 0.0
         self.badness = float(oom_score)
+        self.cgroup = ""  # --cgroup: the folder of the cgroup the scan found it in
 
     @property
     def rate_kib_s(self) -> float:
@@ -214,9 +215,11 @@ def _zombie_leader_alive(fs: ProcFS, pid: int) -> tuple[int, int] | None:
     return None
 
 
-def scan(fs: ProcFS, skip: frozenset[int] = frozenset(), want_exe: bool = False
-         ) -> list[Candidate]:
+def scan(fs: ProcFS, skip: frozenset[int] = frozenset(), want_exe: bool = False,
+         pids: list[int] | None = None) -> list[Candidate]:
     """Return a Candidate for every live user-space process not in ``skip``.
+
+    ``pids``: only these (a cgroup's processes), else every one in the tree.
 
     Kernel threads, zombies and PID 1 are left out; a zombie leader whose
     other threads still run is kept (it holds their memory). ``want_exe``
@@ -226,7 +229,7 @@ def scan(fs: ProcFS, skip: frozenset[int] = frozenset(), want_exe: bool = False
     out: list[Candidate] = []
     append = out.append
     read = fs.read_pid
-    for pid in fs.pids():
+    for pid in fs.pids() if pids is None else pids:
         if pid == 1 or pid in skip:
             continue
         try:

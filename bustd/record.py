@@ -41,7 +41,7 @@ class KillRecord:
                  "oom_score", "oom_score_adj", "growth_kib", "growth_s", "badness",
                  "policy", "reason", "signal", "dry_run", "reaction_s", "woken_by",
                  "exited", "exit_s", "released", "group", "runners_up", "reading",
-                 "problems", "major_faults")
+                 "problems", "major_faults", "cgroup", "cgroup_whole", "cgroup_note")
 
     def __init__(self, time: float, victim: Candidate, uid: int, oom_score_adj: int,
                  exe: bytes, rss_kib: int, swap_kib: int, policy: str, reason: str,
@@ -73,6 +73,10 @@ class KillRecord:
         self.reading = reading
         self.problems: list[str] = []
         self.major_faults = -1  # bustd's own major faults during the check (-1: unknown)
+        self.cgroup = ""  # the folder of the victim's cgroup ("": not looked up)
+        # --kill-cgroup: killed (or would be) whole with cgroup.kill; None when not asked.
+        self.cgroup_whole: bool | None = None
+        self.cgroup_note = ""  # why the cgroup was not killed whole
 
 
 def growth_text(kib: int, seconds: float) -> str:
@@ -95,6 +99,13 @@ def kill_line(r: KillRecord) -> str:
            f"oom_score={r.oom_score} oom_score_adj={r.oom_score_adj} "
            f"score={r.badness:.0f} ({r.policy})")
     group = f" with {len(r.group)} more of its group" if r.group else ""
+    if r.cgroup:
+        group += f" in cgroup {safe(r.cgroup.encode())}"
+    if r.cgroup_whole:
+        group += " killed whole by cgroup.kill" if not r.dry_run else " whole, by cgroup.kill"
+    elif r.cgroup_whole is not None:
+        group += (f", not killed whole ({r.cgroup_note or 'its cgroup is unknown'}): "
+                  "its killable processes signalled one by one")
     runners = "; runners-up: " + (", ".join(candidate_text(c) for c in r.runners_up)
                                   if r.runners_up else "none")
     cmdline = ("(not read in time)" if r.cmdline is None
