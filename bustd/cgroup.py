@@ -130,7 +130,8 @@ def _unescape_mount(field: bytes) -> str:
     out = bytearray()
     i = 0
     while i < len(field):
-        if field[i:i + 1] == b"\\" and field[i + 1:i + 4].isdigit():
+        code = field[i + 1:i + 4]
+        if field[i:i + 1] == b"\\" and len(code) == 3 and all(c in b"01234567" for c in code):
             out.append(int(field[i + 1:i + 4], 8) & 0xFF)
             i += 4
         else:

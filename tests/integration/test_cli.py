@@ -101,6 +101,12 @@ BAD = [
     (["-c", "/dev/null"], "config file /dev/null", "a character device"),
     (["--config", "/"], "config file /", "a directory"),
     (["-c", ""], "config file :", "No such file"),
+    # cgroup v2: a folder on a cgroup2 file system, with the memory controller.
+    (["--cgroup", ""], "--cgroup", "''"),
+    (["--cgroup", "/nonexistent/cg"], "argument --cgroup", "/nonexistent/cg: not a folder"),
+    (["--cgroup", "/proc"], "argument --cgroup", "/proc: not on a cgroup v2 file system (it "
+     "is on proc)"),
+    (["--kill-cgroup", "-g"], "argument --kill-cgroup", "not allowed with --kill-pgroup"),
     # The command line itself.
     (["--psi-metric"], "--psi-metric", "expected one argument"),
     (["extra"], "unrecognized arguments", "extra"),
@@ -390,3 +396,53 @@ def test_print_config_to_a_full_disk_is_one_line() -> None:
                              check=False)
     assert (out.returncode, out.stderr) == (
         1, "bustd: error: cannot write to standard output: No space left on device\n")
+
+
+def test_cgroup_on_a_fake_tree(tmp_path: Path) -> None:
+    from tests.fakecgroup import FakeCgroup
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "meminfo").write_text("MemTotal: 1000 kB\nMemAvailable: 500 kB\n")
+    cg = FakeCgroup(tmp_path / "cgroup")
+    work = cg.add("work", max_mib=64)
+    c = config("--proc-root", str(proc), "--cgroup", work + "/", "--kill-cgroup")
+    assert (c["cgroup"], c["kill_cgroup"]) == (repr(work), "True")
+    out = bustd("--proc-root", str(proc), "--cgroup", cg.root, "--print-config")
+    assert out.returncode == 2
+    assert out.stderr == (f"bustd: error: argument --cgroup: {cg.root}: the root cgroup: watch "
+                          "the whole machine without --cgroup instead\n")
+    (Path(work) / "memory.pressure").unlink()
+    out = bustd("--proc-root", str(proc), "--cgroup", work, "--print-config")
+    assert out.returncode == 2
+    assert out.stderr == (f"bustd: error: argument --cgroup: {work}: no memory.pressure (is the "
+                          "memory controller enabled in the parent's cgroup.subtree_control?)\n")
+    assert config("--proc-root", str(proc), "--cgroup", work, "--psi", "0")["cgroup"] == repr(work)
+
+
+def test_cgroup_on_the_real_hierarchy(tmp_path: Path) -> None:
+    """The host's own cgroup v2 root is refused; a new child of it is accepted only
+    where the memory controller reaches it (on this host or not)."""
+    from bustd.cgroup import cgroup_mount, parse_mountinfo
+    with open("/proc/self/mountinfo", "rb") as f:
+        mount = cgroup_mount(parse_mountinfo(f.read()))
+    if mount is None:
+        pytest.skip("no cgroup v2 hierarchy mounted on this host")
+    point = mount[1]
+    out = bustd("--cgroup", point, "--print-config")
+    assert out.returncode == 2 and "the root cgroup" in out.stderr, out.stderr
+    child = Path(point) / f"bustd-cli-test-{os.getpid()}"
+    try:
+        child.mkdir()
+    except OSError as err:
+        pytest.skip(f"cannot create a cgroup under {point}: {err.strerror}")
+    try:
+        out = bustd("--cgroup", str(child), "--print-config")
+        if (child / "memory.current").exists():
+            assert out.returncode == 0, out.stderr
+            assert f"cgroup = {str(child)!r}" in out.stdout
+        else:
+            assert out.returncode == 2
+            assert out.stderr.startswith(f"bustd: error: argument --cgroup: {child}: no "
+                                         "memory.current, memory.max, memory.high, memory.stat")
+    finally:
+        child.rmdir()

@@ -34,7 +34,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from bustd import cli
+from bustd import cgroup, cli
 from bustd.config import _CHOICES, DEFAULTS, Config, ConfigError, decode, encode
 from bustd.meminfo import parse_meminfo
 from bustd.pressure import parse_pressure
@@ -285,6 +285,78 @@ def mm_stat_texts(draw: st.DrawFn) -> tuple[bytes, Any]:
     return text, (numbers[0] // 1024, numbers[2] // 1024, numbers[3] // 1024)
 
 
+# --- cgroup v2 files (Documentation/admin-guide/cgroup-v2.rst) ----------------------
+
+@st.composite
+def procs_texts(draw: st.DrawFn) -> tuple[bytes, Any]:
+    """``cgroup.procs``: one PID a line."""
+    pids = draw(st.lists(st.integers(1, 1 << 22), max_size=8))
+    return b"".join(b"%d\n" % p for p in pids), pids
+
+
+@st.composite
+def limit_texts(draw: st.DrawFn) -> tuple[bytes, Any]:
+    """``memory.max``: a byte count or ``max``; expected: KiB or None."""
+    if draw(st.booleans()):
+        return b"max\n", None
+    n = draw(st.integers(0, 2**63 - 1))
+    return b"%d\n" % n, n // 1024
+
+
+CGROUP_STAT_KEYS = (b"anon", b"file", b"shmem", b"active_file", b"inactive_file",
+                    b"slab_reclaimable", b"workingset_refault_anon", b"pswpin", b"pgfault")
+
+
+@st.composite
+def cgroup_stat_texts(draw: st.DrawFn) -> tuple[bytes, Any]:
+    """``memory.stat``: ``key value`` lines; expected: (reclaimable KiB, swap-ins)."""
+    keys = draw(st.lists(st.sampled_from(CGROUP_STAT_KEYS), unique=True, max_size=9))
+    values = {k: draw(st.integers(0, 2**62)) for k in keys}
+    text = b"".join(k + b" %d\n" % v for k, v in values.items())
+    reclaimable = sum(values.get(k, 0) for k in (b"active_file", b"inactive_file",
+                                                 b"slab_reclaimable")) // 1024
+    swapins = values.get(b"pswpin", values.get(b"workingset_refault_anon"))
+    return text, (reclaimable, swapins)
+
+
+CGROUP_PATHS = st.lists(st.text(st.characters(codec="utf-8", exclude_characters="\n/\0"),
+                                min_size=1, max_size=8), max_size=4).map(
+    lambda parts: "/" + "/".join(parts)).filter(lambda p: not p.endswith(" (deleted)"))
+
+
+@st.composite
+def proc_cgroup_texts(draw: st.DrawFn) -> tuple[bytes, Any]:
+    """``/proc/PID/cgroup``: cgroup v1 lines and, on v2 or hybrid hosts, a ``0::`` line."""
+    lines = [b"%d:%s:/%s" % (n, draw(st.sampled_from((b"memory", b"pids", b"name=systemd"))),
+                            draw(st.sampled_from((b"", b"user.slice", b"a b"))))
+             for n in range(draw(st.integers(0, 3)), 0, -1)]
+    path = draw(st.none() | CGROUP_PATHS)
+    if path is not None:
+        lines.append(b"0::" + path.encode())
+    return b"\n".join(lines) + b"\n", path
+
+
+def _mount_escape(path: str) -> bytes:
+    """Return ``path`` as mountinfo prints it: backslash and space as octal escapes."""
+    return path.replace("\\", "\\134").replace(" ", "\\040").encode()
+
+
+@st.composite
+def mountinfo_texts(draw: st.DrawFn) -> tuple[bytes, Any]:
+    """``/proc/PID/mountinfo`` lines (proc(5)); expected: (root, mount point, type) each."""
+    lines, expected = [], []
+    for n in range(draw(st.integers(0, 5))):
+        root = draw(st.sampled_from(("/", "/lxc/c1", "/a b")))
+        point = draw(st.sampled_from(("/", "/sys/fs/cgroup", "/mnt/x y", "/\\z")))
+        fstype = draw(st.sampled_from(("cgroup2", "cgroup", "ext4", "9p")))
+        optional = draw(st.sampled_from(("", " shared:1", " master:2 shared:3")))
+        lines.append(b"%d 1 0:%d %s %s rw,relatime%s - %s none rw"
+                     % (20 + n, n, _mount_escape(root), _mount_escape(point), optional.encode(),
+                        fstype.encode()))
+        expected.append((root, point, fstype))
+    return b"\n".join(lines) + b"\n", expected
+
+
 KERNEL_PARSERS = [
     KernelParser("parse_stat", parse_stat, stat_texts(), _stat_fields,
                  (b"(", b")", b") ", b" (", b"R", b"Z")),
@@ -301,6 +373,16 @@ KERNEL_PARSERS = [
                  (*(b"\n" + k + b":" for k in MEMINFO_KEYS), b" kB\n")),
     KernelParser("parse_pressure", parse_pressure, pressure_texts(), _pressure_fields,
                  (b"some ", b"full ", b"avg10=", b"avg60=", b"avg300=", b"total=", b"=", b"\n")),
+    KernelParser("cgroup.parse_procs", cgroup.parse_procs, procs_texts(), lambda p: p,
+                 (b"\n", b" ", b"0", b"-1")),
+    KernelParser("cgroup.parse_limit", lambda t: cgroup.parse_limit(t, "memory.max"),
+                 limit_texts(), lambda v: v, (b"max", b"\n", b"0")),
+    KernelParser("cgroup.parse_stat", cgroup.parse_stat, cgroup_stat_texts(), lambda v: v,
+                 (*(k + b" " for k in CGROUP_STAT_KEYS), b"\n")),
+    KernelParser("cgroup.parse_proc_cgroup", cgroup.parse_proc_cgroup, proc_cgroup_texts(),
+                 lambda v: v, (b"0::", b"0::/", b"\n", b":", b" (deleted)")),
+    KernelParser("cgroup.parse_mountinfo", cgroup.parse_mountinfo, mountinfo_texts(),
+                 lambda v: v, (b" - ", b"cgroup2", b"\\040", b"\\1", b"\n", b" ")),
 ]
 _IDS = [p.name for p in KERNEL_PARSERS]
 
