@@ -4,6 +4,10 @@ Usage (through the tests/e2e/run wrapper):
 
   tests/e2e/run --scenarios 1,3 --daemon bustd
   tests/e2e/run --scenarios all --daemon earlyoom --runs 2
+  tests/e2e/run --scenarios cgroup,systemd --runs 2   # the cgroup v2 and systemd tests
+
+The names "cgroup" and "systemd" (bustd only) select the two tests that are
+not memory scenarios (tests/e2e/special.py): one VM each, one line per case.
 
 Prints one line per run and finally `N passed, N failed` (runs), with the
 pass count of each scenario when --runs is above 1. Exit codes: 0 all
@@ -23,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from tests.e2e import daemons, profile, scenarios, verdict, vm
+from tests.e2e import daemons, profile, scenarios, special, verdict, vm
 
 __all__ = [
     "Outcome",
@@ -275,17 +279,26 @@ def main(argv: list[str]) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--scenarios", default="all", help='"all" or ids like 1,3')
+    parser.add_argument("--scenarios", default="all",
+                        help='"all" or ids like 1,3; "cgroup", "systemd": the cgroup v2 and '
+                             'systemd tests')
     parser.add_argument("--daemon", default="bustd", choices=sorted(daemons.DAEMONS))
     add_vm_arguments(parser)
     args = parser.parse_args(argv)
     if args.runs < 1:
         print(f"e2e: --runs must be at least 1, not {args.runs}", file=sys.stderr)
         return 2
+    parts = [p.strip() for p in args.scenarios.split(",")]
+    names = [n for n in special.NAMES if n in parts]
+    rest = ",".join(p for p in parts if p not in special.NAMES)
     try:
-        ids = scenarios.parse_ids(args.scenarios)
+        ids = scenarios.parse_ids(rest) if rest else []
     except ValueError as err:
-        print(f"e2e: {err}", file=sys.stderr)
+        print(f"e2e: {err} (or {', '.join(special.NAMES)})", file=sys.stderr)
+        return 2
+    if names and args.daemon != "bustd":
+        print(f"e2e: {', '.join(names)}: bustd only, not --daemon {args.daemon}",
+              file=sys.stderr)
         return 2
     args.repo = os.path.abspath(args.repo)
     cfg = vm_config(args, [args.daemon])
@@ -308,6 +321,16 @@ def main(argv: list[str]) -> int:
         passed += ok
         failed += args.runs - ok
         per_scenario.append(f"scenario {sid}: {ok}/{args.runs}")
+    for name in names:
+        ok = 0
+        for k in range(1, args.runs + 1):
+            outcomes = special.run(name, cfg, args.repo, args.results, k)
+            for o in outcomes:
+                print(special.describe(o), flush=True)
+                passed += not o.failed
+                failed += bool(o.failed)
+            ok += all(not o.failed for o in outcomes)
+        per_scenario.append(f"{name}: {ok}/{args.runs}")
     if args.runs > 1:
         print("passed per scenario: " + ", ".join(per_scenario))
     print(f"{passed} passed, {failed} failed")

@@ -20,7 +20,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-__all__ = ["VmConfig", "VmRun", "find_kernel", "missing_prereqs", "vng_argv", "boot"]
+__all__ = ["VmConfig", "VmRun", "boot", "boot_systemd", "find_kernel", "missing_prereqs",
+           "vng_argv", "vng_systemd_argv"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,21 @@ def vng_argv(cfg: VmConfig, rwdir: str, cwd: str, command: list[str]) -> list[st
     return [*argv, "--exec", shlex.join(command)]
 
 
+def vng_systemd_argv(cfg: VmConfig, rwdir: str, kernel_args: list[str]) -> list[str]:
+    """Return the vng command line that boots a guest with systemd as PID 1.
+
+    vng runs no command then: ``kernel_args`` (each one kernel option, which
+    may hold spaces) must make systemd run one (see systemd_cases.py).
+    """
+    argv = ["vng", "--run", cfg.kernel, "--systemd", "--memory", cfg.memory, "--cpus",
+            str(cfg.cpus), "--rwdir", rwdir]
+    if not cfg.kvm:
+        argv.append("--disable-kvm")
+    for arg in kernel_args:
+        argv += ["--append", shlex.quote(arg)]  # vng splits each --append like a shell
+    return argv
+
+
 def boot(
     cfg: VmConfig, rwdir: str, cwd: str, command: list[str], console: str, timeout_s: float
 ) -> VmRun:
@@ -110,7 +126,18 @@ def boot(
     Returns the exit code of vng (None if it was killed after timeout_s) and
     the wall time. Raises OSError if vng cannot be started.
     """
-    argv = vng_argv(cfg, rwdir, cwd, command)
+    return _run(vng_argv(cfg, rwdir, cwd, command), console, timeout_s)
+
+
+def boot_systemd(
+    cfg: VmConfig, rwdir: str, kernel_args: list[str], console: str, timeout_s: float
+) -> VmRun:
+    """Boot a guest with systemd as PID 1 (see :func:`vng_systemd_argv`); as :func:`boot`."""
+    return _run(vng_systemd_argv(cfg, rwdir, kernel_args), console, timeout_s)
+
+
+def _run(argv: list[str], console: str, timeout_s: float) -> VmRun:
+    """Run vng ``argv`` with its output in the file ``console``; see :func:`boot`."""
     t0 = time.monotonic()
     with open(console, "wb") as out:
         out.write(("$ " + shlex.join(argv) + "\n").encode())

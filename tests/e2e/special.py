@@ -1,0 +1,123 @@
+"""Host side of the two VM tests that are not memory scenarios: cgroup v2 and systemd.
+
+``cgroup``: one guest runs every case of cgroup_cases.py on a real cgroup2
+hierarchy (tests/e2e/cgroup_guest.py). ``systemd``: one guest boots with
+systemd as PID 1 and runs tests/e2e/systemd_guest.py as its only job
+(see systemd_cases.py for how, and what is checked). Each leaves its files
+in ``<results>/<name>/r<K>/`` (result.json, console.log, vm.json, and what
+the guest saved) and gives one Outcome per case, judged here on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+from tests.e2e import cgroup_cases, systemd_cases, vm
+
+__all__ = ["NAMES", "CaseOutcome", "describe", "run"]
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HARNESS_ROOT = os.path.dirname(os.path.dirname(HERE))
+NAMES = ("cgroup", "systemd")
+# Guest wall time allowed: boot (up to ~90 s on a busy host under TCG), and for
+# cgroup three cases of up to ~2 min each, for systemd its boot to the job
+# (~2-4 min) and the job itself.
+TIMEOUT_S = {"cgroup": 900.0, "systemd": 1200.0}
+
+
+@dataclass(frozen=True)
+class CaseOutcome:
+    """One case of a special test: its name, the failed checks and a summary."""
+
+    test: str
+    case: str
+    failed: tuple[str, ...]
+    summary: str
+    vm_seconds: float
+    out_dir: str
+    run: int
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def run_dir(results: str, name: str, run: int) -> str:
+    """Return the folder of run ``run`` of the special test ``name``."""
+    return os.path.join(results, name, f"r{run}")
+
+
+def boot(name: str, cfg: vm.VmConfig, repo: str, out_dir: str) -> vm.VmRun:
+    """Boot the guest of test ``name`` with its output in ``out_dir``."""
+    console = os.path.join(out_dir, "console.log")
+    if name == "cgroup":
+        command = ["python3", "-m", "tests.e2e.cgroup_guest", "--repo", repo, "--out", out_dir]
+        return vm.boot(cfg, out_dir, HARNESS_ROOT, command, console, TIMEOUT_S[name])
+    return vm.boot_systemd(cfg, out_dir, systemd_cases.kernel_args(HARNESS_ROOT, repo, out_dir),
+                           console, TIMEOUT_S[name])
+
+
+def judge(name: str, out_dir: str, run: int) -> list[CaseOutcome]:
+    """Return one CaseOutcome per case of test ``name`` from the files in ``out_dir``."""
+    result = _read_json(os.path.join(out_dir, "result.json"))
+    booted = _read_json(os.path.join(out_dir, "vm.json")) or {}
+    seconds = float(booted.get("seconds", 0.0))
+    common: list[str] = []
+    code = booted.get("exit_code", 0)
+    if code is None:
+        common.append(f"VM killed after {seconds:.0f} s")
+    elif code != 0:
+        common.append(f"VM exited with code {code}")
+    if result is None:
+        common.append("no result.json")
+    else:
+        common += [f"guest error: {e.strip().splitlines()[-1]}"
+                   for e in result.get("errors", []) if e.strip()]
+    out = []
+    if name == "cgroup":
+        cases = (result or {}).get("cases", {})
+        for case in cgroup_cases.CASES:
+            facts = cases.get(case.name)
+            failed = common + cgroup_cases.failures(case, facts)
+            out.append(CaseOutcome(name, case.name, tuple(failed),
+                                   cgroup_cases.summary(facts), seconds, out_dir, run))
+    else:
+        for check, failed, text in systemd_cases.judge(result, out_dir):
+            out.append(CaseOutcome(name, check, tuple(common + failed), text, seconds,
+                                   out_dir, run))
+    return out
+
+
+def run(name: str, cfg: vm.VmConfig, repo: str, results: str, run_no: int = 1
+        ) -> list[CaseOutcome]:
+    """Boot one VM for run ``run_no`` of the special test ``name``; judge its cases.
+
+    Run 1 first removes the saved runs of that test.
+    """
+    if run_no == 1:
+        shutil.rmtree(os.path.join(results, name), ignore_errors=True)
+    out_dir = run_dir(results, name, run_no)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(out_dir)
+    booted = boot(name, cfg, repo, out_dir)
+    with open(os.path.join(out_dir, "vm.json"), "w") as f:
+        json.dump({"exit_code": booted.exit_code, "seconds": round(booted.seconds, 1)}, f)
+    return judge(name, out_dir, run_no)
+
+
+def describe(o: CaseOutcome) -> str:
+    """Return the one line printed for a case."""
+    status = "FAIL" if o.failed else "PASS"
+    line = (f"{status} {o.test} {o.case} run {o.run}: vm {o.vm_seconds:.0f} s; {o.summary}")
+    if o.failed:
+        line += " -- " + "; ".join(o.failed)
+    return line

@@ -1,0 +1,218 @@
+"""The systemd VM test (issue 9): how the guest is booted, and the verdict. Pure.
+
+``vng --systemd`` boots the host's own file system (read-only over 9p) with
+systemd as PID 1, but runs no command. Two things stood in the way:
+
+* The host's root holds ``/.dockerenv`` (this host is a container image), so
+  systemd took the guest for a Docker container: it then reads its "kernel
+  command line" from its own argv (``/sbin/init``, nothing else), and every
+  ``systemd.*`` option on the real command line was ignored, ``systemd.run=``
+  included (the first try in issue 9 saw no output in 280 s because of this).
+  ``container=`` (empty) on the kernel command line reaches PID 1's
+  environment and tells it, authoritatively, that it is not in a container.
+* Other processes (the generators) still read the host's ``/.dockerenv`` or
+  PID 1's ``container=`` and take the guest for a container: they read the
+  command line of PID 1. So the options the generators need go into
+  ``SYSTEMD_PROC_CMDLINE`` (systemd's override of the kernel command line),
+  which PID 1 hands to generators and services through ``systemd.setenv=``.
+
+``systemd.run=`` then makes systemd-run-generator boot into a
+``kernel-command-line.service`` that runs tests/e2e/systemd_guest.py, and
+``systemd.run_success_action=poweroff`` ends the guest when it is done. Two
+units are masked: ``systemd-tmpfiles-setup`` spent 60-120 s under TCG trying
+to clean the host's read-only /tmp over 9p, and ``systemd-timesyncd`` fails
+without a writable /var/lib. The job's output goes to the ``--rwdir`` folder,
+which the job mounts itself (by its 9p tag, ``virtme.initmount0``): under
+``--systemd`` nothing else mounts it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["MASKED", "START_KEYS", "exposure", "judge", "kernel_args", "sandbox_properties",
+           "wrapper"]
+
+MASKED = ("systemd-tmpfiles-setup.service", "systemd-timesyncd.service")
+NOBODY = 65534
+# [Service] settings that shape start-up and restarts, not the sandbox: left
+# out when the check runs in a transient unit with bustd.service's sandbox.
+START_KEYS = frozenset(("Type", "ExecStart", "ExecStartPre", "ExecStartPost", "ExecReload",
+                        "ExecStop", "ExecStopPost", "Restart", "RestartSec",
+                        "RestartPreventExitStatus", "WatchdogSec", "NotifyAccess",
+                        "TimeoutStartSec", "TimeoutStopSec", "TimeoutSec", "PIDFile",
+                        "RemainAfterExit", "SuccessExitStatus"))
+
+
+def kernel_args(harness: str, repo: str, out: str) -> list[str]:
+    """Return the kernel command-line options that run the test (see the module doc).
+
+    Raises ValueError if a path holds whitespace or a quote (the kernel
+    command line could not carry it).
+    """
+    for path in (harness, repo, out):
+        if re.search(r"[\s\"']", path):
+            raise ValueError(f"path {path!r}: no whitespace or quotes allowed here")
+    inner = " ".join([f"systemd.run={harness}/tests/e2e/systemd_guest.py",
+                      "systemd.run_success_action=poweroff",
+                      "systemd.run_failure_action=poweroff",
+                      *(f"systemd.mask={unit}" for unit in MASKED)])
+    return ["container=", f"systemd.setenv=SYSTEMD_PROC_CMDLINE={inner}",
+            f"systemd.setenv=BUSTD_E2E_REPO={repo}", f"systemd.setenv=BUSTD_E2E_OUT={out}"]
+
+
+def wrapper(repo: str) -> str:
+    """Return /usr/local/bin/bustd for the guest: the checkout under test.
+
+    ``pip install .`` would put the real command there; the guest's root is
+    read-only, so this stands in for it (the unit file itself is unchanged).
+    """
+    return ("#!/bin/sh\n# The systemd e2e guest's stand-in for the installed bustd command.\n"
+            f'cd {repo} && exec /usr/bin/python3 -m bustd "$@"\n')
+
+
+def sandbox_properties(unit_text: str) -> list[str]:
+    """Return the [Service] settings of a unit file, start-up ones left out (START_KEYS)."""
+    out: list[str] = []
+    section = ""
+    for raw in unit_text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line
+            continue
+        key, sep, value = line.partition("=")
+        if section == "[Service]" and sep and key.strip() not in START_KEYS:
+            out.append(f"{key.strip()}={value.strip()}")
+    return out
+
+
+_EXPOSURE = re.compile(r"Overall exposure level for \S+: ([\d.]+) (\S+)")
+
+
+def exposure(security_out: str) -> tuple[float, str] | None:
+    """Return (score, verdict) of ``systemd-analyze security UNIT``, None if absent."""
+    m = _EXPOSURE.search(re.sub(r"\x1b\[[0-9;]*m", "", security_out))
+    return (float(m.group(1)), m.group(2)) if m else None
+
+
+def _entry(entries: list[dict[str, Any]], text: str) -> dict[str, Any] | None:
+    """Return the first journal entry whose MESSAGE holds ``text``."""
+    for e in entries:
+        message = e.get("MESSAGE")
+        if isinstance(message, str) and text in message:
+            return e
+    return None
+
+
+def judge(result: dict[str, Any] | None, out_dir: str) -> list[tuple[str, list[str], str]]:
+    """Return (check, failures, summary) for each check of the systemd test.
+
+    ``result`` is the guest's result.json (see systemd_guest.py).
+    """
+    r = result or {}
+    steps: dict[str, dict[str, Any]] = r.get("steps", {})
+    entries: list[dict[str, Any]] = r.get("journal_json", [])
+
+    def rc(name: str) -> object:
+        return steps.get(name, {}).get("rc", "missing")
+
+    out: list[tuple[str, list[str], str]] = []
+    # The unit starts and stays active.
+    f = []
+    start = _entry(entries, " watching /proc: ")
+    if rc("enable-now") != 0:
+        f.append(f"systemctl enable --now: {rc('enable-now')}: "
+                 f"{steps.get('enable-now', {}).get('err', '')[-300:]}")
+    st = r.get("state_after_start", {})
+    if (st.get("ActiveState"), st.get("SubState")) != ("active", "running"):
+        f.append(f"after start: {st}")
+    if not r.get("start_line_seen") or start is None:
+        f.append("no start line in the journal")
+    for state in ("state_after_reloads", "state_after_kill"):
+        s = r.get(state, {})
+        if s.get("ActiveState") != "active" or s.get("NRestarts") != "0" or (
+                s.get("MainPID") != st.get("MainPID")):
+            f.append(f"{state}: {s} (was {st})")
+    stop = r.get("state_after_stop", {})
+    if rc("stop") != 0 or (stop.get("ActiveState"), stop.get("Result")) != (
+            "inactive", "success"):
+        f.append(f"systemctl stop: {rc('stop')}, then {stop}")
+    out.append(("active", f, f"{r.get('systemd', '?')}; active {r.get('active_after_s')} s "
+                             f"into the job, main PID {st.get('MainPID')}"))
+    # The kill line reaches the journal as a warning, the start line as info.
+    f = []
+    hog = r.get("hog_pid")
+    kill = _entry(entries, f"kill: pid={hog} ")
+    if kill is None:
+        f.append(f"no kill line for the hog (pid {hog}) in the journal")
+    else:
+        if kill.get("PRIORITY") != "4":
+            f.append(f"kill line priority {kill.get('PRIORITY')}, not 4 (warning)")
+        if f"kill: pid={hog} " not in r.get("journal_warning", ""):
+            f.append("kill line missing from journalctl -u bustd -p warning")
+    if start is not None:
+        if start.get("PRIORITY") != "6":
+            f.append(f"start line priority {start.get('PRIORITY')}, not 6 (info)")
+        if " watching /proc: " in r.get("journal_warning", ""):
+            f.append("the start line (info) is in journalctl -p warning")
+    out.append(("journal", f, "kill line at priority "
+                f"{kill.get('PRIORITY') if kill else '?'}, start line at "
+                f"{start.get('PRIORITY') if start else '?'}"))
+    # systemctl reload: a good file applies, a bad one keeps the running settings.
+    f = []
+    good = _entry(entries, "reloaded /etc/bustd.conf: report=600.0")
+    bad = _entry(entries, "reload failed, running configuration kept: /etc/bustd.conf:")
+    if rc("reload-good") != 0 or not r.get("reload_good_seen") or good is None:
+        f.append(f"good reload: rc {rc('reload-good')}, line {good is not None}")
+    elif good.get("PRIORITY") != "6":
+        f.append(f"reload line priority {good.get('PRIORITY')}")
+    if rc("reload-bad") != 0 or not r.get("reload_bad_seen") or bad is None:
+        f.append(f"bad reload: rc {rc('reload-bad')}, line {bad is not None}")
+    elif bad.get("PRIORITY") != "3" or "argument -p/--psi: invalid value 'lots'" not in str(
+            bad.get("MESSAGE")):
+        f.append(f"bad reload line: {bad.get('PRIORITY')} {bad.get('MESSAGE')!r}")
+    out.append(("reload", f, "good file applied, bad file kept the running settings"
+                if not f else "reload"))
+    # The hardening lets bustd read every /proc/PID, register its trigger, kill.
+    f = []
+    message = str(start.get("MESSAGE")) if start else ""
+    if "kernel trigger 1 s window" not in message:
+        f.append(f"no 1 s PSI trigger (CAP_SYS_RESOURCE) in the start line: {message!r}")
+    for bad_line in ("mlockall failed", "cannot set own oom_score_adj", "running as uid"):
+        if _entry(entries, bad_line) is not None:
+            f.append(f"journal: {bad_line!r}")
+    check = r.get("check")
+    if rc("check-in-sandbox") != 0 or not isinstance(check, dict):
+        f.append(f"bustd check in the sandbox: rc {rc('check-in-sandbox')}: "
+                 f"{steps.get('check-in-sandbox', {}).get('err', '')[-300:]}")
+    else:
+        unreadable = [s for s in check.get("skipped", []) if s.get("kind") == "unreadable"
+                      and "exited" not in str(s.get("reason"))]
+        if unreadable:
+            f.append(f"unreadable to bustd's sandbox: {unreadable[:5]}")
+        by_pid = {c.get("pid"): c for c in check.get("candidates", [])}
+        for pid in r.get("other_users_pids", []):
+            c = by_pid.get(pid)
+            if c is None or not c.get("exe") or c.get("uid") in (None, 0):
+                f.append(f"another user's pid {pid} not read in full: {c}")
+    if r.get("hog_exit") not in (-9, -15) or r.get("hog_timed_out"):
+        f.append(f"the hog ended with {r.get('hog_exit')}, not bustd's signal")
+    if kill is not None:
+        line = str(kill.get("MESSAGE"))
+        if f"uid={NOBODY} " not in line or "exe=/usr/bin/tail " not in line:
+            f.append(f"the kill line does not name the hog's user and executable: {line!r}")
+    out.append(("hardening", f, f"hog killed {r.get('hog_dead_after_s')} s after it started; "
+                f"check saw {len((check or {}).get('candidates', []))} candidates"))
+    # systemd's own judgement of the unit.
+    f = []
+    score = exposure(str(steps.get("security", {}).get("out", "")))
+    if rc("verify") != 0:
+        f.append(f"systemd-analyze verify: {steps.get('verify', {}).get('err', '')[-300:]}")
+    if score is None:
+        f.append("no exposure level from systemd-analyze security")
+    out.append(("security", f, "systemd-analyze security: "
+                + (f"{score[0]} {score[1]}" if score else "?")))
+    return out
