@@ -168,6 +168,9 @@ def run(repo: str, out: str) -> None:
               start_as(1, ["/bin/sleep", "3600"])]
     results["other_users_pids"] = [p.pid for p in others]
     # 2. bustd check inside the same sandbox: every /proc/PID readable.
+    # systemd-run needs the system bus, which this boot (into one job) has
+    # not started.
+    step("start-dbus", sh("systemctl", "start", "dbus.service", timeout=120))
     props = systemd_cases.sandbox_properties(results["unit_file"])
     results["sandbox_properties"] = props
     argv = ["systemd-run", "--wait", "--pipe", "--quiet", "--unit", "bustd-check-e2e",

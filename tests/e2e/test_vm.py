@@ -1,8 +1,8 @@
 """The VM scenarios as pytest tests: each boots a throwaway QEMU guest.
 
 Which scenarios run is set by $BUSTD_E2E, which tests/run sets: "1" runs
-CI_SUBSET (CI, every change), "all" runs every scenario, "0" none. Run
-directly without it, they are skipped and say so.
+CI_SUBSET and the cgroup and systemd tests (CI, every change), "all" runs
+everything, "0" none. Run directly without it, they are skipped and say so.
 """
 
 from __future__ import annotations
@@ -22,6 +22,26 @@ CHOICE = os.environ.get("BUSTD_E2E", "")
 # minutes under TCG.
 CI_SUBSET = {1, 3, 6, 7, 9}
 SELECTED = {"1": CI_SUBSET, "all": set(SCENARIOS)}.get(CHOICE, set())
+
+
+# The two VM tests that are not memory scenarios (tests/e2e/special.py): the
+# cgroup v2 test (about 3 minutes) and the unit under a booted systemd (about
+# 5 minutes); CI runs both, nothing else covers them.
+SPECIAL_SELECTED = {"1": {"cgroup", "systemd"}, "all": {"cgroup", "systemd"}}.get(CHOICE, set())
+
+
+@pytest.mark.parametrize("name", ["cgroup", "systemd"])
+def test_special_in_vm(name: str, tmp_path: Path) -> None:
+    if name not in SPECIAL_SELECTED:
+        pytest.skip(f"VM test {name} not selected (BUSTD_E2E={CHOICE or 'unset'}; "
+                    "tests/run runs it)")
+    out = subprocess.run(
+        [str(REPO / "tests" / "e2e" / "run"), "--scenarios", name, "--repo", str(REPO),
+         "--results", str(tmp_path)],
+        capture_output=True, text=True, timeout=1800, check=False)
+    print(out.stdout)
+    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
+    assert " 0 failed" in out.stdout and "FAIL" not in out.stdout, out.stdout
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
