@@ -16,7 +16,12 @@ from . import __version__, sig
 from .config import ENV, EXIT_CONFIG, EXIT_PIDFILE, EXIT_PROC, ConfigError, decode
 from .log import Log
 from .monitor import Monitor
+from .outputs import attach
 from .procfs import ProcFS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 __all__ = ["check_pid_file", "daemonize", "lock_memory", "main", "protect_self"]
 
@@ -192,6 +197,7 @@ def main() -> int:
     for signum in (sig.SIGTERM, sig.SIGINT, sig.SIGHUP):
         sig.signal(signum, _exit_on_signal)
     monitor: Monitor | None = None
+    close_outputs: Callable[[], None] | None = None
     try:
         lock_memory(log)
         protect_self(log)
@@ -205,6 +211,7 @@ def main() -> int:
         if os.geteuid() != 0:
             log.warning(f"running as uid {os.geteuid()}, not root: only that user's "
                         "processes can be killed")
+        close_outputs = attach(monitor, cfg, log, os.environ, os.getpid())
         stop = monitor.stop  # a kill in progress is finished and logged first
         for signum in (sig.SIGTERM, sig.SIGINT, sig.SIGHUP):
             sig.signal(signum, lambda signum, frame: stop())
@@ -213,6 +220,8 @@ def main() -> int:
         log.info(f"bustd exiting after {monitor.kills if monitor else 0} kills")
         return 0
     finally:
+        if close_outputs is not None:
+            close_outputs()
         if cfg.daemon:
             try:
                 os.unlink(cfg.pid_file)
