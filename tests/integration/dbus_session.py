@@ -65,7 +65,8 @@ def session_bus(folder: Path, uid: int = NOBODY) -> Iterator[tuple[str, Path]]:
     try:
         assert proc.stdout is not None
         address = proc.stdout.readline().strip()
-        assert address.startswith("unix:path="), (address, proc.stderr.read() if proc.stderr else "")
+        assert address.startswith("unix:path="), (
+            address, proc.stderr.read() if proc.stderr else "")
         yield address, bus
     finally:
         proc.terminate()
@@ -75,22 +76,29 @@ def session_bus(folder: Path, uid: int = NOBODY) -> Iterator[tuple[str, Path]]:
 class Listener:
     """A running notify_listener.py and the calls it reported."""
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
         self.calls: list[dict[str, Any]] = []
+        self._buf = b""
 
     def wait_for(self, count: int, timeout: float) -> list[dict[str, Any]]:
-        """Return the calls once ``count`` arrived, or all that did within ``timeout`` s."""
+        """Return the calls reported so far, waiting up to ``timeout`` s for ``count``."""
         assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
-        while len(self.calls) < count and time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
+        while True:
+            left = deadline - time.monotonic()
+            wait = max(0.0, min(0.1, left)) if len(self.calls) < count else 0.0
+            ready, _, _ = select.select([fd], [], [], wait)
             if ready:
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
-                self.calls.append(json.loads(line))
-        return self.calls
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    self._buf += chunk
+                    *lines, self._buf = self._buf.split(b"\n")
+                    self.calls += [json.loads(line) for line in lines if line]
+                    continue
+            if len(self.calls) >= count or left <= 0 or (ready and not chunk):
+                return self.calls
 
 
 @contextmanager
@@ -99,11 +107,14 @@ def listener(address: str, uid: int = NOBODY, hang: bool = False) -> Iterator[Li
     proc = subprocess.Popen(
         [*setpriv(uid), "/usr/bin/python3", "-I", str(HERE / "notify_listener.py"), address,
          SITE_PACKAGES, *(["hang"] if hang else [])],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
     try:
         assert proc.stdout is not None
-        first = proc.stdout.readline()
-        assert first, proc.stderr.read() if proc.stderr else "listener died"
+        first = b""
+        while not first.endswith(b"\n"):  # unbuffered: later lines stay in the pipe
+            byte = os.read(proc.stdout.fileno(), 1)
+            assert byte, proc.stderr.read() if proc.stderr else "listener died"
+            first += byte
         assert json.loads(first)["request_name"] == 1, first  # the primary owner
         yield Listener(proc)
     finally:

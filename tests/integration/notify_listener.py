@@ -15,14 +15,14 @@ import sys
 
 sys.path.insert(0, sys.argv[2])
 
-from jeepney import (  # type: ignore[import-untyped]  # noqa: E402
+from jeepney import (  # type: ignore[import-untyped]
     HeaderFields,
     MessageType,
     new_error,
     new_method_return,
 )
-from jeepney.bus_messages import message_bus  # type: ignore[import-untyped]  # noqa: E402
-from jeepney.io.blocking import open_dbus_connection  # type: ignore[import-untyped]  # noqa: E402
+from jeepney.bus_messages import message_bus  # type: ignore[import-untyped]
+from jeepney.io.blocking import open_dbus_connection  # type: ignore[import-untyped]
 
 
 def main() -> None:
