@@ -208,6 +208,7 @@ class Metrics:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
                          | os.O_NOFOLLOW | os.O_NOCTTY, 0o644)
             try:
+                os.fchmod(fd, 0o644)  # node_exporter reads it as another user, whatever the umask
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]

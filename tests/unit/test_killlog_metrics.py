@@ -285,3 +285,15 @@ def test_metrics_file_that_cannot_be_written_is_said_once(tmp_path: Path) -> Non
     m.replace(b"x")
     m.replace(b"x")
     assert out.text().count("cannot write metrics file") == 1
+
+
+def test_metrics_file_is_readable_by_node_exporter_whatever_the_umask(tmp_path: Path) -> None:
+    out = LogLines(tmp_path)
+    m = Metrics(str(tmp_path / "bustd.prom"), Background(), out.log, ProcFS(str(tmp_path)),
+                "some")
+    old = os.umask(0o077)
+    try:
+        m.replace(b"x 1\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "bustd.prom").stat().st_mode & 0o777 == 0o644
