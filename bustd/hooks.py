@@ -24,11 +24,13 @@ from .spawn import PATH, Children
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .monitor import Record
+    from .procfs import Pending
     from .record import KillRecord
 
 __all__ = ["HOOK_LIMIT", "PostKillHook", "PreKillHook", "hook_env"]
 
 HOOK_LIMIT = 60.0  # a hook still running after this long is killed (with its session)
+CMDLINE_SHARE = 0.25  # of the pre-kill hook's timeout, spent at most waiting for the cmdline
 
 
 def _text(raw: bytes | None, limit: int = 4096) -> str:
@@ -87,9 +89,16 @@ class PreKillHook:
         self.children = children
         self.log = log
 
-    def __call__(self, record: KillRecord) -> None:
-        """Start the hook for ``record`` and wait for it, never longer than the timeout."""
+    def __call__(self, record: KillRecord, cmdline: Pending | None = None) -> None:
+        """Start the hook for ``record`` and wait for it, never longer than the timeout.
+
+        ``cmdline`` is the background read of the victim's command line
+        (procfs.Pending): waited for at most CMDLINE_SHARE of the timeout,
+        for BUSTD_CMDLINE; it is left empty if it is not there by then.
+        """
         start = time.monotonic()
+        if cmdline is not None and record.cmdline is None:
+            record.cmdline = cmdline.result(self.timeout * CMDLINE_SHARE)
         what = f"pre-kill hook {self.path} for pid {record.pid}"
         pid = self.children.start([self.path], hook_env(record, "pre-kill"), what,
                                   "pre-kill hook", HOOK_LIMIT)

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .choose import Victim
     from .growth import Tracker
     from .process import Candidate
+    from .procfs import Pending
     from .record import KillRecord, Reading, WarnRecord
     from .victim import Rules
     from .zram import Zram
@@ -66,7 +67,6 @@ WATCH_AFTER_EVENT = 10.0  # seconds of watching after a PSI trigger event
 RUNNERS_UP = 3  # candidates named after the victim in the kill line
 WARN_STALL = 0.5  # a stall of this share of the cutoff is "approaching" it (--warn)
 WARN_EVERY = 60.0  # seconds at least between two warnings, even after a recovery
-PRE_KILL_CMDLINE_WAIT = 0.02  # how long the pre-kill hook's BUSTD_CMDLINE is waited for
 
 
 class Thresholds:
@@ -241,8 +241,8 @@ class Monitor:
     polls with ``select.poll``), so tests drive the loop in simulated time.
     ``outputs`` receive every record (KillRecord, WarnRecord, Check; the log
     line is the first output), ``pre_kill`` each KillRecord just before its
-    signal; ``max_sleep`` caps the sleep between checks (the systemd
-    watchdog sets it).
+    signal, with the background read of the victim's command line;
+    ``max_sleep`` caps the sleep between checks (the systemd watchdog sets it).
     """
 
     def __init__(self, cfg: Config, fs: ProcFS, log: Log, self_pid: int,
@@ -282,7 +282,7 @@ class Monitor:
         self.woke = clock()  # when the current check began (reaction times)
         self.woken_by = "timer"  # or "PSI trigger"
         self.outputs: list[Callable[[Record], None]] = [self._log_record]
-        self.pre_kill: list[Callable[[KillRecord], None]] = []
+        self.pre_kill: list[Callable[[KillRecord, Pending], None]] = []
         self.max_sleep = float("inf")
         self.warned = False  # a warning was given: none again until memory recovers
         self.last_warn = -1e9
@@ -504,9 +504,9 @@ class Monitor:
         for output in self.outputs:
             self._call(output, record)
 
-    def _call(self, output: Callable[..., None], record: Record) -> None:
+    def _call(self, output: Callable[..., None], record: Record, *more: object) -> None:
         try:
-            output(record)
+            output(record, *more)
         except Exception as err:
             # A full disk, a missing helper, a bug: none may stop the loop
             # (STYLE.md, habit 14).
@@ -593,12 +593,10 @@ class Monitor:
             return 0.0
         dry = self.dry
         while victim is not None:
-            record = self._record(victim, fresh, self.reading(fresh_mem, stall, stall_s), dry)
             pending = self.fs.read_pid_later(victim.candidate.pid, "cmdline")
-            if self.pre_kill:  # each bounds its own wait (--hook-timeout)
-                record.cmdline = pending.result(PRE_KILL_CMDLINE_WAIT)
-                for hook in self.pre_kill:
-                    self._call(hook, record)
+            record = self._record(victim, fresh, self.reading(fresh_mem, stall, stall_s), dry)
+            for hook in self.pre_kill:  # each bounds its own wait (--hook-timeout)
+                self._call(hook, record, pending)
             outcome = "dry" if dry else self._kill(victim, record)
             if outcome == "refused":
                 victim = ranking.next()  # said once by _kill; the next one now

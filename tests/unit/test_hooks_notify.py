@@ -29,6 +29,7 @@ from bustd.meminfo import MemInfo
 from bustd.monitor import Check
 from bustd.notify import Notifier, kill_text, markup_escape, sessions, warn_text
 from bustd.process import Candidate
+from bustd.procfs import Pending
 from bustd.record import KillRecord, Reading, WarnRecord
 from bustd.spawn import MAX_CHILDREN, PATH, Children, spawn, status_text
 
@@ -117,9 +118,13 @@ def test_pre_kill_hook_is_waited_for_when_quick(tmp_path: Path) -> None:
     out = LogLines(tmp_path)
     children = Children(out.log)
     hook = script(tmp_path / "hook", f'env -0 > "{tmp_path}/env"')
-    PreKillHook(hook, 1.0, children, out.log)(record())
+    (tmp_path / "cmdline").write_bytes(b"victim\0--x\0")
+    r = record()
+    r.cmdline = None  # not read yet: the hook waits a little for it
+    PreKillHook(hook, 1.0, children, out.log)(r, Pending(str(tmp_path / "cmdline"), 4096))
     env = read_env(tmp_path / "env")  # written before the call returned
     assert env["BUSTD_NAME"] == HOSTILE.decode() and env["BUSTD_PHASE"] == "pre-kill"
+    assert env["BUSTD_CMDLINE"] == "victim --x"
     assert children.running == {}
     assert "done in" in out.text()
 

@@ -15,6 +15,7 @@ import pytest
 from bustd.config import Config
 from bustd.meminfo import MemInfo
 from bustd.monitor import WARN_EVERY, Check, Monitor, warning, watch_level
+from bustd.procfs import Pending
 from bustd.record import KillRecord, WarnRecord, warn_line
 from tests.fakeproc import PAGE_KIB
 from tests.unit.monitor_env import SWAP, TOTAL, Env, P, env, no_signals
@@ -174,11 +175,15 @@ def test_pre_kill_callables_see_the_record_before_any_output(env: Env) -> None:
     populate(env)
     m = env.monitor()
     order: list[str] = []
-    m.pre_kill.append(lambda r: order.append(f"pre {r.pid} {r.signal}"))
+    def pre(r: KillRecord, cmdline: Pending) -> None:
+        order.append(f"pre {r.pid} {r.signal} {cmdline.result(5)!r}")
+
+    m.pre_kill.append(pre)
     m.outputs.append(lambda r: order.append(r.kind))
     env.set_mem(4, 0)
     m.check()
-    assert order == [f"pre {P + 1} 9", "kill", "check"]
+    cmdline = b"/usr/bin/$(touch pwned)\0"  # the fake tree's argv
+    assert order == [f"pre {P + 1} 9 {cmdline!r}", "kill", "check"]
 
 
 def test_max_sleep_caps_the_sleep_between_checks(env: Env) -> None:
