@@ -23,6 +23,7 @@ from . import __version__, sig
 from .config import ENV, EXIT_CONFIG, EXIT_PIDFILE, EXIT_PROC, ConfigError, decode
 from .log import Log
 from .monitor import Monitor
+from .outputs import attach
 from .procfs import ProcFS
 
 TYPE_CHECKING = False
@@ -228,6 +229,7 @@ def main() -> int:
         sig.signal(signum, _exit_on_signal)
     sig.signal(sig.SIGHUP, lambda signum, frame: hangups.append(signum))
     monitor: Monitor | None = None
+    close_outputs: Callable[[], None] | None = None
     try:
         lock_memory(log)
         protect_self(log)
@@ -255,6 +257,7 @@ def main() -> int:
             os.set_blocking(wake_w, False)
             sig.set_wakeup_fd(wake_w)
             monitor.wake_on(wake_r)
+        close_outputs = attach(monitor, cfg, log, os.environ, os.getpid())
         stop = monitor.stop  # a kill in progress is finished and logged first
         for signum in (sig.SIGTERM, sig.SIGINT):
             sig.signal(signum, lambda signum, frame: stop())
@@ -269,6 +272,8 @@ def main() -> int:
         log.info(f"bustd exiting after {monitor.kills if monitor else 0} kills")
         return 0
     finally:
+        if close_outputs is not None:
+            close_outputs()
         if cfg.daemon:
             try:
                 os.unlink(cfg.pid_file)
