@@ -710,16 +710,10 @@ def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == [CHECK]:
         return _check(argv[1:])
-    try:
-        args, cfg = load_config(parser(), argv)
-    except Exception as err:
-        return _usage_error(err)
-    if not _proc_readable(cfg):
-        return EXIT_PROC
-    if args.print_config:
-        for key in DEFAULTS:
-            print(f"{key} = {getattr(cfg, key)!r}")
-        return 0
+    loaded = _load_or_exit(parser(), argv)
+    if isinstance(loaded, int):
+        return loaded
+    _, cfg = loaded
     package = os.path.dirname(os.path.abspath(__file__))
     # Make sure the runtime's .pyc files exist (even under
     # PYTHONDONTWRITEBYTECODE): a runtime that must compile its modules keeps
@@ -734,10 +728,15 @@ def _main(argv: Sequence[str] | None) -> int:
     os.execv(python, [python, "-S", "-I", lean, *argv])
 
 
-def _check(argv: list[str]) -> int:
-    """Run ``bustd check ARGV``: print the report; returns the exit code."""
+def _load_or_exit(p: argparse.ArgumentParser, argv: list[str]
+                  ) -> tuple[argparse.Namespace, Config] | int:
+    """Parse ``argv`` with ``p`` into a Config, or return the exit code to end with.
+
+    Bad options: one line, EXIT_CONFIG; no readable /proc tree: EXIT_PROC;
+    --print-config: the settings are printed and 0 returned.
+    """
     try:
-        args, cfg = load_config(check_parser(), argv)
+        args, cfg = load_config(p, argv)
     except Exception as err:
         return _usage_error(err)
     if not _proc_readable(cfg):
@@ -746,6 +745,15 @@ def _check(argv: list[str]) -> int:
         for key in DEFAULTS:
             print(f"{key} = {getattr(cfg, key)!r}")
         return 0
+    return args, cfg
+
+
+def _check(argv: list[str]) -> int:
+    """Run ``bustd check ARGV``: print the report; returns the exit code."""
+    loaded = _load_or_exit(check_parser(), argv)
+    if isinstance(loaded, int):
+        return loaded
+    args, cfg = loaded
     from . import check
     try:
         report = check.gather(cfg, args.interval, args.top, args.config)
