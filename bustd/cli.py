@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from typing import NoReturn, Sequence
 
 __all__ = ["CHECK", "MAX_CONFIG_BYTES", "RELOAD_MAGIC", "UsageError", "build_config",
-           "check_parser", "config_file_args", "load_config", "main", "parse_args",
-           "parse_config_line", "parser", "read_config_file", "validate_main"]
+           "check_parser", "config_file_args", "hook", "load_config", "main", "metrics_file",
+           "output_file", "parse_args", "parse_config_line", "parser", "read_config_file",
+           "validate_main"]
 
 CHECK = "check"  # the subcommand: ``bustd check [OPTIONS]``
 # First line of a successful answer of the validate-only mode (the runtime
@@ -243,6 +244,7 @@ def parser() -> argparse.ArgumentParser:
     a("-c", "--config", metavar="FILE",
       help="read options from FILE first ('option = value' lines, see "
            "contrib/bustd.conf); options on the command line override them")
+    _output_options(p)
     g = p.add_argument_group("cgroup v2")
     g.add_argument("--cgroup", type=path, metavar="PATH",
                    help="watch this cgroup v2 subtree instead of the machine (e.g. "
@@ -296,6 +298,136 @@ def check_parser() -> argparse.ArgumentParser:
                    help="show the first N candidates in kill order (default 10; 0 shows "
                         "all)")
     return p
+
+
+def _output_options(p: argparse.ArgumentParser) -> None:
+    """Add the options of warnings, notifications, hooks, kill log and metrics (issue 8)."""
+    g = p.add_argument_group("telling people and machines")
+    a = g.add_argument
+    a("--warn", type=percent, metavar="PERCENT", default=DEFAULTS["warn_percent"],
+      help="warn (log line, notification, metrics) when MemAvailable and SwapFree fall to "
+           "PERCENT, or the stall reaches half of --psi below --psi-mem, naming the likely "
+           "victim; again only after memory recovered (default 0: off)")
+    a("-N", "--notify", action="store_true",
+      help="desktop notification of each kill and warning to every user with a session "
+           "bus (/run/user/UID/bus)")
+    a("--notify-owner-only", action="store_true",
+      help="notify only the victim's owner (implies --notify)")
+    a("--pre-kill-hook", type=hook, metavar="PATH",
+      help="run PATH (no shell; victim in BUSTD_* environment variables) before each "
+           "signal, waiting at most --hook-timeout")
+    a("--post-kill-hook", type=hook, metavar="PATH",
+      help="run PATH after each kill (not waited for)")
+    a("--hook-timeout", type=hook_timeout, metavar="SECONDS",
+      default=DEFAULTS["hook_timeout"],
+      help="longest wait for the pre-kill hook before the signal (default 0.2)")
+    a("--kill-log", type=output_file, metavar="FILE",
+      help="append one JSON object per kill to FILE")
+    a("--metrics-file", type=metrics_file, metavar="PATH",
+      help="write Prometheus metrics to PATH (*.prom, for node_exporter's textfile "
+           "collector) at most every 5 s")
+
+
+def hook_timeout(text: str) -> float:
+    """Parse the pre-kill hook's timeout, 0 to 10 seconds; raises ArgumentTypeError."""
+    return _number(text, 0, 10, "seconds")
+
+
+def _unsafe(st: os.stat_result, euid: int, what: str) -> str | None:
+    """Return why a file or folder others could change is refused, None if it is safe."""
+    if st.st_uid not in (0, euid):
+        who = "root" if euid == 0 else f"root or uid {euid}"
+        return f"{what} is owned by uid {st.st_uid}, not {who}"
+    sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky_dir:
+        return (f"{what} is writable by group or others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w it")
+    return None
+
+
+def hook(text: str) -> str:
+    """Check a hook: an absolute path to an executable regular file nobody else can change.
+
+    Like sshd's checks of its files: the file and every folder above it
+    (symbolic links resolved) must be owned by root or the user bustd runs
+    as and not writable by group or others (a folder with the sticky bit,
+    such as /tmp, may be). Raises ArgumentTypeError naming the problem.
+    """
+    _no_nul(text)
+    if not os.path.isabs(text):
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: a hook must be an absolute path")
+    try:
+        st = os.stat(text)
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"{text}: {err.strerror or err}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise argparse.ArgumentTypeError(f"{text}: {_kind(st.st_mode)}, not a regular file")
+    if not st.st_mode & 0o111 or not os.access(text, os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: not executable (chmod +x it)")
+    euid = os.geteuid()
+    real = os.path.realpath(text)
+    problem = _unsafe(st, euid, "it")
+    folder = os.path.dirname(real)
+    while problem is None:
+        try:
+            problem = _unsafe(os.stat(folder), euid, f"folder {folder}")
+        except OSError as err:
+            problem = f"folder {folder}: {err.strerror or err}"
+        if folder == os.path.dirname(folder):
+            break
+        folder = os.path.dirname(folder)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text}: {problem}")
+    return text
+
+
+def output_file(text: str) -> str:
+    """Check a file bustd will write: its folder exists; if it exists, a regular file.
+
+    A symbolic link is refused (bustd opens it with O_NOFOLLOW): root
+    appending where a link points is how a log file becomes an attack.
+    Raises ArgumentTypeError naming the problem.
+    """
+    path(text)
+    full = os.path.abspath(text)
+    folder = os.path.dirname(full)
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"{text}: no such folder {folder}")
+    try:
+        st = os.lstat(full)
+    except FileNotFoundError:
+        return text
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"{text}: {err.strerror or err}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise argparse.ArgumentTypeError(f"{text}: a symbolic link, not a regular file")
+    if not stat.S_ISREG(st.st_mode):
+        raise argparse.ArgumentTypeError(f"{text}: {_kind(st.st_mode)}, not a regular file")
+    return text
+
+
+def metrics_file(text: str) -> str:
+    """Check a metrics file path: as :func:`output_file`, and named ``*.prom``."""
+    if not text.endswith(".prom") or text.endswith("/.prom"):
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: the name must end in .prom (node_exporter's textfile "
+            "collector reads only *.prom files)")
+    return output_file(text)
+
+
+def _output_values(args: argparse.Namespace) -> dict[str, object]:
+    """Return the Config values of the options added by :func:`_output_options`."""
+    return {
+        "warn_percent": args.warn,
+        "notify": args.notify or args.notify_owner_only,
+        "notify_owner_only": args.notify_owner_only,
+        "pre_kill_hook": args.pre_kill_hook or "",
+        "post_kill_hook": args.post_kill_hook or "",
+        "hook_timeout": args.hook_timeout,
+        "kill_log": os.path.abspath(args.kill_log) if args.kill_log else "",
+        "metrics_file": os.path.abspath(args.metrics_file) if args.metrics_file else "",
+    }
 
 
 # Options a config file may not set: they act on the command line itself.
@@ -504,6 +636,7 @@ def build_config(args: argparse.Namespace) -> Config:
         dry_run=args.dry_run or root != "/proc", daemon=args.daemon,
         pid_file=os.path.abspath(args.pid_file), report=args.report,
         verbose=args.verbose, proc_root=root, sys_root=os.path.normpath(args.sys_root),
+        **_output_values(args),
         cgroup=_cgroup(args.cgroup or "", args.psi > 0, root == "/proc"),
         kill_cgroup=args.kill_cgroup)
 
@@ -618,16 +751,10 @@ def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == [CHECK]:
         return _check(argv[1:])
-    try:
-        args, cfg = load_config(parser(), argv)
-    except Exception as err:
-        return _usage_error(err)
-    if not _proc_readable(cfg):
-        return EXIT_PROC
-    if args.print_config:
-        for key in DEFAULTS:
-            print(f"{key} = {getattr(cfg, key)!r}")
-        return 0
+    loaded = _load_or_exit(parser(), argv)
+    if isinstance(loaded, int):
+        return loaded
+    _, cfg = loaded
     package = os.path.dirname(os.path.abspath(__file__))
     # Make sure the runtime's .pyc files exist (even under
     # PYTHONDONTWRITEBYTECODE): a runtime that must compile its modules keeps
@@ -642,10 +769,15 @@ def _main(argv: Sequence[str] | None) -> int:
     os.execv(python, [python, "-S", "-I", lean, *argv])
 
 
-def _check(argv: list[str]) -> int:
-    """Run ``bustd check ARGV``: print the report; returns the exit code."""
+def _load_or_exit(p: argparse.ArgumentParser, argv: list[str]
+                  ) -> tuple[argparse.Namespace, Config] | int:
+    """Parse ``argv`` with ``p`` into a Config, or return the exit code to end with.
+
+    Bad options: one line, EXIT_CONFIG; no readable /proc tree: EXIT_PROC;
+    --print-config: the settings are printed and 0 returned.
+    """
     try:
-        args, cfg = load_config(check_parser(), argv)
+        args, cfg = load_config(p, argv)
     except Exception as err:
         return _usage_error(err)
     if not _proc_readable(cfg):
@@ -654,6 +786,15 @@ def _check(argv: list[str]) -> int:
         for key in DEFAULTS:
             print(f"{key} = {getattr(cfg, key)!r}")
         return 0
+    return args, cfg
+
+
+def _check(argv: list[str]) -> int:
+    """Run ``bustd check ARGV``: print the report; returns the exit code."""
+    loaded = _load_or_exit(check_parser(), argv)
+    if isinstance(loaded, int):
+        return loaded
+    args, cfg = loaded
     if cfg.cgroup:
         print(f"bustd: note: check reports the machine, not --cgroup {_one_line(cfg.cgroup)}",
               file=sys.stderr)

@@ -47,6 +47,16 @@ DEFAULTS: dict[str, object] = {
     "verbose": False,
     "proc_root": "/proc",
     "sys_root": "/sys",
+    # Telling people and machines (issue 8): warnings, notifications, hooks,
+    # the kill log and the metrics file. Empty path or 0: off.
+    "warn_percent": 0.0,
+    "notify": False,
+    "notify_owner_only": False,
+    "pre_kill_hook": "",
+    "post_kill_hook": "",
+    "hook_timeout": 0.2,
+    "kill_log": "",
+    "metrics_file": "",
     # cgroup v2 (issue 9): watch one subtree; kill a victim's whole cgroup.
     "cgroup": "",
     "kill_cgroup": False,
@@ -93,6 +103,14 @@ class Config:
     verbose: bool
     proc_root: str
     sys_root: str
+    warn_percent: float
+    notify: bool
+    notify_owner_only: bool
+    pre_kill_hook: str
+    post_kill_hook: str
+    hook_timeout: float
+    kill_log: str
+    metrics_file: str
     cgroup: str
     kill_cgroup: bool
 

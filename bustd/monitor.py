@@ -11,6 +11,15 @@ emergency has passed), signals through a pidfd and waits for the exit; one
 :class:`~bustd.record.KillRecord` per kill goes to every output. The next
 decision starts from fresh readings, so one emergency costs one kill unless
 memory is still short.
+
+Outputs (the log line first; the kill log, metrics, hooks, notifications and
+systemd's status, built by outputs.py) are callables in ``Monitor.outputs``:
+each receives every record, a :class:`~bustd.record.KillRecord` after the
+signal, a :class:`~bustd.record.WarnRecord` when :func:`warning` says a kill
+may come soon, and a :class:`Check` at the end of every check, and keeps
+what it wants (``record.kind``). Nothing an output does sits between the
+emergency and the signal, except the callables in ``Monitor.pre_kill`` (the
+pre-kill hook), which bound their own wait.
 """
 
 from __future__ import annotations
@@ -28,14 +37,15 @@ from .procfs import Pending, ProcFS, own_major_faults
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Protocol
+    from typing import Callable, ClassVar, Literal, Protocol, Union
 
     from . import choose, kill
     from .cgroup import Cgroup, Figures, Units
     from .choose import Victim
     from .growth import Tracker
     from .process import Candidate
-    from .record import KillRecord, Reading
+    from .procfs import Pending
+    from .record import KillRecord, Reading, WarnRecord
     from .victim import Rules
     from .zram import Zram
 
@@ -51,8 +61,10 @@ if TYPE_CHECKING:
 
         def cancel(self) -> None: ...
 
-__all__ = ["Decision", "Monitor", "Thresholds", "decide", "sleep_for", "thresholds",
-           "watch_level"]
+    Record = Union[KillRecord, WarnRecord, "Check"]
+
+__all__ = ["Check", "Decision", "Monitor", "Thresholds", "decide", "sleep_for", "thresholds",
+           "warning", "watch_level"]
 
 # Fill rates assumed when sleeping in proportion to headroom (as earlyoom):
 # RAM can be filled at about 6 GB/s, swap at about 800 MB/s.
@@ -71,8 +83,13 @@ LATE_WAKEUP = 5.0  # woken this much later than asked: stopped, frozen or suspen
 WATCH_AFTER_EVENT = 10.0  # seconds of watching after a PSI trigger event
 RUNNERS_UP = 3  # candidates named after the victim in the kill line
 # Settings a reload cannot change: they shaped the process at start (its
-# pid file, whether it forked, the tree its descriptors are open on).
-FIXED_AT_START = ("daemon", "pid_file", "proc_root", "cgroup")
+# pid file, whether it forked, the tree its descriptors are open on, the
+# outputs built once from the Config, the cgroup watched).
+FIXED_AT_START = ("daemon", "pid_file", "proc_root", "notify", "notify_owner_only",
+                  "pre_kill_hook", "post_kill_hook", "hook_timeout", "kill_log",
+                  "metrics_file", "cgroup")
+WARN_STALL = 0.5  # a stall of this share of the cutoff is "approaching" it (--warn)
+WARN_EVERY = 60.0  # seconds at least between two warnings, even after a recovery
 
 
 class Thresholds:
@@ -107,13 +124,14 @@ def thresholds(cfg: Config, mem: MemInfo) -> Thresholds:
 def watch_level(cfg: Config, mem: MemInfo) -> float:
     """Return the MemAvailable (KiB) under which bustd watches closely.
 
-    ``--watch`` percent of MemTotal, and at least WATCH_MARGIN_KIB above the
-    levels that act (the terminate level as resolved, so an absolute ``-M``
-    counts as given), so every decision has a growth history and a stall
-    history behind it even on a small machine, where a percentage is little.
+    ``--watch`` percent of MemTotal (or the ``--warn`` level, if higher), and
+    at least WATCH_MARGIN_KIB above the levels that act (the terminate level
+    as resolved, so an absolute ``-M`` counts as given), so every decision
+    and warning has a growth history and a stall history behind it, even on
+    a small machine, where a percentage is little.
     """
     t = thresholds(cfg, mem)
-    return max(mem.total * cfg.watch_percent / 100.0,
+    return max(mem.total * max(cfg.watch_percent, cfg.warn_percent) / 100.0,
                max(t.psi_mem, t.mem_term) + WATCH_MARGIN_KIB)
 
 
@@ -134,13 +152,14 @@ class Stall:
 
 
 class Decision:
-    """What to do now: the first signal to send and why."""
+    """What to do now: the first signal to send, why, and the cause ("memory", "pressure")."""
 
-    __slots__ = ("signal", "reason")
+    __slots__ = ("signal", "reason", "cause")
 
-    def __init__(self, signum: int, reason: str) -> None:
+    def __init__(self, signum: int, reason: str, cause: str = "memory") -> None:
         self.signal = signum
         self.reason = reason
+        self.cause = cause
 
     def __repr__(self) -> str:
         return f"Decision({sig.name(self.signal)}, {self.reason!r})"
@@ -150,10 +169,13 @@ def _pct(part: float, whole: int) -> str:
     return f"{100.0 * part / whole:.1f}%" if whole else "0%"
 
 
+def _avail(mem: MemInfo) -> str:
+    """Return what ``mem.available`` is called: a cgroup's (--cgroup) is not MemAvailable."""
+    return f"cgroup {mem.scope} available" if mem.scope else "MemAvailable"
+
+
 def _mem_reason(mem: MemInfo, mem_limit: float, swap_limit: float) -> str:
-    # A cgroup's figures (--cgroup) are named after the cgroup, not /proc/meminfo.
-    avail, free = ("MemAvailable", "SwapFree") if not mem.scope else (
-        f"cgroup {mem.scope} available", "swap free")
+    avail, free = _avail(mem), "swap free" if mem.scope else "SwapFree"
     swap = (f"{free} {size(mem.swap_free)} ({_pct(mem.swap_free, mem.swap_total)}) "
             f"<= {size(swap_limit)}" if mem.swap_total else "no swap")
     return (f"{avail} {size(mem.available)} ({_pct(mem.available, mem.total)}) "
@@ -185,12 +207,39 @@ def decide(mem: MemInfo, stall: float | None, cfg: Config,
             and stall_s >= cfg.psi_duration and mem.available <= t.psi_mem):
         held = f" for {stall_s:.1f} s" if stall_s < float("inf") else ""
         swapped = f" and swap-in {swapin:.1f} MiB/s" if swapin is not None else ""
-        avail = f"cgroup {mem.scope} available" if mem.scope else "MemAvailable"
+        avail = _avail(mem)
         return Decision(sig.SIGTERM, (
             f"memory {cfg.psi_metric} stall {stall:.0f}% >= {cfg.psi_cutoff:g}%{swapped}{held} "
             f"with "
             f"{avail} {size(mem.available)} ({_pct(mem.available, mem.total)}) "
-            f"<= {cfg.psi_mem_percent:g}%"))
+            f"<= {cfg.psi_mem_percent:g}%"), "pressure")
+    return None
+
+
+def warning(mem: MemInfo, stall: float | None, cfg: Config) -> Decision | None:
+    """Return a Decision with signal 0 when a kill may come soon, else None.
+
+    Off unless ``warn_percent`` > 0. "memory": MemAvailable at or below
+    ``warn_percent`` of MemTotal and SwapFree at or below ``warn_percent``
+    of SwapTotal (each never below its terminate level; no swap counts as
+    none free), the kill rule with a higher level. "pressure": a stall of
+    at least WARN_STALL of the cutoff while MemAvailable is at or below
+    ``psi_mem_percent``, where a stall that lasts becomes a kill.
+    """
+    if cfg.warn_percent <= 0:
+        return None
+    t = thresholds(cfg, mem)
+    mem_level = max(mem.total * cfg.warn_percent / 100.0, t.mem_term)
+    swap_level = max(mem.swap_total * cfg.warn_percent / 100.0, t.swap_term)
+    if mem.available <= mem_level and mem.swap_free <= swap_level:
+        return Decision(0, _mem_reason(mem, mem_level, swap_level), "memory")
+    approach = cfg.psi_cutoff * WARN_STALL
+    if (cfg.psi_cutoff > 0 and stall is not None and stall >= approach
+            and mem.available <= t.psi_mem):
+        return Decision(0, (
+            f"memory {cfg.psi_metric} stall {stall:.0f}% >= {approach:g}% (the cutoff is "
+            f"{cfg.psi_cutoff:g}%) with {_avail(mem)} {size(mem.available)} "
+            f"({_pct(mem.available, mem.total)}) <= {cfg.psi_mem_percent:g}%"), "pressure")
     return None
 
 
@@ -210,6 +259,30 @@ def sleep_for(mem: MemInfo, cfg: Config, trigger_armed: bool, watching: bool = F
     return max(MIN_SLEEP, min(cap, seconds))
 
 
+class Check:
+    """What one check saw: for outputs that follow every check (metrics, systemd).
+
+    ``mem`` is the memory reading (swap at its zram worth while watching),
+    ``stall`` the stall percentage over about a second (None when not
+    measured), ``scan_s`` how long the last scan of the processes took,
+    ``kills`` the kills so far and ``dying`` the victims still alive after
+    SIGKILL.
+    """
+
+    kind: ClassVar[Literal["check"]] = "check"
+    __slots__ = ("now", "mem", "stall", "watching", "scan_s", "kills", "dying")
+
+    def __init__(self, now: float, mem: MemInfo, stall: float | None, watching: bool,
+                 scan_s: float, kills: int, dying: int) -> None:
+        self.now = now  # monotonic seconds
+        self.mem = mem
+        self.stall = stall
+        self.watching = watching
+        self.scan_s = scan_s
+        self.kills = kills
+        self.dying = dying
+
+
 class Monitor:
     """The daemon's state between checks; ``run`` is the loop.
 
@@ -217,7 +290,10 @@ class Monitor:
     records; ``wait(timeout)`` sleeps up to ``timeout`` seconds or until the
     PSI trigger has an event and returns the (fd, events) pairs (the real one
     polls with ``select.poll``), so tests drive the loop in simulated time.
-    ``outputs`` receive every KillRecord (the log line is the first).
+    ``outputs`` receive every record (KillRecord, WarnRecord, Check; the log
+    line is the first output), ``pre_kill`` each KillRecord just before its
+    signal, with the background read of the victim's command line;
+    ``max_sleep`` caps the sleep between checks (the systemd watchdog sets it).
     """
 
     def __init__(self, cfg: Config, fs: ProcFS, log: Log, self_pid: int,
@@ -261,7 +337,12 @@ class Monitor:
         self.stopping = False
         self.woke = clock()  # when the current check began (reaction times)
         self.woken_by = "timer"  # or "PSI trigger"
-        self.outputs: list[Callable[[KillRecord], None]] = [self._log_record]
+        self.outputs: list[Callable[[Record], None]] = [self._log_record]
+        self.pre_kill: list[Callable[[KillRecord, Pending], None]] = []
+        self.max_sleep = float("inf")
+        self.warned = False  # a warning was given: none again until memory recovers
+        self.last_warn = -1e9
+        self.scan_s = 0.0  # how long the last scan took
         self.mem_fd = fs.open("meminfo")
         self.machine = read_meminfo(self.mem_fd)  # the last reading of /proc/meminfo
         # --cgroup: the watched cgroup's files (cgroup.py, loaded only then),
@@ -575,7 +656,7 @@ class Monitor:
         emergency finds them resident instead of faulting them in from disk.
         """
         from . import kill
-        from .record import kill_line
+        from .record import WarnRecord, kill_line, warn_line
         assert self.rules is not None
         mem = self.read_mem()
         ranking = self.ranking(cands)
@@ -588,6 +669,8 @@ class Monitor:
             kill_line(record)
             record.dry_run = False
             kill_line(record)
+            warn_line(WarnRecord(record.time, "memory", "rehearsal", record.reading,
+                                 victim.candidate, record.uid, record.exe))
         kill.rehearse(self.fs, self.self_pid, self.clock)
 
     # -- reload (SIGHUP) ----------------------------------------------------
@@ -630,8 +713,7 @@ class Monitor:
             self.units = self._units()
         if {"psi_cutoff", "psi_metric"} & set(changed):
             self._close_psi()
-            self.meter.reset()
-            self.run_.reset()
+            self.reset_stall()
             self._open_psi()
         if "report" in changed:
             self.next_report = self.clock() + new.report if new.report > 0 else float("inf")
@@ -703,12 +785,16 @@ class Monitor:
         if fired:
             self.watch_until = now + WATCH_AFTER_EVENT
         mem = self.read_mem()
-        watching = mem.available <= watch_level(cfg, mem) or now < self.watch_until
+        short = mem.available <= watch_level(cfg, mem)
+        if not short:
+            self.warned = False  # memory recovered: the next shortage is warned of again
+        watching = short or now < self.watch_until
         cands: list[Candidate] | None = None
         if watching:
             self.faults_at_wake = own_major_faults()
             mem = self.effective(mem)
             cands = self.sample(now)
+            self.scan_s = self.clock() - now
             if not self.watching:
                 self.rehearse(cands)
             self.watching = True
@@ -722,6 +808,8 @@ class Monitor:
         pause = 0.0
         if decision is None:
             self.stuck = False
+            if cands is not None and not self.warned:
+                self.warn(mem, stall, cands, now)
         else:
             self.acting = True
             try:
@@ -733,15 +821,57 @@ class Monitor:
         if now >= self.next_report:
             self.report(mem, stall.percent)
             self.next_report = now + cfg.report
+        self.emit(Check(now, mem, stall.percent, watching, self.scan_s, self.kills,
+                        len(self.dying)))
         return max(pause, min(sleep_for(mem, cfg, self.trigger_fd >= 0, watching),
-                              max(MIN_SLEEP, self.next_report - now)))
+                              max(MIN_SLEEP, self.next_report - now), self.max_sleep))
+
+    def emit(self, record: Record) -> None:
+        """Hand ``record`` to every output; one that fails is logged, the rest still run."""
+        for output in self.outputs:
+            self._call(output, record)
+
+    def _call(self, output: Callable[..., None], record: Record, *more: object) -> None:
+        try:
+            output(record, *more)
+        except Exception as err:
+            # A full disk, a missing helper, a bug: none may stop the loop
+            # (STYLE.md, habit 14).
+            try:
+                self.log.error(f"{getattr(output, '__qualname__', 'output')} failed on a "
+                               f"{record.kind} record: {type(err).__name__}: {err}")
+            except MemoryError:
+                pass
+
+    def warn(self, mem: MemInfo, stall: Stall, cands: list[Candidate], now: float) -> None:
+        """Emit a WarnRecord naming the likely victim when :func:`warning` says so.
+
+        Said once, then again only after memory has left the watch zone and
+        at least WARN_EVERY seconds later (a machine hovering at the level
+        would otherwise warn at every check).
+        """
+        found = warning(mem, stall.percent, self.cfg)
+        if found is None or now - self.last_warn < WARN_EVERY:
+            return
+        from .record import WarnRecord
+        ranking = self.ranking(cands)
+        victim = ranking.next()
+        record = WarnRecord(self.wall(), found.cause, found.reason,
+                            self.reading(mem, stall),
+                            victim.candidate if victim else None,
+                            victim.details.uid if victim else -1,
+                            victim.details.exe if victim else b"")
+        record.runners_up = self._runners_up(ranking)
+        self.warned = True
+        self.last_warn = now
+        self.emit(record)
 
     def report(self, mem: MemInfo, stall: float | None) -> None:
         """Log the periodic status line."""
         stall_text = "" if stall is None else f", {self.cfg.psi_metric} stall {stall:.0f}%"
         swap = (f"{size(mem.swap_free)} of {size(mem.swap_total)}" if mem.swap_total
                 else "no swap")
-        self.log.info(f"status: MemAvailable {size(mem.available)} of {size(mem.total)} "
+        self.log.info(f"status: {_avail(mem)} {size(mem.available)} of {size(mem.total)} "
                       f"({_pct(mem.available, mem.total)}), SwapFree {swap}{stall_text}, "
                       f"kills {self.kills}")
 
@@ -782,8 +912,10 @@ class Monitor:
             return 0.0
         dry = self.dry
         while victim is not None:
-            record = self._record(victim, fresh, self.reading(fresh_mem, stall), dry)
             pending = self.cmdline_of(victim.candidate)
+            record = self._record(victim, fresh, self.reading(fresh_mem, stall), dry)
+            for hook in self.pre_kill:  # each bounds its own wait (--hook-timeout)
+                self._call(hook, record, pending)
             outcome = "dry" if dry else self._kill(victim, record, fresh.signal)
             if outcome == "refused":
                 victim = ranking.next()  # said once by _kill; the next one now
@@ -794,8 +926,7 @@ class Monitor:
                 return MIN_SLEEP  # nothing sent (ENOMEM, no descriptor): try again soon
             record.cmdline = None if pending is None else pending.result(0.05 if dry else 0.1)
             record.runners_up = self._runners_up(ranking)
-            for output in self.outputs:
-                output(record)
+            self.emit(record)
             if dry:
                 self.last_act = self.clock()
                 return DRY_RUN_PAUSE
@@ -815,7 +946,8 @@ class Monitor:
         except (NoSuchProcess, ValueError):
             rss, swap = c.rss_kib, c.swap_kib
         record = KillRecord(self.wall(), c, d.uid, d.oom_score_adj, d.exe, rss, swap,
-                            self.cfg.rank, decision.reason, decision.signal, reading, dry)
+                            self.cfg.rank, decision.reason, decision.signal, reading, dry,
+                            decision.cause)
         record.woken_by = self.woken_by
         record.group = [m.pid for m in victim.group]
         record.cgroup = victim.cgroup
@@ -939,9 +1071,13 @@ class Monitor:
                 os.close(fd)
         self.trigger_fd = self.psi_fd = self.mem_fd = self.vmstat_fd = self.wake_fd = -1
 
-    def _log_record(self, record: KillRecord) -> None:
-        from .record import kill_line
-        self.log.warning(kill_line(record))
+    def _log_record(self, record: Record) -> None:
+        if record.kind == "kill":
+            from .record import kill_line
+            self.log.warning(kill_line(record))
+        elif record.kind == "warn":
+            from .record import warn_line
+            self.log.warning(warn_line(record))
 
     def stop(self) -> None:
         """End the loop (from a signal handler): raises SystemExit(0) at once, or,

@@ -1,9 +1,13 @@
-"""One record per kill: who, why, the readings, the runners-up, the timings.
+"""One record per kill or warning: who, why, the readings, the runners-up, the timings.
 
 The Monitor builds a :class:`KillRecord` once per kill (or dry-run
-decision) and hands it to each output; every output (the log line here, and
-the kill log, metrics, hooks and notifications) is a small consumer of the
-same record, so the loop never formats five things (STYLE.md, habit 13).
+decision), and a :class:`WarnRecord` once per warning that a kill may come,
+and hands each to every output; every output (the log line here, and the
+kill log, metrics, hooks and notifications) is a small consumer of the same
+record, so the loop never formats five things (STYLE.md, habit 13). Each
+record says what it is in ``kind`` ("kill", "warn"; the Monitor's per-check
+:class:`~bustd.monitor.Check` is "check"), so an output tells them apart
+without importing this module.
 """
 
 from __future__ import annotations
@@ -12,7 +16,12 @@ from . import sig
 from .log import safe, size
 from .process import Candidate
 
-__all__ = ["KillRecord", "Reading", "candidate_text", "growth_text", "kill_line"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import ClassVar, Literal
+
+__all__ = ["KillRecord", "Reading", "WarnRecord", "candidate_text", "growth_text",
+           "kill_line", "warn_line"]
 
 
 class Reading:
@@ -35,18 +44,24 @@ class Reading:
 
 
 class KillRecord:
-    """One kill (or, with ``dry_run``, one kill that would have happened)."""
+    """One kill (or, with ``dry_run``, one kill that would have happened).
 
+    ``cause`` is what made it an emergency: "memory" (MemAvailable and
+    SwapFree at their levels) or "pressure" (a persistent stall).
+    """
+
+    kind: ClassVar[Literal["kill"]] = "kill"
     __slots__ = ("time", "pid", "comm", "exe", "cmdline", "uid", "rss_kib", "swap_kib",
                  "oom_score", "oom_score_adj", "growth_kib", "growth_s", "badness",
                  "policy", "reason", "signal", "dry_run", "reaction_s", "woken_by",
                  "exited", "exit_s", "released", "group", "runners_up", "reading",
-                 "problems", "major_faults", "cgroup", "cgroup_whole", "cgroup_note")
+                 "problems", "major_faults", "cause", "cgroup", "cgroup_whole", "cgroup_note")
 
     def __init__(self, time: float, victim: Candidate, uid: int, oom_score_adj: int,
                  exe: bytes, rss_kib: int, swap_kib: int, policy: str, reason: str,
-                 signal: int, reading: Reading, dry_run: bool) -> None:
+                 signal: int, reading: Reading, dry_run: bool, cause: str = "memory") -> None:
         self.time = time  # wall clock (seconds since the epoch) of the decision
+        self.cause = cause
         self.pid = victim.pid
         self.comm = victim.comm
         self.exe = exe
@@ -120,3 +135,42 @@ def kill_line(r: KillRecord) -> str:
     return (f"kill: {who}{group} signal={sig.name(r.signal)} {outcome}; "
             f"reaction={r.reaction_s * 1000:.0f} ms after {r.woken_by} wakeup{faults}; "
             f"reason: {r.reason}{runners}; cmdline={cmdline}")
+
+
+class WarnRecord:
+    """A warning that a kill may come soon, and whom it would likely hit.
+
+    ``cause`` is "memory" (MemAvailable and SwapFree at the ``--warn``
+    level) or "pressure" (a stall approaching the cutoff while memory is
+    short); ``reason`` says it with the readings. ``victim`` is the process
+    the ranking would pick now (None if none may be killed), with its
+    ``uid`` and ``exe``; ``runners_up`` the next ones.
+    """
+
+    kind: ClassVar[Literal["warn"]] = "warn"
+    __slots__ = ("time", "cause", "reason", "reading", "victim", "uid", "exe", "runners_up")
+
+    def __init__(self, time: float, cause: str, reason: str, reading: Reading,
+                 victim: Candidate | None, uid: int = -1, exe: bytes = b"") -> None:
+        self.time = time  # wall clock (seconds since the epoch)
+        self.cause = cause
+        self.reason = reason
+        self.reading = reading
+        self.victim = victim
+        self.uid = uid
+        self.exe = exe
+        self.runners_up: list[Candidate] = []
+
+
+def warn_line(r: WarnRecord) -> str:
+    """Return the one log line of a warning (without the level prefix)."""
+    if r.victim is None:
+        likely = "no process may be killed"
+    else:
+        v = r.victim
+        likely = (f"likely victim: pid={v.pid} name={safe(v.comm)} exe={safe(r.exe) or '?'} "
+                  f"uid={r.uid} size={size(v.size_kib)} "
+                  f"growth={growth_text(v.growth_kib, v.growth_s)} score={v.badness:.0f}")
+    runners = ("; then: " + ", ".join(candidate_text(c) for c in r.runners_up)
+               if r.runners_up else "")
+    return f"memory warning ({r.cause}): {r.reason}; {likely}{runners}"

@@ -5,8 +5,8 @@ Run by systemd itself as ``kernel-command-line.service`` (``systemd.run=`` on
 the kernel command line, see systemd_cases.kernel_args), as root, with
 ``$BUSTD_E2E_REPO`` (the checkout under test) and ``$BUSTD_E2E_OUT`` (the
 host folder given to vng with ``--rwdir``, mounted here by its 9p tag). The
-guest's root is the host's file system, read-only: this makes /tmp, /var/tmp
-tmpfs and /etc, /usr/local/bin writable overlays (as on a real machine),
+guest's root is the host's file system, read-only: this makes /tmp, /var/tmp,
+/var/log tmpfs and /etc, /usr/local/bin writable overlays (as on a real machine),
 installs the unit and the config file as README.md says (``cp``, ``systemctl
 enable --now``), with ``/usr/local/bin/bustd`` a two-line wrapper that runs
 the checkout (``pip install .`` is not possible in the read-only guest), and
@@ -99,6 +99,8 @@ def prepare(repo: str, out: str) -> None:
        check=True)
     for tmp in ("/tmp", "/var/tmp"):
         sh("mount", "-t", "tmpfs", "-o", "mode=1777", "tmpfs", tmp, check=True)
+    # LogsDirectory=bustd (for --kill-log) needs a writable /var/log.
+    sh("mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", "/var/log", check=True)
     sh("modprobe", "overlay")
     overlay("/etc")
     overlay("/usr/local/bin")

@@ -9,26 +9,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
 
 from tests.integration.confine import confined
+from tests.integration.scenario import kill_lines, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-
-
-def run(spec: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
-    """Run harness.py with ``spec`` in a new PID namespace; return its JSON."""
-    out = confined([sys.executable, os.path.join(HERE, "harness.py"), json.dumps(spec)],
-                   timeout)
-    if out.returncode != 0:
-        raise AssertionError(f"harness failed ({out.returncode}): {out.stderr.decode()}")
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
-
-
-def kill_lines(log: str) -> list[str]:
-    return [line for line in log.splitlines() if "kill: pid=" in line]
 
 
 def test_no_free_descriptor_still_kills_through_checked_kill() -> None:

@@ -15,24 +15,10 @@ import sys
 from typing import Any
 
 from tests.integration.confine import confined
+from tests.integration.scenario import kill_lines, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-
-
-def run(spec: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
-    """Run one scenario in a new PID namespace; return the harness's JSON."""
-    out = confined([sys.executable, os.path.join(HERE, "harness.py"), json.dumps(spec)],
-                   timeout)
-    if out.returncode != 0:
-        raise AssertionError(f"harness failed ({out.returncode}): {out.stderr.decode()}")
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
-
-
-def kill_lines(log: str) -> list[str]:
-    """Return the log's kill lines (real kills only)."""
-    return [line for line in log.splitlines() if "kill: pid=" in line]
 
 
 def test_kills_the_largest_once_and_spares_the_rest() -> None:

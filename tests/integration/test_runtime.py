@@ -31,6 +31,7 @@ def test_daemon_mode_writes_pid_file_refuses_a_second_and_cleans_up(tmp_path: Pa
     out = in_namespace(
         '"$1" -m bustd --daemon --pid-file "$2" -r 0 2>"$3"; echo "first=$?"\n'
         'sleep 1; pid=$(cat "$2"); echo "pid=$pid comm=$(cat /proc/$pid/comm)"\n'
+        'echo "thp=$(awk \'/^THP_enabled:/ {print $2}\' /proc/$pid/status)"\n'
         '"$1" -m bustd --daemon --pid-file "$2" -r 0 2>>"$3"; echo "second=$?"\n'
         'kill -TERM "$pid"; i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do'
         ' sleep 0.1; i=$((i+1)); done\n'
@@ -40,6 +41,7 @@ def test_daemon_mode_writes_pid_file_refuses_a_second_and_cleans_up(tmp_path: Pa
     log = (tmp_path / "log").read_text()
     assert lines["first"] == "0", (out.stdout, out.stderr, log)
     assert lines["comm"] == "bustd"
+    assert lines["thp"] == "0"  # transparent huge pages off for the daemon (lock_memory)
     assert lines["second"] == "4"
     assert f"bustd already running as pid {lines['pid']}" in log
     assert lines["pidfile"] == "removed", log

@@ -672,3 +672,37 @@ def test_one_cmdline_read_at_a_time(env: Env, monkeypatch: pytest.MonkeyPatch) -
     env.clock.now += 1
     m.check()
     assert len(started) == 2  # none started while one hangs
+
+
+def test_meminfo_failing_transiently_is_one_line_and_the_next_check_works(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bustd.monitor as monitor_module
+
+    populate(env.fake)
+    m = env.monitor()
+    real = getattr(monitor_module, "read_meminfo")  # noqa: B009 - not in __all__
+    failures = [OSError(12, "Cannot allocate memory")]
+
+    def flaky(fd: int) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(fd)
+
+    monkeypatch.setattr(monitor_module, "read_meminfo", flaky)
+    env.set_mem(3, 0)
+    waits: list[float] = []
+
+    def wait(timeout: float) -> list[tuple[int, int]]:
+        waits.append(timeout)
+        if len(waits) == 2:
+            raise Stop
+        env.clock.now += timeout
+        return []
+
+    m._wait = wait
+    with pytest.raises(Stop):
+        m.run()
+    lines = env.out.lines()
+    assert lines[0] == "error: check failed: OSError: [Errno 12] Cannot allocate memory"
+    assert waits[0] == NO_VICTIM_PAUSE  # retried within a second
+    assert env.out.count(KILL_LINE) == 1  # the next check decided as usual

@@ -1,0 +1,74 @@
+"""Build the outputs the configuration asks for and attach them to the Monitor.
+
+The one place that knows which output each option turns on; the loop only
+calls ``Monitor.outputs`` (and ``Monitor.pre_kill``). Each output's module
+is imported only when its option is set (or, for systemd's, when
+$NOTIFY_SOCKET is), so an unused output costs the daemon nothing.
+"""
+
+from __future__ import annotations
+
+from .config import Config
+from .log import Log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Mapping
+
+    from .monitor import Monitor
+
+__all__ = ["DRAIN", "attach"]
+
+DRAIN = 2.0  # seconds a stopping bustd waits for queued kill-log lines
+
+
+def attach(monitor: Monitor, cfg: Config, log: Log, environ: Mapping[str, str],
+           pid: int) -> Callable[[], None]:
+    """Add the outputs ``cfg`` and ``environ`` ask for to ``monitor``; return a closer.
+
+    The closer (call it once, when bustd stops) waits up to DRAIN seconds
+    for queued kill-log lines and tells systemd bustd is stopping.
+    """
+    closers: list[Callable[[], object]] = []
+    children = None
+    if cfg.notify or cfg.pre_kill_hook or cfg.post_kill_hook:
+        from .spawn import Children
+        children = Children(log, monitor.clock)
+        monitor.outputs.append(children.on_record)  # reaps when awake anyway
+    if cfg.pre_kill_hook:
+        from .hooks import PreKillHook
+        assert children is not None
+        monitor.pre_kill.append(PreKillHook(cfg.pre_kill_hook, cfg.hook_timeout, children,
+                                            log))
+    if cfg.post_kill_hook:
+        from .hooks import PostKillHook
+        assert children is not None
+        monitor.outputs.append(PostKillHook(cfg.post_kill_hook, children))
+    if cfg.notify:
+        from .notify import Notifier
+        assert children is not None
+        monitor.outputs.append(Notifier(cfg.notify_owner_only, children))
+    if cfg.kill_log:
+        from .background import Background
+        from .killlog import KillLog
+        lines = Background()
+        monitor.outputs.append(KillLog(cfg.kill_log, lines, log))
+        closers.append(lambda: lines.drain(DRAIN))
+    if cfg.metrics_file:
+        from .background import Background
+        from .metrics import Metrics
+        monitor.outputs.append(Metrics(cfg.metrics_file, Background(), log, monitor.fs,
+                                       cfg.psi_metric, children))
+    if environ.get("NOTIFY_SOCKET"):
+        from .sdnotify import from_environment
+        notifier, close = from_environment(environ, log, pid)
+        if notifier is not None:
+            monitor.outputs.append(notifier)
+            if notifier.ping_every:
+                monitor.max_sleep = notifier.ping_every / 2
+            closers.append(close)
+
+    def close_all() -> None:
+        for close in closers:
+            close()
+    return close_all
