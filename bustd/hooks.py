@@ -15,6 +15,7 @@ carries on.
 
 from __future__ import annotations
 
+import os  # already loaded by the runtime: costs nothing
 import time
 
 from . import sig
@@ -71,6 +72,8 @@ def hook_env(r: KillRecord, phase: str) -> dict[str, str]:
         "BUSTD_SWAP_FREE_KIB": str(r.reading.swap_free_kib),
         "BUSTD_DRY_RUN": "1" if r.dry_run else "0",
     }
+    if r.cgroup:  # --cgroup, --kill-cgroup
+        env["BUSTD_CGROUP"] = _text(os.fsencode(r.cgroup))
     if phase == "post-kill":
         env["BUSTD_EXITED"] = "1" if r.exited else "0"
         env["BUSTD_EXIT_S"] = f"{r.exit_s:.3f}"

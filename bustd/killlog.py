@@ -110,6 +110,9 @@ def kill_object(r: KillRecord) -> dict[str, object]:
         "group": list(r.group), "problems": list(r.problems),
         "major_faults": r.major_faults,
         "runners_up": [_candidate(c) for c in r.runners_up],
+        # The victim's cgroup (--cgroup, --kill-cgroup) and whether it died whole.
+        "cgroup": r.cgroup or None, "cgroup_whole": r.cgroup_whole,
+        "cgroup_note": r.cgroup_note or None,
     }
 
 

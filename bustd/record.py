@@ -12,6 +12,8 @@ without importing this module.
 
 from __future__ import annotations
 
+import os  # already loaded by the runtime: costs nothing
+
 from . import sig
 from .log import safe, size
 from .process import Candidate
@@ -115,7 +117,9 @@ def kill_line(r: KillRecord) -> str:
            f"score={r.badness:.0f} ({r.policy})")
     group = f" with {len(r.group)} more of its group" if r.group else ""
     if r.cgroup:
-        group += f" in cgroup {safe(r.cgroup.encode())}"
+        # A cgroup's name may hold any byte but '/': undecodable ones were kept
+        # as surrogates (os.fsdecode), and come out escaped like a name.
+        group += f" in cgroup {safe(os.fsencode(r.cgroup))}"
     if r.cgroup_whole:
         group += " killed whole by cgroup.kill" if not r.dry_run else " whole, by cgroup.kill"
     elif r.cgroup_whole is not None:

@@ -301,3 +301,35 @@ def test_cgroup_cannot_change_on_reload(env: Env, tmp_path: Path) -> None:
     assert m.cfg.cgroup == cg.path("work")
     assert env.out.count("reload: cgroup cannot change while bustd runs") == 1
 
+
+
+def test_the_cgroup_reaches_the_kill_log_and_the_hooks(env: Env, tmp_path: Path) -> None:
+    import json
+
+    from bustd.hooks import hook_env
+    from bustd.killlog import dumps, kill_object
+    from bustd.record import KillRecord, kill_line
+    cg = setup(env, tmp_path)
+    records: list[KillRecord] = []
+    m = monitor(env, cg, kill_cgroup=True)
+    m.outputs.append(lambda r: records.append(r) if isinstance(r, KillRecord) else None)
+    cg.set_procs("work/a", [HOG, PARTNER, SELF])
+    cg.set_memory("work", current_mib=92, max_mib=100)
+    m.check()
+    (r,) = records
+    obj = json.loads(dumps(kill_object(r)))
+    assert (obj["cgroup"], obj["cgroup_whole"]) == (cg.path("work/a"), False)
+    assert obj["cgroup_note"] == f"it holds bustd itself (pid {SELF})"
+    assert hook_env(r, "pre-kill")["BUSTD_CGROUP"] == cg.path("work/a")
+    # A name that is not UTF-8 (any byte but '/' may be in one) is escaped, never a crash.
+    r.cgroup = os.fsdecode(b"/sys/fs/cgroup/bad\xff\nname")
+    assert " in cgroup /sys/fs/cgroup/bad\\xff\\nname" in kill_line(r)
+    assert hook_env(r, "pre-kill")["BUSTD_CGROUP"] == "/sys/fs/cgroup/bad\\xff\\nname"
+    json.loads(dumps(kill_object(r)))
+    plain = env.monitor()
+    plain.outputs.append(lambda r: records.append(r) if isinstance(r, KillRecord) else None)
+    env.set_mem(3, 0, swap_total=0)
+    plain.check()
+    obj = json.loads(dumps(kill_object(records[-1])))
+    assert (obj["cgroup"], obj["cgroup_whole"], obj["cgroup_note"]) == (None, None, None)
+    assert "BUSTD_CGROUP" not in hook_env(records[-1], "pre-kill")
