@@ -17,9 +17,11 @@ import pytest
 from tests.e2e.systemd_cases import exposure
 
 UNIT = Path(__file__).resolve().parents[2] / "contrib" / "bustd.service"
-# 2.2 offline on Debian's systemd 252 (2.0 in the booted VM guest); a little
-# room for systemd versions that rate settings differently.
-MAX_EXPOSURE = 2.5
+# 2.5 offline on Debian's systemd 252 (2.3 in the booted VM guest), with
+# CAP_SETUID/CAP_SETGID and the writable log and metrics folders of the
+# outputs (issue 8); before those, 2.2 (2.0). A little room for systemd
+# versions that rate settings differently.
+MAX_EXPOSURE = 3.0
 
 
 def test_unit_exposure_stays_low(tmp_path: Path) -> None:
