@@ -8,7 +8,7 @@ the guest's own PATH (so `python3` is the guest's /usr/bin/python3).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = ["Daemon", "DAEMONS", "killed_pids", "major_faults", "reactions"]
 
@@ -78,6 +78,12 @@ DAEMONS: dict[str, Daemon] = {
         r"^bustd \S+ \(pid \d+\) watching ",
     ),
 }
+# bustd ranking by oom_score alone (as before issue 7, and as earlyoom): the
+# control for the ranking scenarios 6 and 7 (issue 7: "the default is the one
+# the VM suite shows best").
+DAEMONS["bustd-oom_score"] = replace(
+    DAEMONS["bustd"], name="bustd-oom_score",
+    argv=("python3", "-m", "bustd", "--rank", "oom_score"))
 
 
 def killed_pids(daemon: Daemon, log: str) -> list[int]:
@@ -109,6 +115,6 @@ def reactions(daemon: Daemon, log: str) -> list[dict[str, int | str]]:
 
 def major_faults(daemon: Daemon, log: str) -> list[int]:
     """Return bustd's own major page faults per kill, in log order ([] for others)."""
-    if daemon.name != "bustd":
+    if not daemon.name.startswith("bustd"):
         return []
     return [int(m.group(1)) for m in re.finditer(_FAULTS, log, re.MULTILINE)]
