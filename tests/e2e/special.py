@@ -51,6 +51,17 @@ def _read_json(path: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _guest_complaint(console: str) -> str:
+    """Return ": <line>" for the guest's last error line in ``console``, "" if none."""
+    try:
+        with open(console, errors="replace") as f:
+            lines = [ln.strip() for ln in f if "-guest " in ln and
+                     ("error:" in ln or "cannot write" in ln)]
+    except OSError:
+        return ""
+    return f": {lines[-1]}" if lines else ""
+
+
 def run_dir(results: str, name: str, run: int) -> str:
     """Return the folder of run ``run`` of the special test ``name``."""
     return os.path.join(results, name, f"r{run}")
@@ -78,7 +89,7 @@ def judge(name: str, out_dir: str, run: int) -> list[CaseOutcome]:
     elif code != 0:
         common.append(f"VM exited with code {code}")
     if result is None:
-        common.append("no result.json")
+        common.append("no result.json" + _guest_complaint(os.path.join(out_dir, "console.log")))
     else:
         common += [f"guest error: {e.strip().splitlines()[-1]}"
                    for e in result.get("errors", []) if e.strip()]

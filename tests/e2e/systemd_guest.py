@@ -4,7 +4,9 @@
 Run by systemd itself as ``kernel-command-line.service`` (``systemd.run=`` on
 the kernel command line, see systemd_cases.kernel_args), as root, with
 ``$BUSTD_E2E_REPO`` (the checkout under test) and ``$BUSTD_E2E_OUT`` (the
-host folder given to vng with ``--rwdir``, mounted here by its 9p tag). The
+host folder given to vng with ``--rwdir``, mounted at /run/e2e-out by its 9p
+tag; the checkout is bound at /run/e2e-repo, since either may lie under /tmp,
+which gets a tmpfs here). The
 guest's root is the host's file system, read-only: this makes /tmp, /var/tmp,
 /var/log tmpfs and /etc, /usr/local/bin writable overlays (as on a real machine),
 installs the unit and the config file as README.md says (``cp``, ``systemctl
@@ -92,11 +94,23 @@ def overlay(path: str) -> None:
        f"lowerdir={path},upperdir={base}/upper,workdir={base}/work", path, check=True)
 
 
-def prepare(repo: str, out: str) -> None:
-    """Mount the out folder; give the guest the writable places a real machine has."""
-    os.makedirs(out, exist_ok=True)
-    sh("mount", "-t", "9p", "-o", "trans=virtio,version=9p2000.L", "virtme.initmount0", out,
-       check=True)
+GUEST_OUT = "/run/e2e-out"
+GUEST_REPO = "/run/e2e-repo"
+
+
+def prepare(repo: str) -> tuple[str, str]:
+    """Mount the out folder; give the guest the writable places a real machine has.
+
+    The out folder (9p tag ``virtme.initmount0``) is mounted at GUEST_OUT and
+    the checkout bound at GUEST_REPO before /tmp and /var/tmp get their tmpfs:
+    either may lie under /tmp on the host (pytest's tmp_path does), and the
+    tmpfs would hide it. Returns (repo, out) as the guest now sees them.
+    """
+    os.makedirs(GUEST_OUT, exist_ok=True)
+    sh("mount", "-t", "9p", "-o", "trans=virtio,version=9p2000.L", "virtme.initmount0",
+       GUEST_OUT, check=True)
+    os.makedirs(GUEST_REPO, exist_ok=True)
+    sh("mount", "--bind", repo, GUEST_REPO, check=True)
     for tmp in ("/tmp", "/var/tmp"):
         sh("mount", "-t", "tmpfs", "-o", "mode=1777", "tmpfs", tmp, check=True)
     # LogsDirectory=bustd (for --kill-log) needs a writable /var/log.
@@ -104,12 +118,13 @@ def prepare(repo: str, out: str) -> None:
     sh("modprobe", "overlay")
     overlay("/etc")
     overlay("/usr/local/bin")
-    shutil.copyfile(f"{repo}/contrib/bustd.service", f"/etc/systemd/system/{UNIT}")
-    shutil.copyfile(f"{repo}/contrib/bustd.conf", "/etc/bustd.conf")
+    shutil.copyfile(f"{GUEST_REPO}/contrib/bustd.service", f"/etc/systemd/system/{UNIT}")
+    shutil.copyfile(f"{GUEST_REPO}/contrib/bustd.conf", "/etc/bustd.conf")
     os.chmod("/etc/bustd.conf", 0o644)
     with open("/usr/local/bin/bustd", "w") as f:
-        f.write(systemd_cases.wrapper(repo))
+        f.write(systemd_cases.wrapper(GUEST_REPO))
     os.chmod("/usr/local/bin/bustd", 0o755)
+    return GUEST_REPO, GUEST_OUT
 
 
 def journal(unit: str, *extra: str) -> str:
@@ -147,11 +162,12 @@ def start_as(uid: int, argv: list[str]) -> subprocess.Popen[bytes]:
                             stderr=subprocess.DEVNULL, preexec_fn=drop, cwd="/")
 
 
-def run(repo: str, out: str) -> None:
+def run(repo: str) -> None:
     """The steps of the module's docstring; facts go into ``results``."""
     with open("/proc/self/oom_score_adj", "w") as f:
         f.write("-1000")  # the instrument, not a party
-    prepare(repo, out)
+    repo, out = prepare(repo)
+    results["guest_paths"] = {"repo": repo, "out": out}
     results["systemd"] = sh("systemctl", "--version")["out"].splitlines()[0]
     results["virt"] = sh("systemd-detect-virt")["out"].strip()
     with open(f"/etc/systemd/system/{UNIT}") as f:
@@ -234,9 +250,10 @@ def main() -> int:
         print("systemd_guest.py: refusing to run outside the systemd test guest",
               file=sys.stderr)
         return 2
-    note(f"start: repo {repo}, out {out}")
+    note(f"start: repo {repo}, out {out} (in the guest: {GUEST_REPO}, {GUEST_OUT})")
+    out = GUEST_OUT
     try:
-        run(repo, out)
+        run(repo)
     except Exception:
         results["errors"].append(traceback.format_exc())
         note("error: " + traceback.format_exc().strip().splitlines()[-1])

@@ -294,6 +294,14 @@ def test_judge_reads_the_run_folder(tmp_path: Path) -> None:
     sd.mkdir(parents=True)
     outcomes = special.judge("systemd", str(sd), 1)
     assert len(outcomes) == 5 and all("no result.json" in o.failed for o in outcomes)
+    # The guest's own complaint, from the console, says why there is none.
+    (sd / "console.log").write_text(
+        "[systemd-guest    58.0] stop: rc 0 in 0.53 s\n"
+        "[systemd-guest    58.6] cannot write the results: [Errno 2] No such file or "
+        "directory: '/tmp/x/journal.txt'\n[systemd-guest    58.6] done\n")
+    outcomes = special.judge("systemd", str(sd), 1)
+    assert all("no result.json: [systemd-guest    58.6] cannot write the results: [Errno 2] "
+               "No such file or directory: '/tmp/x/journal.txt'" in o.failed for o in outcomes)
 
 
 def test_runner_accepts_the_special_names(capsys: pytest.CaptureFixture[str]) -> None:
