@@ -28,10 +28,11 @@ from typing import Any, Callable
 from . import __version__, sig
 from .choose import Ranking, kernel_scales_oom_score, make_rules, oom_score_per_kib, sample
 from .config import DEFAULTS, Config
+from .decide import decide, thresholds, watch_level
 from .growth import Tracker
 from .log import safe, size
 from .meminfo import MemInfo, parse_pswpin, read_meminfo
-from .monitor import PAGE_MIB, decide, thresholds, watch_level
+from .monitor import PAGE_MIB
 from .pressure import Pressure, StallMeter, read_pressure
 from .process import PF_KTHREAD, Candidate, parse_stat, read_status
 from .procfs import NoSuchProcess, ProcFS

@@ -9,6 +9,8 @@ command line still override it. The child's stdout and stderr are one pipe,
 read without blocking between checks; the answer is the encoded Config, or
 the one line naming what is wrong. A child that does not answer within
 :data:`TIMEOUT` seconds is killed (it is our own child, named by its PID).
+:func:`take_answer` applies a good answer to the Monitor (:func:`reconfigure`),
+so that code too stays out of a daemon that is never reloaded.
 """
 
 from __future__ import annotations
@@ -17,14 +19,26 @@ import os
 import time  # already loaded by the runtime: costs nothing
 
 from . import sig
-from .config import Config, ConfigError, decode
+from .config import DEFAULTS, Config, ConfigError, decode
+from .procfs import ProcFS
 
-__all__ = ["MAX_ANSWER", "MAGIC", "TIMEOUT", "Reload", "ReloadError", "parse_answer"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .monitor import Monitor
+
+__all__ = ["FIXED_AT_START", "MAX_ANSWER", "MAGIC", "TIMEOUT", "Reload", "ReloadError", "give_up",
+           "parse_answer", "reconfigure", "take_answer"]
 
 TIMEOUT = 10.0  # seconds the front end may take (it needs about 0.1 s)
 MAX_ANSWER = 1 << 20  # an answer is a few hundred bytes: more is not an answer
 MAGIC = b"bustd-validated 1"  # cli.RELOAD_MAGIC: the first line of a good answer
 _ERROR_PREFIX = "bustd: error: "
+# Settings a reload cannot change: they shaped the process at start (its
+# pid file, whether it forked, the tree its descriptors are open on, the
+# outputs built once from the Config, the cgroup watched).
+FIXED_AT_START = ("daemon", "pid_file", "proc_root", "notify", "notify_owner_only",
+                  "pre_kill_hook", "post_kill_hook", "hook_timeout", "kill_log",
+                  "metrics_file", "cgroup")
 
 
 class ReloadError(Exception):
@@ -151,3 +165,66 @@ def _exit_code(status: int) -> int:
         return -os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
 
+
+def reconfigure(m: Monitor, new: Config) -> list[str]:
+    """Apply ``new`` to the Monitor ``m`` from the next check; return what changed.
+
+    Returns the names of the settings that changed.
+    Rebuilds what depends on the Config: the victim rules, the PSI file
+    and trigger when ``psi``/``psi-metric`` changed, the zram tree, the
+    report timer, the dry-run and verbose switches. Settings in
+    FIXED_AT_START keep their running value (said in one line).
+    """
+    old = m.cfg
+    fixed = [k for k in FIXED_AT_START if getattr(new, k) != getattr(old, k)]
+    if fixed:
+        m.log.warning("reload: " + ", ".join(k.replace("_", "-") for k in fixed)
+                      + " cannot change while bustd runs: kept until a restart")
+        new = new.replace(**{k: getattr(old, k) for k in fixed})
+    changed = [k for k in DEFAULTS if getattr(new, k) != getattr(old, k)]
+    m.cfg = new
+    m.log.verbose = new.verbose
+    m.dry = new.dry_run or not new.live
+    m.stuck = False
+    if new.sys_root != old.sys_root:
+        m.sys = ProcFS(new.sys_root)
+        m.zram_failed = False
+    if m.armed and {"unkillables", "ignore", "prefer", "avoid", "rank"} & set(changed):
+        from .choose import make_rules
+        m.rules = make_rules(new, m.self_pid)
+    if m.armed and new.kill_cgroup and m.units is None:
+        m.units = m.units_for_kill()
+    if {"psi_cutoff", "psi_metric"} & set(changed):
+        m.close_psi()
+        m.reset_stall()
+        m.open_psi()
+    if "report" in changed:
+        m.next_report = m.clock() + new.report if new.report > 0 else float("inf")
+    return changed
+
+
+def take_answer(m: Monitor) -> None:
+    """Read the front end's answer; apply the new Config once it is complete."""
+    r = m.reloading
+    if r is None or not r.read():
+        return
+    m.end_reload()
+    try:
+        cfg, path = r.finish()
+    except (ReloadError, OSError) as err:
+        m.log.error(f"reload failed, running configuration kept: {err}")
+        return
+    changed = reconfigure(m, cfg)
+    source = path or "the command line (no --config)"
+    what = (", ".join(f"{k}={getattr(m.cfg, k)!r}" for k in changed)
+            if changed else "no change")
+    m.log.info(f"reloaded {source}: {what}; {m.describe()}")
+
+
+def give_up(m: Monitor) -> None:
+    """Give up on a front end that did not answer in time."""
+    r = m.end_reload()
+    if r is not None:
+        r.cancel()
+        m.log.error("reload failed, running configuration kept: the front end gave "
+                    "no answer in time")

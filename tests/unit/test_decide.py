@@ -7,8 +7,7 @@ import signal
 import pytest
 
 from bustd.config import Config
-from bustd.meminfo import MemInfo
-from bustd.monitor import (
+from bustd.decide import (
     MAX_SLEEP_POLLING,
     MAX_SLEEP_TRIGGER,
     MEM_FILL_KIB_S,
@@ -18,6 +17,7 @@ from bustd.monitor import (
     sleep_for,
     thresholds,
 )
+from bustd.meminfo import MemInfo
 
 TOTAL = 10_000_000  # KiB, so 1 % is 100000 KiB
 SWAP = 4_000_000

@@ -19,7 +19,8 @@ import pytest
 from bustd import kill
 from bustd.choose import find_victim, make_rules
 from bustd.config import Config
-from bustd.monitor import DRY_RUN_PAUSE, NO_VICTIM_PAUSE, Monitor
+from bustd.decide import DRY_RUN_PAUSE, NO_VICTIM_PAUSE
+from bustd.monitor import Monitor
 from bustd.procfs import Pending, ProcFS
 from tests.fakeproc import PAGE_KIB, FakeProc
 from tests.unit.monitor_env import SELF, SWAP, TOTAL, Env, P, env, never_wait, no_signals

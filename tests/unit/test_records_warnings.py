@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
+from bustd.acting import WARN_EVERY
 from bustd.config import Config
+from bustd.decide import warning, watch_level
 from bustd.meminfo import MemInfo
-from bustd.monitor import WARN_EVERY, Check, Monitor, warning, watch_level
+from bustd.monitor import Check, Monitor
 from bustd.procfs import Pending
 from bustd.record import KillRecord, WarnRecord, warn_line
 from tests.fakeproc import PAGE_KIB

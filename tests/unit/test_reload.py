@@ -444,7 +444,7 @@ def test_loop_waits_no_longer_than_the_reload_deadline(env: Env) -> None:
     with pytest.raises(Stop):
         m.run()
     assert timeouts == [0.25]
-    r = m._end_reload()
+    r = m.end_reload()
     assert isinstance(r, FakeReload)
     r.close()
 
