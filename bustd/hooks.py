@@ -20,7 +20,7 @@ import time
 
 from . import sig
 from .log import Log, safe
-from .spawn import PATH, Children
+from .spawn import NOT_YET, PATH, Children
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -103,8 +103,15 @@ class PreKillHook:
         if cmdline is not None and record.cmdline is None:
             record.cmdline = cmdline.result(self.timeout * CMDLINE_SHARE)
         what = f"pre-kill hook {self.path} for pid {record.pid}"
-        pid = self.children.start([self.path], hook_env(record, "pre-kill"), what,
-                                  "pre-kill hook", HOOK_LIMIT)
+        # Started by a thread of its own: posix_spawn waits for the exec,
+        # which a thrashing disk can make last seconds.
+        pid = self.children.start_within([self.path], hook_env(record, "pre-kill"), what,
+                                         "pre-kill hook", HOOK_LIMIT,
+                                         self.timeout - (time.monotonic() - start))
+        if pid == NOT_YET:
+            self.log.warning(f"{what} not started after {self.timeout:g} s (its executable "
+                             "still being read?): killing without waiting for it")
+            return
         if pid < 0:
             return
         left = self.timeout - (time.monotonic() - start)

@@ -16,6 +16,7 @@ each, by the words of the one that started it.
 
 from __future__ import annotations
 
+import _thread
 import errno
 import os
 import select
@@ -30,12 +31,16 @@ if TYPE_CHECKING:
 else:
     from _signal import SIGKILL, SIGPIPE, SIGXFSZ  # not signal.py: see sig.py
 
-__all__ = ["MAX_CHILDREN", "PATH", "Children", "spawn", "status_text"]
+__all__ = ["MAX_CHILDREN", "NOT_YET", "PATH", "Children", "spawn", "status_text"]
 
 # The PATH a child gets (systemd's default for services).
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_CHILDREN = 16  # running at once; more are refused (a hook that never ends, many users)
 _POLL_FALLBACK = 0.005  # seconds between waitpid calls where there is no pidfd
+# Stack of a spawning thread (start_within): one posix_spawn call. Small, so
+# that mlockall(MCL_FUTURE) without MCL_ONFAULT does not lock 8 MiB for it.
+_SPAWN_STACK = 256 * 1024
+NOT_YET = -2  # start_within: the child did not start in time (it may later)
 
 
 def spawn(argv: list[str], env: dict[str, str]) -> int:
@@ -67,6 +72,41 @@ def status_text(status: int) -> str:
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
+class _Spawning:
+    """A posix_spawn call in a thread of its own (see Children.start_within).
+
+    ``posix_spawn`` suspends its caller until the child has exec'd, which
+    on a thrashing disk (the hook's executable paged in) can take seconds:
+    the thread takes that wait instead of the kill path. ``done`` is
+    released once the call returned; then ``pid`` or ``error`` is set.
+    """
+
+    __slots__ = ("done", "pid", "error", "argv", "what", "kind", "limit")
+
+    def __init__(self, argv: list[str], env: dict[str, str], what: str, kind: str,
+                 limit: float) -> None:
+        self.pid = -1
+        self.error: Exception | None = None
+        self.argv, self.what, self.kind, self.limit = argv, what, kind, limit
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+        old = _thread.stack_size(_SPAWN_STACK)
+        try:
+            _thread.start_new_thread(self._run, (env,))
+        except RuntimeError:  # no thread could be started: spawn here, as start() does
+            self._run(env)
+        finally:
+            _thread.stack_size(old)
+
+    def _run(self, env: dict[str, str]) -> None:
+        try:
+            self.pid = spawn(self.argv, env)
+        except (OSError, ValueError) as err:
+            self.error = err
+        finally:
+            self.done.release()
+
+
 class _Child:
     __slots__ = ("pid", "what", "kind", "started", "deadline", "explain", "killed")
 
@@ -89,7 +129,7 @@ class Children:
     could not start, failed, or were killed at their deadline.
     """
 
-    __slots__ = ("log", "clock", "running", "failures", "_said_full")
+    __slots__ = ("log", "clock", "running", "failures", "_said_full", "spawning")
 
     def __init__(self, log: Log, clock: Callable[[], float] = time.monotonic) -> None:
         self.log = log
@@ -97,9 +137,35 @@ class Children:
         self.running: dict[int, _Child] = {}
         self.failures: dict[str, int] = {}
         self._said_full = False
+        self.spawning: list[_Spawning] = []  # start_within calls still under way
 
     def _fail(self, kind: str) -> None:
         self.failures[kind] = self.failures.get(kind, 0) + 1
+
+    def _room(self, what: str, kind: str) -> bool:
+        """Return whether another child may start (reaping first); say once if not."""
+        self.reap()
+        if len(self.running) + len(self.spawning) >= MAX_CHILDREN:
+            if not self._said_full:
+                self.log.warning(f"not starting the {what}: {MAX_CHILDREN} children of bustd "
+                                 "still run")
+                self._said_full = True
+            self._fail(kind)
+            return False
+        self._said_full = False
+        return True
+
+    def _adopt(self, pid: int, error: Exception | None, argv: list[str], what: str,
+               kind: str, limit: float, explain: Callable[[int], str | None] | None = None
+               ) -> int:
+        """Remember a started child (or log why it did not start); return its pid or -1."""
+        if error is not None:
+            self.log.warning(f"cannot start the {what} ({safe(argv[0].encode())}): {error}")
+            self._fail(kind)
+            return -1
+        now = self.clock()
+        self.running[pid] = _Child(pid, what, kind, now, now + limit, explain)
+        return pid
 
     def start(self, argv: list[str], env: dict[str, str], what: str, kind: str,
               limit: float, explain: Callable[[int], str | None] | None = None) -> int:
@@ -109,24 +175,30 @@ class Children:
         ``limit`` seconds from now. ``explain(exit_code)`` may turn a
         non-zero exit code into words (None: use the code).
         """
-        self.reap()
-        if len(self.running) >= MAX_CHILDREN:
-            if not self._said_full:
-                self.log.warning(f"not starting the {what}: {MAX_CHILDREN} children of bustd "
-                                 "still run")
-                self._said_full = True
-            self._fail(kind)
+        if not self._room(what, kind):
             return -1
-        self._said_full = False
         try:
-            pid = spawn(argv, env)
+            pid, error = spawn(argv, env), None
         except (OSError, ValueError) as err:
-            self.log.warning(f"cannot start the {what} ({safe(argv[0].encode())}): {err}")
-            self._fail(kind)
+            pid, error = -1, err
+        return self._adopt(pid, error, argv, what, kind, limit, explain)
+
+    def start_within(self, argv: list[str], env: dict[str, str], what: str, kind: str,
+                     limit: float, timeout: float) -> int:
+        """As :meth:`start`, never taking more than ``timeout`` seconds.
+
+        The spawn runs in a thread of its own (see _Spawning). Returns the
+        pid, -1 (logged) if it could not start, or NOT_YET if it had not
+        started within ``timeout``: it is then adopted (or its failure
+        logged) by a later :meth:`reap`, and killed at its deadline as usual.
+        """
+        if not self._room(what, kind):
             return -1
-        now = self.clock()
-        self.running[pid] = _Child(pid, what, kind, now, now + limit, explain)
-        return pid
+        job = _Spawning(argv, env, what, kind, limit)
+        if not job.done.acquire(True, max(0.0, timeout)):
+            self.spawning.append(job)
+            return NOT_YET
+        return self._adopt(job.pid, job.error, argv, what, kind, limit)
 
     def wait(self, pid: int, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for child ``pid`` to exit; return whether it did.
@@ -186,7 +258,15 @@ class Children:
         return True
 
     def reap(self) -> None:
-        """Reap every child that has exited; kill those past their deadline (never blocks)."""
+        """Reap every child that has exited; kill those past their deadline (never blocks).
+
+        Children whose spawn outlasted start_within's timeout are adopted here
+        once their spawning thread is done.
+        """
+        for job in list(self.spawning):
+            if job.done.acquire(False):
+                self.spawning.remove(job)
+                self._adopt(job.pid, job.error, job.argv, job.what, job.kind, job.limit)
         if not self.running:
             return
         now = self.clock()

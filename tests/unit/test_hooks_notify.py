@@ -7,6 +7,7 @@ children, by their own PID (Children.kill).
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -146,6 +147,54 @@ def test_pre_kill_hook_that_hangs_costs_at_most_the_timeout(tmp_path: Path) -> N
         time.sleep(0.01)
     assert children.running == {}
     assert children.failures == {"pre-kill hook": 1}
+
+
+def test_pre_kill_hook_whose_spawn_hangs_costs_at_most_the_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # posix_spawn returns only once the child has exec'd: on a thrashing
+    # disk that can take seconds. Simulated by a spawn that sleeps first.
+    import bustd.spawn as spawn_module
+    real = spawn_module.spawn
+
+    def slow(argv: list[str], env: dict[str, str]) -> int:
+        time.sleep(0.6)
+        return real(argv, env)
+
+    monkeypatch.setattr(spawn_module, "spawn", slow)
+    out = LogLines(tmp_path)
+    children = Children(out.log)
+    hook = script(tmp_path / "hook", f'touch "{tmp_path}/ran"')
+    start = time.monotonic()
+    PreKillHook(hook, 0.2, children, out.log)(record())
+    took = time.monotonic() - start
+    assert 0.15 <= took < 0.45, took
+    assert "not started after 0.2 s (its executable still being read?): killing without " \
+        "waiting for it" in out.text()
+    assert len(children.spawning) == 1 and children.running == {}
+    # Adopted by a later reap once started, then reaped when done; never lost.
+    deadline = time.monotonic() + 5
+    while (children.spawning or children.running) and time.monotonic() < deadline:
+        children.reap()
+        time.sleep(0.01)
+    assert children.spawning == [] and children.running == {}
+    assert (tmp_path / "ran").exists()
+    assert children.failures == {}
+
+
+def test_pre_kill_hook_whose_spawn_fails_in_its_thread_is_logged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bustd.spawn as spawn_module
+
+    def refuse(argv: list[str], env: dict[str, str]) -> int:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(spawn_module, "spawn", refuse)
+    out = LogLines(tmp_path)
+    children = Children(out.log)
+    PreKillHook("/usr/local/bin/hook", 0.2, children, out.log)(record())
+    assert "cannot start the pre-kill hook /usr/local/bin/hook for pid 4242 " \
+        "(/usr/local/bin/hook): [Errno 11] Resource temporarily unavailable" in out.text()
+    assert children.failures == {"pre-kill hook": 1} and children.running == {}
 
 
 def test_post_kill_hook_failure_is_logged_when_reaped(tmp_path: Path) -> None:
