@@ -5,6 +5,8 @@ Usage (through the tests/e2e/report wrapper):
   tests/e2e/report                      run everything, write docs/e2e-report.md
   tests/e2e/report --scenarios 1,3 --daemons earlyoom,bustd --runs 2
   tests/e2e/report --from-results       rebuild the tables from the saved runs
+  tests/e2e/report --control bustd-oom_score=6,7
+                                        also a control daemon, in those scenarios only
 
 Each run of a (scenario, daemon) pair boots its own VM, exactly as
 tests/e2e/run does. The report has a summary table (runs passed, and the
@@ -23,11 +25,37 @@ import time
 
 from tests.e2e import daemons, runner, scenarios, verdict
 
-__all__ = ["render", "main"]
+__all__ = ["main", "parse_controls", "render"]
 
 DEFAULT_DAEMONS = ("none", "earlyoom", "nohang", "bustd")
 # Issue 4: "the signal is sent within 200 ms of a PSI trigger event".
 REACTION_TARGET_MS = 200
+
+
+def parse_controls(values: list[str]) -> list[tuple[str, list[int]]]:
+    """Return (daemon, scenario ids) for each ``--control DAEMON=IDS``.
+
+    Raises ValueError naming the value that is wrong.
+    """
+    out = []
+    for value in values:
+        name, sep, ids = value.partition("=")
+        if not sep or name not in daemons.DAEMONS:
+            raise ValueError(f"--control {value!r}: want DAEMON=IDS with DAEMON one of "
+                             f"{', '.join(sorted(daemons.DAEMONS))}")
+        out.append((name, scenarios.parse_ids(ids)))
+    return out
+
+
+def control_note(controls: list[tuple[str, list[int]]]) -> list[str]:
+    """Return the lines that say which rows are controls, and where they ran."""
+    if not controls:
+        return []
+    lines = ["Control rows (run only in the scenarios named, to test one choice of bustd's):", ""]
+    for name, ids in controls:
+        argv = shlex.join(daemons.DAEMONS[name].argv)
+        lines.append(f"- {name} (`{argv}`): scenario(s) {', '.join(map(str, ids))}")
+    return [*lines, ""]
 
 
 def cell_time(s: verdict.Summary) -> str:
@@ -203,8 +231,9 @@ def run_dates(outcomes: list[runner.Outcome]) -> str:
     return "; ".join(parts) or "no saved runs found"
 
 
-def render(outcomes: list[runner.Outcome], command: str, env: str) -> str:
-    """Return the whole Markdown report."""
+def render(outcomes: list[runner.Outcome], command: str, env: str,
+           controls: list[tuple[str, list[int]]] | None = None) -> str:
+    """Return the whole Markdown report (``controls``: see parse_controls)."""
     ids = sorted({o.scenario.id for o in outcomes})
     lines = [
         "# End-to-end report: OOM daemons in a 1 GiB VM",
@@ -226,8 +255,8 @@ def render(outcomes: list[runner.Outcome], command: str, env: str) -> str:
         lines.append(
             f"{sid}. **{scen.name}** ({swap}, timeout {scen.timeout_s:.0f} s): {scen.notes}"
         )
+    lines += ["", *control_note(controls or [])]
     lines += [
-        "",
         "Every scenario also runs a 48 MiB bystander and an interactive probe that must",
         "survive. A run passes when the daemon (not the kernel OOM killer) killed the hog,",
         "every bystander, protected, idle and load process and the probe survived, the",
@@ -286,6 +315,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--from-results", action="store_true", help="do not boot: use the last runs' files"
     )
+    parser.add_argument("--control", action="append", default=[], metavar="DAEMON=IDS",
+                        help="also run DAEMON, in scenarios IDS only (e.g. "
+                             "bustd-oom_score=6,7: the control for the ranking default)")
     runner.add_vm_arguments(parser)
     args = parser.parse_args(argv)
     if args.runs < 1:
@@ -293,6 +325,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         ids = scenarios.parse_ids(args.scenarios)
+        controls = parse_controls(args.control)
     except ValueError as err:
         print(f"e2e: {err}", file=sys.stderr)
         return 2
@@ -304,13 +337,15 @@ def main(argv: list[str]) -> int:
     args.repo = os.path.abspath(args.repo)
     cfg = None
     if not args.from_results:
-        cfg = runner.vm_config(args, names)
+        cfg = runner.vm_config(args, names + [c for c, _ in controls])
         if cfg is None:
             return 2
     outcomes = []
     t0 = time.monotonic()
-    for sid in ids:
-        for name in names:
+    for sid in sorted(set(ids).union(*(c for _, c in controls))):
+        for name in names + [c for c, cids in controls if sid in cids]:
+            if name in names and sid not in ids:
+                continue
             scen = scenarios.SCENARIOS[sid]
             if cfg is None:
                 for outcome in runner.load_outcomes(scen, name, args.results):
@@ -324,6 +359,7 @@ def main(argv: list[str]) -> int:
     runs = args.runs if cfg else max((len(g) for g in groups(outcomes)), default=1)
     command = f"tests/e2e/install-prereqs && tests/e2e/report --scenarios {args.scenarios}"
     command += f" --daemons {','.join(names)} --runs {runs}"
+    command += "".join(f" --control {c}" for c in args.control)
     kernels = {str(o.result.get("kernel")) for o in outcomes if o.result}
     kernel = cfg.kernel if cfg else ", ".join(sorted(kernels)) or "unknown"
     env = (
@@ -338,7 +374,7 @@ def main(argv: list[str]) -> int:
         env += " Rebuilt from the saved runs (`--from-results`): " + run_dates(outcomes) + "."
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
-        f.write(render(outcomes, command, env))
+        f.write(render(outcomes, command, env, controls))
     print(f"e2e: wrote {args.out}")
     return 0
 

@@ -646,6 +646,19 @@ def test_report_shows_every_run_and_ranges(tmp_path: Any) -> None:
     assert reporting.span([2.0, 2.0], ".1f", "s") == "2.0 s"
 
 
+def test_control_rows_are_named_and_checked() -> None:
+    assert reporting.parse_controls(["bustd-oom_score=6,7"]) == [("bustd-oom_score", [6, 7])]
+    for bad in ("bustd-oom_score", "frob=6", "bustd-oom_score=99"):
+        with pytest.raises(ValueError):
+            reporting.parse_controls([bad])
+    outcomes = [runner.Outcome(SCEN, "bustd-oom_score", scenario1_ok(), (), 50.0, "", 1)]
+    text = reporting.render(outcomes, "cmd", "env", [("bustd-oom_score", [1])])
+    assert ("- bustd-oom_score (`python3 -m bustd --rank oom_score`): scenario(s) 1"
+            in text)
+    assert "| 1 | bustd-oom_score | 1 | PASS |" in text
+    assert reporting.main(["--from-results", "--control", "frob=6"]) == 2
+
+
 def test_bustd_ready_pattern_matches_its_start_line_only() -> None:
     import re
 
