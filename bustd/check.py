@@ -28,7 +28,7 @@ from typing import Any, Callable
 from . import __version__, sig
 from .choose import Ranking, kernel_scales_oom_score, make_rules, oom_score_per_kib, sample
 from .config import DEFAULTS, Config
-from .decide import decide, thresholds, watch_level
+from .decide import avail_name, decide, thresholds, watch_level
 from .growth import Tracker
 from .log import safe, size
 from .meminfo import MemInfo, parse_pswpin, read_meminfo
@@ -96,10 +96,12 @@ def quiet_reason(mem: MemInfo, stall: float | None, stall_s: float, cfg: Config,
     condition that does not hold.
     """
     t = thresholds(cfg, mem)
+    avail = avail_name(mem)
     if mem.available > t.mem_term:
-        parts = [f"MemAvailable {size(mem.available)} > {size(t.mem_term)}"]
+        parts = [f"{avail} {size(mem.available)} > {size(t.mem_term)}"]
     else:
-        parts = [f"MemAvailable {size(mem.available)} is low but SwapFree "
+        parts = [f"{avail} {size(mem.available)} is low but "
+                 f"{'swap free' if mem.scope else 'SwapFree'} "
                  f"{size(mem.swap_free)} > {size(t.swap_term)}"]
     metric, cutoff = cfg.psi_metric, cfg.psi_cutoff
     if cutoff <= 0:
@@ -109,7 +111,7 @@ def quiet_reason(mem: MemInfo, stall: float | None, stall_s: float, cfg: Config,
     elif stall < cutoff:
         parts.append(f"{metric} stall {stall:.0f}% < {cutoff:g}%")
     elif mem.available > t.psi_mem:
-        parts.append(f"{metric} stall {stall:.0f}% but MemAvailable {size(mem.available)} > "
+        parts.append(f"{metric} stall {stall:.0f}% but {avail} {size(mem.available)} > "
                      f"{size(t.psi_mem)} (--psi-mem)")
     elif swapin is not None and swapin < cfg.swapin_rate:
         parts.append(f"{metric} stall {stall:.0f}% >= {cutoff:g}% but swap-in only "
@@ -171,18 +173,26 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
     twice, ``interval`` seconds apart (once when 0), then reads memory and
     zram, decides as the daemon would, and ranks every candidate. ``top``
     candidates are listed (0: all). Never signals. Raises OSError or
-    ValueError if the tree's meminfo or process list cannot be read.
+    ValueError if the tree's meminfo or process list cannot be read,
+    cgroup.CgroupError if the ``--cgroup`` cannot.
     """
     fs, sysfs = ProcFS(cfg.proc_root), ProcFS(cfg.sys_root)
     me = os.getpid() if self_pid is None else self_pid
     rules = make_rules(cfg, me)
     tracker = Tracker()
+    # --cgroup: the cgroup's memory, pressure and swap-ins, its processes only,
+    # as the daemon reads them (cgroup.py, Monitor.read_mem).
+    cg = None
+    if cfg.cgroup:
+        from .cgroup import Cgroup
+        cg = Cgroup(cfg.cgroup)
     mem_fd = fs.open("meminfo")
     psi_fd = -1
     psi_error: str | None = None
     try:
         try:
-            psi_fd = fs.open("pressure/memory")
+            psi_fd = (os.open(cg.file("memory.pressure"), os.O_RDONLY | os.O_CLOEXEC)
+                      if cg is not None else fs.open("pressure/memory"))
         except OSError as err:
             psi_error = err.strerror or str(err)
 
@@ -198,36 +208,63 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
 
         def swapped_in() -> int | None:
             try:
+                if cg is not None:
+                    return cg.read().swapins
                 return parse_pswpin(fs.read("vmstat", 16384))
             except (OSError, ValueError):
                 return None
 
+        def scan(now: float) -> list[Candidate]:
+            if cg is None:
+                return sample(fs, tracker, now, frozenset((me,)), set(), rules.shifts)
+            from .cgroup import members
+            leaves = members(cg.path)
+            found = sample(fs, tracker, now, frozenset((me,)), set(), rules.shifts,
+                           sorted(leaves))
+            for c in found:
+                c.cgroup = leaves.get(c.pid, "")
+            return found
+
         read_meminfo(mem_fd)  # fail early (exit 3) on a tree without memory figures
+        if cg is not None:
+            from .cgroup import CgroupError
+            try:
+                cg.read()  # and on a cgroup without memory files
+            except (OSError, ValueError) as err:
+                raise CgroupError(f"cgroup {cg.path}: {err}") from None
         psi_first = pressure()
         pswpin_first = swapped_in()
         start = clock()
-        cands = sample(fs, tracker, start, frozenset((me,)), set(), rules.shifts)
+        cands = scan(start)
         psi_last = psi_first
         pswpin_last = pswpin_first
         if interval > 0:
             sleep(interval)
-            cands = sample(fs, tracker, clock(), frozenset((me,)), set(), rules.shifts)
+            cands = scan(clock())
             pswpin_last = swapped_in()
             psi_last = pressure()
         span = clock() - start if interval > 0 else 0.0
-        mem = read_meminfo(mem_fd)
+        machine = read_meminfo(mem_fd)
+        figures = cg.read() if cg is not None else None
     finally:
         os.close(mem_fd)
         if psi_fd >= 0:
             os.close(psi_fd)
+        if cg is not None:
+            cg.close()
     devices: list[Zram] = []
     zram_error: str | None = None
-    if mem.swap_total > 0:
+    if machine.swap_total > 0:
         try:
             devices = read_zram(fs, sysfs)
         except (OSError, ValueError) as err:
             zram_error = str(err)
-    eff = effective_swap(mem, devices)
+    eff_machine = effective_swap(machine, devices)
+    if figures is not None:
+        from .cgroup import meminfo_of
+        mem, eff = meminfo_of(figures, machine), meminfo_of(figures, eff_machine)
+    else:
+        mem, eff = machine, eff_machine
 
     some = _stall(psi_first, psi_last, "some")
     full = _stall(psi_first, psi_last, "full")
@@ -245,8 +282,17 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
     # Every candidate in kill order, each one's protection read as the daemon does.
     daemons = [c for c in cands if _is_daemon(fs, c)]
     cands = [c for c in cands if c not in daemons]
-    ranking = Ranking(fs, cands, rules, oom_score_per_kib(mem, kernel_scales_oom_score()),
-                      cfg.kill_pgroup)
+    units = None
+    if cfg.cgroup or cfg.kill_cgroup:
+        from .cgroup import Units, cgroup_mount, parse_mountinfo
+        try:
+            mount = cgroup_mount(parse_mountinfo(fs.read("self/mountinfo", 1 << 20)))
+        except OSError:
+            mount = None
+        units = Units(fs, mount)
+    # Growth is priced against the machine's RAM + swap, as oom_score is.
+    ranking = Ranking(fs, cands, rules, oom_score_per_kib(machine, kernel_scales_oom_score()),
+                      cfg.kill_pgroup, None, units, cfg.kill_cgroup)
     victims = []
     while True:
         v = ranking.next()
@@ -305,6 +351,10 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
         "config_file": config_file,
         "euid": os.geteuid(),
         "interval_s": round(span, 3),
+        "cgroup": None if figures is None else {
+            "path": figures.path, "current_kib": figures.current_kib,
+            "limit_kib": figures.limit_kib, "limit_name": figures.limit_name or None,
+            "reclaimable_kib": figures.reclaimable_kib},
         "memory": {"total_kib": mem.total, "available_kib": mem.available,
                    "available_percent": round(100.0 * mem.available / mem.total, 2)},
         "swap": {"total_kib": mem.swap_total, "free_kib": mem.swap_free,
@@ -409,8 +459,15 @@ def to_text(r: dict[str, Any]) -> str:
     if r["euid"] != 0:
         out += _field("note", f"run as uid {r['euid']}, not root: other users' executables "
                               "may be unreadable here, and name rules cannot match them")
-    m, s, p = r["memory"], r["swap"], r["pressure"]
-    out += _field("memory", f"MemAvailable {size(m['available_kib'])} of "
+    m, s, p, cg = r["memory"], r["swap"], r["pressure"], r["cgroup"]
+    avail = "MemAvailable"
+    if cg is not None:
+        limit = (f"{cg['limit_name']} {size(cg['limit_kib'])}" if cg["limit_kib"] is not None
+                 else "no limit of its own: the machine's memory")
+        out += _field("cgroup", f"{cg['path']}: {size(cg['current_kib'])} in use "
+                                f"({size(cg['reclaimable_kib'])} reclaimable), {limit}")
+        avail = "cgroup available"
+    out += _field("memory", f"{avail} {size(m['available_kib'])} of "
                             f"{size(m['total_kib'])} ({m['available_percent']:.1f}%)")
     if s["total_kib"]:
         swap = (f"SwapFree {size(s['free_kib'])} of {size(s['total_kib'])} "
@@ -437,17 +494,18 @@ def to_text(r: dict[str, Any]) -> str:
                                   f" (avg10 {p['some_avg10']:.2f}% / {p['full_avg10']:.2f}%)")
     t = r["thresholds"]
     out += _field("watching", ("yes" if r["watching"] else "no") +
-                  f" (below MemAvailable {size(t['watch_kib'])})")
+                  f" (below {avail} {size(t['watch_kib'])})")
     out.append("")
-    out += _field("SIGTERM", f"at MemAvailable <= {size(t['sigterm']['mem_kib'])} and "
-                             f"SwapFree <= {size(t['sigterm']['swap_kib'])}")
-    out += _field("SIGKILL", f"at MemAvailable <= {size(t['sigkill']['mem_kib'])} and "
-                             f"SwapFree <= {size(t['sigkill']['swap_kib'])}")
+    free = "swap free" if cg is not None else "SwapFree"
+    out += _field("SIGTERM", f"at {avail} <= {size(t['sigterm']['mem_kib'])} and "
+                             f"{free} <= {size(t['sigterm']['swap_kib'])}")
+    out += _field("SIGKILL", f"at {avail} <= {size(t['sigkill']['mem_kib'])} and "
+                             f"{free} <= {size(t['sigkill']['swap_kib'])}")
     psi = t["psi"]
     out += _field("pressure", (
         f"SIGTERM at {psi['metric']} stall >= {psi['cutoff_percent']:g}% (and swap-in >= "
         f"{psi['swapin_rate_mib_s']:g} MiB/s with swap) for {psi['duration_s']:g} s with "
-        f"MemAvailable <= {size(psi['mem_kib'])}")
+        f"{avail} <= {size(psi['mem_kib'])}")
         if psi["enabled"] else "off (--psi 0)")
     extras = "".join((", process groups" if t["kill_pgroup"] else "",
                       ", DRY RUN" if t["dry_run"] else ""))

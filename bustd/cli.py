@@ -795,12 +795,13 @@ def _check(argv: list[str]) -> int:
     if isinstance(loaded, int):
         return loaded
     args, cfg = loaded
-    if cfg.cgroup:
-        print(f"bustd: note: check reports the machine, not --cgroup {_one_line(cfg.cgroup)}",
-              file=sys.stderr)
     from . import check
+    from .cgroup import CgroupError
     try:
         report = check.gather(cfg, args.interval, args.top, args.config)
+    except CgroupError as err:
+        print(f"bustd: error: cannot read {_one_line(str(err))}", file=sys.stderr)
+        return EXIT_PROC
     except (OSError, ValueError) as err:
         print(f"bustd: error: cannot read {_one_line(cfg.proc_root)}: {_one_line(str(err))}",
               file=sys.stderr)

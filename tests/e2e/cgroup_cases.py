@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CASES", "Case", "HOG_RATE", "LIMIT_MIB", "PROCS", "failures", "kill_lines",
-           "summary"]
+__all__ = ["CASES", "Case", "HOG_RATE", "LIMIT_MIB", "PROCS", "check_failures", "failures",
+           "kill_lines", "summary"]
 
 LIMIT_MIB = 160  # memory.max of work/
 HOG_RATE = 16.0  # MiB/s: the limit is reached in a few seconds, between two checks never
@@ -55,7 +55,9 @@ class Case:
     ``args``: bustd's options after ``--cgroup <work>``; ``daemon_cgroup``:
     where bustd is started ("" the root cgroup); ``dies``: the processes that
     must die, and ``by_sigkill`` those that must die of SIGKILL (cgroup.kill);
-    ``line``: what the kill line must say (``{work}``, ``{daemon}`` filled in).
+    ``line``: what the kill line must say (``{work}``, ``{daemon}`` filled in);
+    ``check``: ``bustd check --json --cgroup <work>`` runs first, before the
+    hog, and must report the cgroup, its limit and only its processes.
     """
 
     name: str
@@ -64,11 +66,12 @@ class Case:
     dies: tuple[str, ...]
     by_sigkill: tuple[str, ...]
     line: str
+    check: bool = False
 
 
 CASES = (
     Case("cgroup", (), "", ("hog",), (),
-         " in cgroup {work}/a signal=SIG"),
+         " in cgroup {work}/a signal=SIG", check=True),
     Case("kill-cgroup", ("--kill-cgroup",), "", ("hog", "partner"), ("hog", "partner"),
          " in cgroup {work}/a killed whole by cgroup.kill signal=SIGKILL "),
     Case("holds-bustd", ("--kill-cgroup",), "work/a", ("hog", "partner"), (),
@@ -143,8 +146,33 @@ def failures(case: Case, facts: dict[str, Any] | None) -> list[str]:
         # Runners-up are candidates too: never one from outside the subtree.
         if f"pid={procs['outside'].get('pid')} " in kills[0][1]:
             out.append("the kill line ranks the process outside the watched cgroup")
+    if case.check:
+        out += check_failures(facts.get("check"), work, procs)
     if "hog" in case.by_sigkill and facts.get("populated", {}).get("work/a") != 0:
         out.append(f"work/a still populated after cgroup.kill: {facts.get('populated')}")
+    return out
+
+
+def check_failures(check: dict[str, Any] | None, work: str,
+                   procs: dict[str, dict[str, Any]]) -> list[str]:
+    """Return why ``bustd check --cgroup <work>`` (run before the hog) was wrong.
+
+    ``check`` holds its exit code (``rc``) and its JSON report (``report``).
+    """
+    if not check or check.get("rc") != 0 or not isinstance(check.get("report"), dict):
+        return [f"bustd check --cgroup failed: {check}"]
+    r = check["report"]
+    out = []
+    cg = r.get("cgroup") or {}
+    if cg.get("path") != work or cg.get("limit_kib") != LIMIT_MIB * 1024:
+        out.append(f"bustd check reports cgroup {cg}, not {work} with its {LIMIT_MIB} MiB")
+    if r.get("memory", {}).get("total_kib") != LIMIT_MIB * 1024:
+        out.append(f"bustd check's memory is not the cgroup's: {r.get('memory')}")
+    want = {procs[n].get("pid") for n in ("bystander", "partner")}
+    got = {c.get("pid") for c in r.get("candidates", [])}
+    if got != want:
+        out.append(f"bustd check's candidates are {sorted(map(str, got))}, not the cgroup's "
+                   f"processes {sorted(map(str, want))}")
     return out
 
 

@@ -156,6 +156,17 @@ def run_case(case: cgroup_cases.Case, point: str, repo: str, here: str) -> dict[
                 while (time.monotonic() < deadline and procs[p.name].poll() is None
                        and rss_kib(procs[p.name].pid) < p.mib * 1024 * 0.9):
                     time.sleep(0.2)
+        if case.check:
+            # What would bustd do here? Only the cgroup's processes are candidates.
+            out = subprocess.run(["python3", "-m", "bustd", "check", "--json", "--top", "0",
+                                  "--interval", "0.5", "--cgroup", work], cwd=repo,
+                                 capture_output=True, check=False, timeout=120)
+            try:
+                report = json.loads(out.stdout)
+            except ValueError:
+                report = None
+            facts["check"] = {"rc": out.returncode, "report": report,
+                              "stderr": out.stderr.decode(errors="replace")[-2000:]}
         log_path = f"{WORK}/{case.name}.daemon.log"
         argv = ["python3", "-m", "bustd", "--cgroup", work, *case.args]
         facts["daemon_argv"] = argv

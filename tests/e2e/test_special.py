@@ -37,11 +37,21 @@ def cgroup_facts(case: cgroup_cases.Case) -> dict[str, Any]:
             + case.line.format(work=WORK, daemon=301)
             + f"signal=SIGTERM exited after 0.1 s; reason: cgroup {WORK} available 15.9 MiB "
             "(9.9%) <= 16.0 MiB, no swap; runners-up: none; cmdline=x")
-    return {"errors": [], "work": WORK, "procs": procs, "oom_kill": 0, "kernel_oom_kills": [],
-            "populated": {"work/a": 0 if case.by_sigkill else 1, "work/b": 1, "outside": 1},
-            "daemon": {"pid": 301, "ready": True, "alive_at_end": True,
-                       "log": START + "\n" + line + "\n"},
-            "hog_dead_after_s": 6.5}
+    facts: dict[str, Any] = {
+        "errors": [], "work": WORK, "procs": procs, "oom_kill": 0, "kernel_oom_kills": [],
+        "populated": {"work/a": 0 if case.by_sigkill else 1, "work/b": 1, "outside": 1},
+        "daemon": {"pid": 301, "ready": True, "alive_at_end": True,
+                   "log": START + "\n" + line + "\n"},
+        "hog_dead_after_s": 6.5}
+    if case.check:
+        facts["check"] = {"rc": 0, "stderr": "", "report": {
+            "cgroup": {"path": WORK, "current_kib": 40 << 10, "limit_kib": 160 << 10,
+                       "limit_name": "memory.max", "reclaimable_kib": 0},
+            "memory": {"total_kib": 160 << 10, "available_kib": 120 << 10,
+                       "available_percent": 75.0},
+            "candidates": [{"pid": procs["bystander"]["pid"]},
+                           {"pid": procs["partner"]["pid"]}]}}
+    return facts
 
 
 @pytest.mark.parametrize("case", cgroup_cases.CASES, ids=[c.name for c in cgroup_cases.CASES])
@@ -74,6 +84,24 @@ def _break(facts: dict[str, Any], what: str) -> None:
         del procs["partner"]
     elif what == "outside-ranked":
         daemon["log"] = daemon["log"].replace("runners-up: none", "runners-up: pid=400 name=x")
+
+
+@pytest.mark.parametrize("what", ["missing", "rc", "machine", "outside-candidate"])
+def test_cgroup_check_fails_when_wrong(what: str) -> None:
+    case = cgroup_cases.CASES[0]
+    assert case.check
+    facts = cgroup_facts(case)
+    report = facts["check"]["report"]
+    if what == "missing":
+        del facts["check"]
+    elif what == "rc":
+        facts["check"]["rc"] = 3
+    elif what == "machine":
+        report["cgroup"] = None
+        report["memory"]["total_kib"] = 958 << 10
+    else:
+        report["candidates"].append({"pid": facts["procs"]["outside"]["pid"]})
+    assert cgroup_cases.failures(case, facts)
 
 
 @pytest.mark.parametrize("what", ["kernel", "dmesg", "outside", "hog-lives", "daemon-dead",

@@ -357,3 +357,42 @@ def test_a_check_not_run_as_root_says_so(tmp_path: Path) -> None:
             "unreadable") in check.to_text(r)
     r["euid"] = 0
     assert "not root" not in check.to_text(r)
+
+
+def test_a_cgroup_is_reported_as_the_daemon_sees_it(tmp_path: Path) -> None:
+    """--cgroup: the cgroup's limit, use and swap, its processes only (the machine is fine)."""
+    from tests.fakecgroup import FakeCgroup
+    t = Tree(tmp_path)
+    cg = FakeCgroup(tmp_path / "cgroup")
+    t.fake.write("self/mountinfo", cg.mountinfo())
+    cg.add("work", [], current_mib=96, max_mib=100, swap_current_mib=0, swap_max_mib=0)
+    cg.add("work/a", [P])
+    cg.add("elsewhere", [P + 1, P + 2, 1])
+    for pid, rel in ((P, "work/a"), (P + 1, "elsewhere"), (P + 2, "elsewhere")):
+        t.fake.write(f"{pid}/cgroup", f"0::/{rel}\n".encode())
+    r = t.gather(cgroup=cg.path("work"))
+    validate(r)
+    work = cg.path("work")
+    assert r["cgroup"] == {"path": work, "current_kib": 96 << 10, "limit_kib": 100 << 10,
+                           "limit_name": "memory.max", "reclaimable_kib": 0}
+    assert r["memory"] == {"total_kib": 100 << 10, "available_kib": 4 << 10,
+                           "available_percent": 4.0}
+    assert (r["swap"]["total_kib"], r["swap"]["effective_free_kib"]) == (0, 0)
+    # Only the cgroup's process is a candidate: the larger idle one lives elsewhere.
+    assert [c["pid"] for c in r["candidates"]] == [P]
+    assert r["decision"]["action"] == "SIGKILL" and r["decision"]["victim_pid"] == P
+    assert r["decision"]["reason"].startswith(f"cgroup {work} available 4.0 MiB (4.0%) <= ")
+    text = check.to_text(r)
+    assert "96.0 MiB in use (0 KiB reclaimable)," in text and "memory.max 100.0 MiB" in text
+    assert "SIGKILL   at cgroup available <= 5.0 MiB and swap free <= 0 KiB" in text
+    assert "memory    cgroup available 4.0 MiB of 100.0 MiB (4.0%)" in text
+    assert max(check.width(line) for line in text.splitlines()) <= 80
+    # The machine's own report names no cgroup.
+    assert t.gather()["cgroup"] is None
+
+
+def test_a_cgroup_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    from bustd.cgroup import CgroupError
+    t = Tree(tmp_path)
+    with pytest.raises(CgroupError, match=f"cgroup {tmp_path}/nowhere: "):
+        t.gather(cgroup=str(tmp_path / "nowhere"))
