@@ -187,7 +187,7 @@ def faults_note(outcomes: list[runner.Outcome]) -> list[str]:
 
 
 def zram_note(outcomes: list[runner.Outcome]) -> list[str]:
-    """Return the caveat on bustd in the zram scenarios, with the runs' figures."""
+    """Return how bustd acted in the zram scenarios, with the runs' figures and reasons."""
     facts = []
     for o in outcomes:
         if o.daemon != "bustd" or not o.scenario.zram_mib or o.result is None:
@@ -197,19 +197,28 @@ def zram_note(outcomes: list[runner.Outcome]) -> list[str]:
         s = verdict.summarize(o.result)
         used = o.result.get("max_swap_used_kib", 0) // 1024
         total = o.result.get("swap_total_kib", 0) // 1024
-        facts.append(
-            f"scenario {o.scenario.id}: first kill after {cell_time(s)}, "
-            f"at most {used} of {total} MiB of zram in use"
-        )
+        log = str(o.result.get("daemon_log_tail", ""))
+        if s.time_to_kill_s is None:
+            cause = "no kill"
+        elif " kill: " not in log:
+            cause = "a kill (its line is not in the saved log tail)"
+        elif "swap-in" in log and "stall" in log:
+            cause = "thrashing (stall with swap-ins)"
+        else:
+            cause = "memory and zram's worth exhausted"
+        when = f", first kill after {cell_time(s)}" if s.time_to_kill_s is not None else ""
+        facts.append(f"scenario {o.scenario.id} run {o.run}: {cause}{when}, at most {used} of "
+                     f"{total} MiB of zram in use")
     if not facts:
         return []
     return [
-        "In the zram scenarios bustd acts on PSI during the hog's build-up, before zram "
-        "is much used: its kill lines give a memory stall (PSI `some` at its threshold) "
-        "with little MemAvailable as the reason. earlyoom and nohang act on free memory "
-        "and free swap, so they act later, once zram is nearly full, or never (compare "
-        "the Swap used column). bustd's rows there show it acting early, not how it "
-        "would behave once zram carries most of the load (" + "; ".join(facts) + ").",
+        "In the zram scenarios bustd kills on pressure only when the machine thrashes "
+        "(the stall at its cutoff with pages swapped back in, held for --psi-duration), "
+        "and on memory when MemAvailable and SwapFree, zram counted at its real RAM worth, "
+        "are both at their levels; a load that zram absorbs (pages only going out) is "
+        "left alone. earlyoom and nohang act on free memory and free swap as the kernel "
+        "reports them, so where swap never fills they never act. bustd's runs: "
+        + "; ".join(facts) + ".",
         "",
     ]
 

@@ -669,3 +669,24 @@ def test_bustd_ready_pattern_matches_its_start_line_only() -> None:
     assert not re.search(pattern, "warning: cannot set own oom_score_adj\n", re.M)
     assert not re.search(pattern, "warning: kill: pid=3 name=bustd watching\n", re.M)
     assert daemons.DAEMONS["earlyoom"].ready_pattern == ""
+
+
+def test_zram_note_says_why_bustd_acted() -> None:
+    thrash = scenario1_ok()
+    thrash["daemon_log_tail"] = ("warning: kill: pid=9 name=thrash ... reason: memory some stall "
+                                 "80% >= 25% and swap-in 20.1 MiB/s for 8.0 s with ...\n")
+    leak = scenario1_ok()
+    leak["daemon_log_tail"] = "warning: kill: pid=9 name=leak ... reason: MemAvailable 0 KiB\n"
+    calm = result(proc("bystander", "bystander", 1), proc("absorb", "load", 2), PROBE)
+    calm["daemon_log_tail"] = "bustd 0.1.0 (pid 3) watching /proc: ...\n"
+    zram = scenarios.SCENARIOS[3]
+    text = " ".join(reporting.zram_note([
+        runner.Outcome(zram, "bustd", thrash, (), 50.0, "", 1),
+        runner.Outcome(zram, "bustd", leak, (), 50.0, "", 2),
+        runner.Outcome(zram, "bustd", calm, (), 50.0, "", 3),
+        runner.Outcome(zram, "earlyoom", leak, (), 50.0, "", 1)]))
+    assert "scenario 3 run 1: thrashing (stall with swap-ins), first kill after" in text
+    assert "scenario 3 run 2: memory and zram's worth exhausted, first kill after" in text
+    assert "scenario 3 run 3: no kill, at most" in text
+    assert text.count("scenario 3 run") == 3  # bustd's runs only
+    assert reporting.zram_note([runner.Outcome(SCEN, "bustd", thrash, (), 50.0, "", 1)]) == []
