@@ -402,30 +402,37 @@ class Monitor:
         """Return the swap-in rate in MiB/s over about the last second, None if unknown."""
         if self.vmstat_failed:
             return None
+        pages = self._swapped_in()
+        if pages is None:
+            return None
+        self.swapins.add(now, pages)
+        rate = self.swapins.rate()
+        return None if rate is None else rate * PAGE_MIB
+
+    def _swapped_in(self) -> int | None:
+        """Return the pages swapped in so far: the machine's, or with --cgroup the cgroup's.
+
+        None when unknown now (a cgroup not read); a source that cannot tell
+        is said once and ``vmstat_failed`` set for good.
+        """
         if self.cgroup is not None:
-            pages = None if self.figures is None else self.figures.swapins
-            if pages is None:
-                if self.figures is not None:
-                    self.log.warning(f"{self.cgroup.file('memory.stat')} has no pswpin nor "
-                                     "workingset_refault_anon: pressure kills on the stall "
-                                     "alone, without telling thrashing from swapping out")
-                    self.vmstat_failed = True
+            if self.figures is None:
                 return None
-            self.swapins.add(now, pages)
-            rate = self.swapins.rate()
-            return None if rate is None else rate * PAGE_MIB
+            if self.figures.swapins is None:
+                self.log.warning(f"{self.cgroup.file('memory.stat')} has no pswpin nor "
+                                 "workingset_refault_anon: pressure kills on the stall "
+                                 "alone, without telling thrashing from swapping out")
+                self.vmstat_failed = True
+            return self.figures.swapins
         try:
             if self.vmstat_fd < 0:
                 self.vmstat_fd = self.fs.open("vmstat")
-            pages = parse_pswpin(os.pread(self.vmstat_fd, 16384, 0))
+            return parse_pswpin(os.pread(self.vmstat_fd, 16384, 0))
         except (OSError, ValueError) as err:
             self.log.warning(f"cannot read {self.fs.path('vmstat')} ({err}): pressure kills "
                              "on the stall alone, without telling thrashing from swapping out")
             self.vmstat_failed = True
             return None
-        self.swapins.add(now, pages)
-        rate = self.swapins.rate()
-        return None if rate is None else rate * PAGE_MIB
 
     def reset_stall(self) -> None:
         """Forget the stall and swap-in history (after a kill, or when not watching)."""
@@ -477,10 +484,6 @@ class Monitor:
         r = self.end_reload()
         if r is not None:
             r.cancel()
-
-    def _reload_input(self) -> None:
-        from .reload import take_answer
-        take_answer(self)
 
     # -- the check ---------------------------------------------------------
 
@@ -634,7 +637,8 @@ class Monitor:
                 elif fd == self.wake_fd:
                     _drain(fd)  # a signal arrived: its handler has run
                 elif self.reloading is not None and fd == self.reloading.fd:
-                    self._reload_input()
+                    from .reload import take_answer
+                    take_answer(self)
             if self.reloading is not None and self.clock() >= self.reloading.deadline:
                 from .reload import give_up
                 give_up(self)
