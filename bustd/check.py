@@ -38,6 +38,10 @@ from .process import PF_KTHREAD, Candidate, parse_stat, read_status
 from .procfs import NoSuchProcess, ProcFS
 from .zram import Zram, effective_swap, read_zram
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .cgroup import Figures
+
 __all__ = ["SCHEMA", "WIDTH", "gather", "quiet_reason", "to_json", "to_text", "width"]
 
 SCHEMA = "bustd-check/1"  # the "schema" field: bumped when a field changes meaning
@@ -206,10 +210,20 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
                 psi_error = getattr(err, "strerror", None) or str(err)
                 return None
 
-        def swapped_in() -> int | None:
+        def read_cgroup() -> Figures | None:
+            """The cgroup's figures now (None without --cgroup); CgroupError names it."""
+            if cg is None:
+                return None
+            from .cgroup import CgroupError
             try:
-                if cg is not None:
-                    return cg.read().swapins
+                return cg.read()
+            except (OSError, ValueError) as err:
+                raise CgroupError(f"cgroup {cg.path}: {err}") from None
+
+        def swapped_in(fig: Figures | None) -> int | None:
+            if fig is not None:
+                return fig.swapins
+            try:
                 return parse_pswpin(fs.read("vmstat", 16384))
             except (OSError, ValueError):
                 return None
@@ -226,14 +240,9 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
             return found
 
         read_meminfo(mem_fd)  # fail early (exit 3) on a tree without memory figures
-        if cg is not None:
-            from .cgroup import CgroupError
-            try:
-                cg.read()  # and on a cgroup without memory files
-            except (OSError, ValueError) as err:
-                raise CgroupError(f"cgroup {cg.path}: {err}") from None
+        figures = read_cgroup()  # and on a cgroup without memory files
         psi_first = pressure()
-        pswpin_first = swapped_in()
+        pswpin_first = swapped_in(figures)
         start = clock()
         cands = scan(start)
         psi_last = psi_first
@@ -241,11 +250,11 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
         if interval > 0:
             sleep(interval)
             cands = scan(clock())
-            pswpin_last = swapped_in()
+            figures = read_cgroup()
+            pswpin_last = swapped_in(figures)
             psi_last = pressure()
         span = clock() - start if interval > 0 else 0.0
         machine = read_meminfo(mem_fd)
-        figures = cg.read() if cg is not None else None
     finally:
         os.close(mem_fd)
         if psi_fd >= 0:
