@@ -188,6 +188,16 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 # --- latency --------------------------------------------------------------
 
+def _stop(daemon: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the daemon, SIGKILL it if it is still there after 5 s; reap it."""
+    daemon.terminate()
+    try:
+        daemon.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
+
+
 def _one_kill(args: argparse.Namespace) -> dict[str, object]:
     victim = os.posix_spawn(SLEEP, ["sleep", "120"], {"PATH": "/usr/bin:/bin"})
     with open(f"/proc/{victim}/oom_score_adj", "w") as f:
@@ -234,12 +244,7 @@ def _one_kill(args: argparse.Namespace) -> dict[str, object]:
                     if want in line and f"pid={victim}" in line:
                         marks.setdefault("log", now)
     finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+        _stop(daemon)
         try:
             os.kill(victim, signal.SIGKILL)
         except ProcessLookupError:
@@ -468,12 +473,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
             pass
     left = len(live)
     if daemon_status is None:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+        _stop(daemon)
     while True:  # the rest, now killed
         try:
             os.wait()

@@ -28,7 +28,15 @@ from typing import Any, Callable
 
 from bustd.cgroup import cgroup_mount, parse_mountinfo
 from tests.e2e import cgroup_cases, daemons
-from tests.e2e.guest import in_vm, lock_self, note, parse_kernel_oom_kills, read_text, write_text
+from tests.e2e.guest import (
+    in_vm,
+    lock_self,
+    note,
+    parse_kernel_oom_kills,
+    read_text,
+    write_result,
+    write_text,
+)
 
 __all__ = ["main"]
 
@@ -249,8 +257,7 @@ def main(argv: list[str]) -> int:
                 result["cases"][case.name] = run_case(case, point, args.repo, here)
     except Exception:
         result["errors"].append(traceback.format_exc())
-    write_text(f"{args.out}/result.json.tmp", json.dumps(result, indent=1))
-    os.replace(f"{args.out}/result.json.tmp", f"{args.out}/result.json")
+    write_result(args.out, result)
     return 0
 
 

@@ -203,6 +203,13 @@ def write_text(path: str, text: str) -> None:
         f.write(text)
 
 
+def write_result(out: str, result: dict[str, Any]) -> None:
+    """Write ``result`` to ``out``/result.json whole (a temporary file, then a rename),
+    so the host never reads half of it."""
+    write_text(f"{out}/result.json.tmp", json.dumps(result, indent=1))
+    os.replace(f"{out}/result.json.tmp", f"{out}/result.json")
+
+
 def rss_kib(pid: int) -> int:
     """Return the VmRSS of pid in KiB, 0 if it is gone."""
     m = re.search(r"^VmRSS:\s+(\d+)", read_text(f"/proc/{pid}/status"), re.M)
@@ -634,8 +641,7 @@ def main(argv: list[str]) -> int:
         run(args, result)
     except Exception:  # the host must get the facts gathered so far
         result["errors"].append(traceback.format_exc())
-    write_text(f"{args.out}/result.json.tmp", json.dumps(result, indent=1))
-    os.replace(f"{args.out}/result.json.tmp", f"{args.out}/result.json")
+    write_result(args.out, result)
     return 0
 
 

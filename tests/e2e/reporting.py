@@ -352,9 +352,8 @@ def main(argv: list[str]) -> int:
     outcomes = []
     t0 = time.monotonic()
     for sid in sorted(set(ids).union(*(c for _, c in controls))):
-        for name in names + [c for c, cids in controls if sid in cids]:
-            if name in names and sid not in ids:
-                continue
+        rows = (names if sid in ids else []) + [c for c, cids in controls if sid in cids]
+        for name in rows:
             scen = scenarios.SCENARIOS[sid]
             if cfg is None:
                 for outcome in runner.load_outcomes(scen, name, args.results):

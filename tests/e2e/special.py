@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Any
 
 from tests.e2e import cgroup_cases, systemd_cases, vm
 
@@ -40,15 +39,6 @@ class CaseOutcome:
     vm_seconds: float
     out_dir: str
     run: int
-
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _guest_complaint(console: str) -> str:
@@ -79,8 +69,9 @@ def boot(name: str, cfg: vm.VmConfig, repo: str, out_dir: str) -> vm.VmRun:
 
 def judge(name: str, out_dir: str, run: int) -> list[CaseOutcome]:
     """Return one CaseOutcome per case of test ``name`` from the files in ``out_dir``."""
-    result = _read_json(os.path.join(out_dir, "result.json"))
-    booted = _read_json(os.path.join(out_dir, "vm.json")) or {}
+    from tests.e2e.runner import read_json  # runner imports this module: not at the top
+    result = read_json(os.path.join(out_dir, "result.json"))
+    booted = read_json(os.path.join(out_dir, "vm.json")) or {}
     seconds = float(booted.get("seconds", 0.0))
     common: list[str] = []
     code = booted.get("exit_code", 0)

@@ -45,6 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 from tests.e2e import systemd_cases  # noqa: E402
+from tests.e2e.guest import write_result  # noqa: E402
 
 UNIT = "bustd.service"
 NOBODY = 65534
@@ -264,9 +265,7 @@ def main() -> int:
                                                   "-o", "short-monotonic"])):
             with open(f"{out}/{name}", "w") as f:
                 f.write(str(sh(*argv)["out"]))
-        with open(f"{out}/result.json.tmp", "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(f"{out}/result.json.tmp", f"{out}/result.json")
+        write_result(out, results)
     except OSError as err:
         note(f"cannot write the results: {err}")
     note("done")
