@@ -194,7 +194,43 @@ def _wait_for_daemon(fd: int, child: int, log: Log) -> int:
     return status[0]
 
 
+def _stopping(signum: int, frame: object) -> None:
+    """The handler of SIGTERM and SIGINT once a stop is under way: a second
+    request is the same request (GNU timeout signals the daemon and then its
+    whole process group, a terminal's Ctrl-C may follow systemd's SIGTERM).
+    A Python handler rather than SIG_IGN: a signal that arrived just before
+    the switch still runs a handler, and finds this one, where SIG_IGN would
+    have CPython print "Signal 15 ignored due to race condition"."""
+
+
+def _begin_stop() -> None:
+    """Route further SIGTERM and SIGINT to :func:`_stopping`."""
+    for signum in (sig.SIGTERM, sig.SIGINT):
+        sig.signal(signum, _stopping)
+
+
+def _ignore_stops() -> None:
+    """Ignore SIGTERM and SIGINT for the rest of the process's life.
+
+    Called once the exit line is logged. The interpreter's finalization
+    puts back the default action of every signal that has a Python handler,
+    so a stop signal arriving then would kill the daemon (status 130 for
+    SIGINT). The kernel is told first, through libc (ctypes is loaded by
+    lock_memory), so that no new signal can be noted between Python's check
+    of the pending ones and its own switch to SIG_IGN.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+    libc.signal.restype = ctypes.c_void_p
+    for signum in (sig.SIGTERM, sig.SIGINT):
+        libc.signal(signum, int(sig.SIG_IGN))
+        sig.signal(signum, sig.SIG_IGN)  # pending ones run _stopping first
+
+
 def _exit_on_signal(signum: int, frame: object) -> None:
+    _begin_stop()
     raise SystemExit(0)
 
 
@@ -265,8 +301,13 @@ def main() -> int:
             monitor.wake_on(wake_r)
         close_outputs = attach(monitor, cfg, log, os.environ, os.getpid())
         stop = monitor.stop  # a kill in progress is finished and logged first
+
+        def on_stop(signum: int, frame: object) -> None:
+            _begin_stop()
+            stop()
+
         for signum in (sig.SIGTERM, sig.SIGINT):
-            sig.signal(signum, lambda signum, frame: stop())
+            sig.signal(signum, on_stop)
         hangup = monitor.hangup  # sets a flag; the loop reloads between checks
         sig.signal(sig.SIGHUP, lambda signum, frame: hangup())
         if hangups:
@@ -285,4 +326,5 @@ def main() -> int:
                 os.unlink(cfg.pid_file)
             except OSError:
                 pass
+        _ignore_stops()
     return 0

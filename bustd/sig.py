@@ -15,6 +15,7 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from signal import (
+        SIG_IGN,
         SIGHUP,
         SIGINT,
         SIGKILL,
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
         signal,
     )
 else:
-    from _signal import SIGHUP, SIGINT, SIGKILL, SIGTERM, set_wakeup_fd, signal
+    from _signal import SIG_IGN, SIGHUP, SIGINT, SIGKILL, SIGTERM, set_wakeup_fd, signal
 
     try:
         from _signal import pidfd_send_signal
@@ -34,7 +35,7 @@ else:
             import errno
             raise OSError(errno.ENOSYS, "this Python has no signal.pidfd_send_signal")
 
-__all__ = ["SIGHUP", "SIGINT", "SIGKILL", "SIGTERM", "name", "pidfd_send_signal",
+__all__ = ["SIG_IGN", "SIGHUP", "SIGINT", "SIGKILL", "SIGTERM", "name", "pidfd_send_signal",
            "set_wakeup_fd", "signal"]
 
 _NAMES: dict[int, str] = {

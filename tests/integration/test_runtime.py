@@ -6,6 +6,7 @@ only signal processes started there.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -133,8 +134,9 @@ def test_fake_tree_runs_the_full_runtime_as_a_dry_run(tmp_path: Path) -> None:
     fake.set_pressure()
     fake.add(FAKE_PID, b"hog) R (x", oom_score=900, rss_kib=4 << 20)
     fake.add(FAKE_PID + 1, b"small", oom_score=700, rss_kib=1 << 10)
-    out = in_namespace('timeout --preserve-status -s INT 6 "$1" -m bustd -m 10,0 -r 0 '
-                       '--proc-root "$2"; echo rc=$?', str(tmp_path))
+    # --foreground: one SIGINT, to the daemon only (see the test below for two)
+    out = in_namespace('timeout --foreground --preserve-status -s INT 6 "$1" -m bustd '
+                       '-m 10,0 -r 0 --proc-root "$2"; echo rc=$?', str(tmp_path))
     assert out.stdout.strip() == "rc=0", out.stderr
     assert f"dry run: would kill pid={FAKE_PID} name=hog) R (x " in out.stderr
     assert "kill: pid=" not in out.stderr
@@ -142,10 +144,30 @@ def test_fake_tree_runs_the_full_runtime_as_a_dry_run(tmp_path: Path) -> None:
     assert "DRY RUN" in out.stderr
 
 
+@pytest.mark.parametrize("first, second", [("SIGTERM", "SIGINT"), ("SIGINT", "SIGINT"),
+                                           ("SIGTERM", "SIGTERM"), ("SIGINT", "SIGTERM")])
+def test_a_second_stop_request_is_the_same_request(tmp_path: Path, first: str,
+                                                   second: str) -> None:
+    # systemd, a terminal and GNU timeout (which signals the child, then its
+    # whole group) can all ask twice; the second may arrive while the
+    # daemon logs its exit line, or once the interpreter is finalizing.
+    fake = FakeProc(tmp_path)
+    fake.set_meminfo(total=8 << 20, available=6 << 20)
+    fake.set_pressure()
+    out = confined([sys.executable, str(REPO / "tests/integration/stop_twice.py"),
+                    sys.executable, str(tmp_path), first, second], 30, text=True, cwd=REPO)
+    result = json.loads(out.stdout)
+    assert result["sent"] > 0, result  # the second request did come
+    assert result["rc"] == 0, result["stderr"]
+    assert result["stderr"].count("bustd exiting after 0 kills") == 1, result["stderr"]
+    assert "Traceback" not in result["stderr"] and "ignored" not in result["stderr"]
+
+
 def test_missing_psi_means_memory_only_said_once(tmp_path: Path) -> None:
     fake = FakeProc(tmp_path)
     fake.set_meminfo(total=8 << 20, available=6 << 20)
-    out = in_namespace('timeout -s INT 5 "$1" -m bustd -r 0 --proc-root "$2"', str(tmp_path))
+    out = in_namespace('timeout --foreground -s INT 5 "$1" -m bustd -r 0 --proc-root "$2"',
+                       str(tmp_path))
     assert out.stderr.count("PSI not available") == 1, out.stderr
     assert "acting on memory thresholds alone" in out.stderr
 
@@ -154,7 +176,7 @@ def test_missing_psi_means_memory_only_said_once(tmp_path: Path) -> None:
                     reason="needs /usr/bin/python3 (readable by nobody) and setpriv")
 def test_unprivileged_start_says_so() -> None:
     out = in_namespace(
-        'timeout -s INT 5 setpriv --reuid=65534 --regid=65534 --clear-groups '
+        'timeout --foreground -s INT 5 setpriv --reuid=65534 --regid=65534 --clear-groups '
         '"$1" -m bustd -r 0', python="/usr/bin/python3")
     assert "running as uid 65534, not root" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
