@@ -194,31 +194,30 @@ def _wait_for_daemon(fd: int, child: int, log: Log) -> int:
     return status[0]
 
 
+# Once a stop is under way, a second SIGTERM or SIGINT is the same request
+# (GNU timeout signals the daemon and then its whole process group, a
+# terminal's Ctrl-C may follow systemd's SIGTERM): _begin_stop hands both to
+# _stopping, which does nothing. A Python handler rather than SIG_IGN: a
+# signal noted just before the switch still finds a handler, where SIG_IGN
+# would have CPython print "Signal 15 ignored due to race condition".
+# After the exit line, _ignore_stops makes them ignored for good: the
+# interpreter's finalization puts back the default action of every signal
+# with a Python handler, and a stop signal arriving then would kill the
+# daemon (status 130 for SIGINT). The kernel is told first, through libc
+# (ctypes is loaded by lock_memory), so that no signal can be noted between
+# Python's run of the pending ones and its own switch to SIG_IGN.
+
+
 def _stopping(signum: int, frame: object) -> None:
-    """The handler of SIGTERM and SIGINT once a stop is under way: a second
-    request is the same request (GNU timeout signals the daemon and then its
-    whole process group, a terminal's Ctrl-C may follow systemd's SIGTERM).
-    A Python handler rather than SIG_IGN: a signal that arrived just before
-    the switch still runs a handler, and finds this one, where SIG_IGN would
-    have CPython print "Signal 15 ignored due to race condition"."""
+    pass
 
 
 def _begin_stop() -> None:
-    """Route further SIGTERM and SIGINT to :func:`_stopping`."""
     for signum in (sig.SIGTERM, sig.SIGINT):
         sig.signal(signum, _stopping)
 
 
 def _ignore_stops() -> None:
-    """Ignore SIGTERM and SIGINT for the rest of the process's life.
-
-    Called once the exit line is logged. The interpreter's finalization
-    puts back the default action of every signal that has a Python handler,
-    so a stop signal arriving then would kill the daemon (status 130 for
-    SIGINT). The kernel is told first, through libc (ctypes is loaded by
-    lock_memory), so that no new signal can be noted between Python's check
-    of the pending ones and its own switch to SIG_IGN.
-    """
     import ctypes
 
     libc = ctypes.CDLL(None)
