@@ -102,6 +102,11 @@ def test_files_are_the_checkouts(built: debbuild.Built, tmp_path: Path) -> None:
     assert command.startswith("#!/usr/bin/python3\n"), command
     assert "from bustd.cli import main" in command, command
     assert files["/usr/bin/bustd"].mode & 0o777 == 0o755
+    # For fleets: the Prometheus rules and the Kubernetes manifest.
+    for name, source_path in (("bustd.rules.yml", "contrib/prometheus/bustd.rules.yml"),
+                              ("bustd.yaml", "contrib/kubernetes/bustd.yaml")):
+        shipped_file = root / "usr/share/doc/bustd/examples" / name
+        assert shipped_file.read_bytes() == (REPO / source_path).read_bytes(), name
     # The unit: contrib's, with the package's command and header; nothing else.
     unit = (root / "lib/systemd/system/bustd.service").read_text().splitlines()
     source = (REPO / "contrib/bustd.service").read_text().splitlines()
@@ -114,6 +119,8 @@ def test_files_are_the_checkouts(built: debbuild.Built, tmp_path: Path) -> None:
         [*(f"{site}/{n}" for n in shipped), "/etc/bustd.conf", "/usr/bin/bustd",
          "/lib/systemd/system/bustd.service", "/usr/share/man/man8/bustd.8.gz",
          "/usr/share/doc/bustd/changelog.gz", "/usr/share/doc/bustd/copyright",
+         "/usr/share/doc/bustd/examples/bustd.rules.yml",
+         "/usr/share/doc/bustd/examples/bustd.yaml",
          *(n for n in files if n.startswith("/usr/lib/python3/dist-packages/bustd-")
            and n.endswith((".dist-info/METADATA", ".dist-info/RECORD", ".dist-info/WHEEL",
                            ".dist-info/entry_points.txt", ".dist-info/top_level.txt")))])
