@@ -231,10 +231,10 @@ def systemd_result() -> dict[str, Any]:
         "check": {"candidates": [{"pid": 330, "uid": 65534, "exe": "/usr/bin/python3.11"},
                                  {"pid": 331, "uid": 1, "exe": "/usr/bin/sleep"}],
                   "skipped": [{"pid": 1, "kind": "pid1", "reason": "PID 1"}]},
-        "idle_rss_kib": 9100,
+        "idle_memory_kib": {"VmRSS": 7280, "RssAnon": 3000, "RssFile": 4280},
         "package": package_facts(),
     }
-    for name in ("pkg-disable-checkout", "pkg-install", "pkg-check", "pkg-upgrade",
+    for name in ("pkg-install", "pkg-check", "pkg-upgrade",
                  "pkg-remove", "pkg-purge"):
         result["steps"][name] = dict(ok)
     return result
@@ -255,7 +255,7 @@ def package_facts() -> dict[str, Any]:
                           "conf": True, "command": True, "wants_link": True},
         "installed_pid": "510",
         "start_line": journal_entry("bustd 0.1.0 (pid 510) watching /proc: ...", "6"),
-        "idle_rss_kib": 9050,
+        "idle_memory_kib": {"VmRSS": 7624, "RssAnon": 3100, "RssFile": 4524},
         "cmdline": "/usr/bin/python3 -S -I /usr/lib/python3/dist-packages/bustd/lean.py "
                    "--config /etc/bustd.conf",
         "py": modules, "pyc": modules, "check_candidates": 12,
@@ -284,8 +284,8 @@ def test_systemd_run_that_went_right_passes() -> None:
                                                  "security", *systemd_cases.PACKAGE_CHECKS]
     assert [f for _, f, _ in verdicts] == [[]] * 10
     assert verdicts[4][2] == "systemd-analyze security: 2.1 OK"
-    assert verdicts[5][2] == ("0.1.0: idle VmRSS 9050 KiB installed, 9100 KiB from the "
-                              "checkout; 3 .pyc")
+    assert verdicts[5][2] == ("0.1.0: idle VmRSS/RssAnon 7624/3100 KiB installed, "
+                              "7280/3000 KiB from the checkout; 3 .pyc")
 
 
 def _mutate(r: dict[str, Any], what: str) -> str:
@@ -337,7 +337,8 @@ def _mutate(r: dict[str, Any], what: str) -> str:
         "pkg-disabled": ("package-install", lambda: p["after_install"].update(
             enabled="disabled")),
         "pkg-no-pyc": ("package-install", lambda: p.update(pyc=["__init__", "lean"])),
-        "pkg-fat": ("package-install", lambda: p.update(idle_rss_kib=10_200)),
+        "pkg-fat": ("package-install", lambda: p["idle_memory_kib"].update(RssAnon=4000)),
+        "pkg-not-measured": ("package-install", lambda: p.update(idle_memory_kib={})),
         "pkg-from-checkout": ("package-install", lambda: p.update(
             cmdline="/usr/bin/python3 -S -I /run/e2e-repo/bustd/lean.py")),
         "pkg-no-build": ("package-install", lambda: p["debs"].update(error="no dpkg-dev")),
@@ -361,6 +362,7 @@ def _mutate(r: dict[str, Any], what: str) -> str:
                                   "bad-reload-kept", "reload-rc", "polled", "unreadable",
                                   "exe-hidden", "kernel-killed-hog", "mlockall", "no-score",
                                   "pkg-install-rc", "pkg-disabled", "pkg-no-pyc", "pkg-fat",
+                                  "pkg-not-measured",
                                   "pkg-from-checkout", "pkg-no-build", "pkg-hog-lived",
                                   "pkg-conf-lost", "pkg-not-restarted", "pkg-old-version",
                                   "pkg-still-running", "pkg-conf-removed",
