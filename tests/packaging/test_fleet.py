@@ -168,6 +168,7 @@ def test_daemonset_is_what_readme_says() -> None:
     # /proc and /sys of the host, read-only wherever they are mounted.
     for c, name in (("bustd", "sys"), ("node-exporter", "sys"), ("node-exporter", "proc")):
         assert mounts[c][name]["readOnly"] is True, (c, name)
+        assert mounts[c][name]["recursiveReadOnly"] == "IfPossible", (c, name)
         assert volumes[name]["hostPath"]["path"] == f"/{name}"
     assert "proc" not in mounts["bustd"]  # its /proc is the host PID namespace's own
     # One textfile folder: bustd writes, node_exporter reads.
