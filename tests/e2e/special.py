@@ -3,7 +3,9 @@
 ``cgroup``: one guest runs every case of cgroup_cases.py on a real cgroup2
 hierarchy (tests/e2e/cgroup_guest.py). ``systemd``: one guest boots with
 systemd as PID 1 and runs tests/e2e/systemd_guest.py as its only job
-(see systemd_cases.py for how, and what is checked). Each leaves its files
+(see systemd_cases.py for how, and what is checked), after installing the
+checkout as README.md says, installs two builds of its Debian package
+(built here first, :func:`build_debs`). Each leaves its files
 in ``<results>/<name>/r<K>/`` (result.json, console.log, vm.json, and what
 the guest saved) and gives one Outcome per case, judged here on the host.
 """
@@ -13,9 +15,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from tests.e2e import cgroup_cases, systemd_cases, vm
+from tests.packaging import debbuild
 
 __all__ = ["NAMES", "CaseOutcome", "describe", "run"]
 
@@ -24,8 +30,10 @@ HARNESS_ROOT = os.path.dirname(os.path.dirname(HERE))
 NAMES = ("cgroup", "systemd")
 # Guest wall time allowed: boot (up to ~90 s on a busy host under TCG), and for
 # cgroup three cases of up to ~2 min each, for systemd its boot to the job
-# (~2-4 min) and the job itself.
-TIMEOUT_S = {"cgroup": 900.0, "systemd": 1200.0}
+# (~2-4 min) and the job itself, the package's part included (four dpkg
+# runs, three of them reloading systemd's units: 30-120 s each under TCG).
+TIMEOUT_S = {"cgroup": 900.0, "systemd": 2100.0}
+UPGRADE_SUFFIX = "+e2e1"  # added to the checkout's version for the newer build
 
 
 @dataclass(frozen=True)
@@ -57,12 +65,45 @@ def run_dir(results: str, name: str, run: int) -> str:
     return os.path.join(results, name, f"r{run}")
 
 
+def build_debs(repo: str, out_dir: str) -> dict[str, Any]:
+    """Build ``repo``'s package twice (its version, then a newer one) into ``out_dir``/debs.
+
+    Writes and returns debs.json: {"debs": [{"file", "version"}, ...] (files
+    relative to ``out_dir``), "seconds"}, or {"error"} naming what failed.
+    The guest installs the first and upgrades to the second.
+    """
+    facts: dict[str, Any] = {"debs": []}
+    try:
+        missing = debbuild.missing_tools()
+        if missing:
+            raise RuntimeError(f"missing: {', '.join(missing)} (tests/install-test-packages)")
+        for n in (1, 2):
+            src = debbuild.clean_copy(Path(repo), Path(out_dir) / "debs" / f"b{n}" / "src")
+            if not (src / "debian" / "changelog").exists():
+                raise RuntimeError(f"{repo} has no debian/changelog")
+            version = subprocess.run(["dpkg-parsechangelog", "-S", "Version"], cwd=src,
+                                     capture_output=True, text=True, check=True).stdout.strip()
+            if n == 2:
+                version += UPGRADE_SUFFIX
+                debbuild.bump(src, version, "A newer build for the VM test's upgrade.")
+            built = debbuild.build(src)
+            shutil.rmtree(src)
+            facts["debs"].append({"file": os.path.relpath(built.deb, out_dir),
+                                  "version": version, "seconds": round(built.seconds, 1)})
+    except (OSError, RuntimeError, ValueError, subprocess.CalledProcessError) as err:
+        facts["error"] = f"building the package: {err}"
+    with open(os.path.join(out_dir, "debs.json"), "w") as f:
+        json.dump(facts, f)
+    return facts
+
+
 def boot(name: str, cfg: vm.VmConfig, repo: str, out_dir: str) -> vm.VmRun:
     """Boot the guest of test ``name`` with its output in ``out_dir``."""
     console = os.path.join(out_dir, "console.log")
     if name == "cgroup":
         command = ["python3", "-m", "tests.e2e.cgroup_guest", "--repo", repo, "--out", out_dir]
         return vm.boot(cfg, out_dir, HARNESS_ROOT, command, console, TIMEOUT_S[name])
+    build_debs(repo, out_dir)
     return vm.boot_systemd(cfg, out_dir, systemd_cases.kernel_args(HARNESS_ROOT, repo, out_dir),
                            console, TIMEOUT_S[name])
 

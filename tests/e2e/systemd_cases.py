@@ -31,8 +31,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["MASKED", "START_KEYS", "exposure", "judge", "kernel_args", "sandbox_properties",
-           "wrapper"]
+__all__ = ["MASKED", "PACKAGE_CHECKS", "START_KEYS", "exposure", "first_entry", "judge",
+           "judge_package", "kernel_args", "sandbox_properties", "wrapper"]
 
 MASKED = ("systemd-tmpfiles-setup.service", "systemd-timesyncd.service")
 NOBODY = 65534
@@ -98,7 +98,7 @@ def exposure(security_out: str) -> tuple[float, str] | None:
     return (float(m.group(1)), m.group(2)) if m else None
 
 
-def _entry(entries: list[dict[str, Any]], text: str) -> dict[str, Any] | None:
+def first_entry(entries: list[dict[str, Any]], text: str) -> dict[str, Any] | None:
     """Return the first journal entry whose MESSAGE holds ``text``."""
     for e in entries:
         message = e.get("MESSAGE")
@@ -122,7 +122,7 @@ def judge(result: dict[str, Any] | None, out_dir: str) -> list[tuple[str, list[s
     out: list[tuple[str, list[str], str]] = []
     # The unit starts and stays active.
     f = []
-    start = _entry(entries, " watching /proc: ")
+    start = first_entry(entries, " watching /proc: ")
     if rc("enable-now") != 0:
         f.append(f"systemctl enable --now: {rc('enable-now')}: "
                  f"{steps.get('enable-now', {}).get('err', '')[-300:]}")
@@ -145,7 +145,7 @@ def judge(result: dict[str, Any] | None, out_dir: str) -> list[tuple[str, list[s
     # The kill line reaches the journal as a warning, the start line as info.
     f = []
     hog = r.get("hog_pid")
-    kill = _entry(entries, f"kill: pid={hog} ")
+    kill = first_entry(entries, f"kill: pid={hog} ")
     if kill is None:
         f.append(f"no kill line for the hog (pid {hog}) in the journal")
     else:
@@ -163,8 +163,8 @@ def judge(result: dict[str, Any] | None, out_dir: str) -> list[tuple[str, list[s
                 f"{start.get('PRIORITY') if start else '?'}"))
     # systemctl reload: a good file applies, a bad one keeps the running settings.
     f = []
-    good = _entry(entries, "reloaded /etc/bustd.conf: report=600.0")
-    bad = _entry(entries, "reload failed, running configuration kept: /etc/bustd.conf:")
+    good = first_entry(entries, "reloaded /etc/bustd.conf: report=600.0")
+    bad = first_entry(entries, "reload failed, running configuration kept: /etc/bustd.conf:")
     if rc("reload-good") != 0 or not r.get("reload_good_seen") or good is None:
         f.append(f"good reload: rc {rc('reload-good')}, line {good is not None}")
     elif good.get("PRIORITY") != "6":
@@ -182,7 +182,7 @@ def judge(result: dict[str, Any] | None, out_dir: str) -> list[tuple[str, list[s
     if "kernel trigger 1 s window" not in message:
         f.append(f"no 1 s PSI trigger (CAP_SYS_RESOURCE) in the start line: {message!r}")
     for bad_line in ("mlockall failed", "cannot set own oom_score_adj", "running as uid"):
-        if _entry(entries, bad_line) is not None:
+        if first_entry(entries, bad_line) is not None:
             f.append(f"journal: {bad_line!r}")
     check = r.get("check")
     if rc("check-in-sandbox") != 0 or not isinstance(check, dict):
@@ -215,4 +215,115 @@ def judge(result: dict[str, Any] | None, out_dir: str) -> list[tuple[str, list[s
         f.append("no exposure level from systemd-analyze security")
     out.append(("security", f, "systemd-analyze security: "
                 + (f"{score[0]} {score[1]}" if score else "?")))
+    return out + judge_package(r)
+
+
+PACKAGE_CHECKS = ("package-install", "package-kill", "package-upgrade", "package-remove",
+                  "package-purge")
+# The packaged daemon's idle RssAnon (its own memory, not the shared pages
+# of the interpreter's files) may exceed the checkout's by this much (KiB):
+# a runtime that had to compile its modules keeps ~1 MiB more
+# (bench/README.md), so this fails when the .pyc files are missing.
+RSS_MARGIN_KIB = 512
+
+
+def judge_package(r: dict[str, Any]) -> list[tuple[str, list[str], str]]:
+    """Return (check, failures, summary) for the Debian package's part of the test.
+
+    ``r`` is the guest's result.json; its "package" facts come from
+    systemd_guest.package (and the host's debs.json they include).
+    """
+    p: dict[str, Any] = r.get("package") or {}
+    steps: dict[str, dict[str, Any]] = r.get("steps", {})
+    debs = p.get("debs") or {}
+    common = [str(e) for e in (p.get("error"), debs.get("error")) if e]
+    if not p:
+        common.append("the package part did not run")
+
+    def ran(name: str) -> list[str]:
+        rec = steps.get(name)
+        if rec is None:
+            return [f"{name}: not run"]
+        if rec.get("rc") != 0:
+            return [f"{name}: rc {rec.get('rc')}: {str(rec.get('err', ''))[-400:]}"]
+        return []
+
+    out: list[tuple[str, list[str], str]] = []
+    # Installed: enabled, active, the runtime from dist-packages with its
+    # .pyc compiled at install, and as small as the checkout's.
+    f = common + ran("pkg-install")
+    inst = p.get("after_install", {})
+    version = (debs.get("debs") or [{}])[0].get("version", "?")
+    if inst.get("enabled") != "enabled" or not str(inst.get("dpkg", "")).startswith(
+            f"{version} ii"):
+        f.append(f"after dpkg -i: {inst}")
+    if p.get("policy_rc_d_hidden") is None or not p.get("wrapper_gone"):
+        f.append("the checkout's install was not undone before the package's")
+    if p.get("start_line") is None:
+        f.append(f"no start line from the package's main PID {p.get('installed_pid')}")
+    if "/usr/lib/python3/dist-packages/bustd/lean.py" not in str(p.get("cmdline")):
+        f.append(f"the main process is not the packaged runtime: {p.get('cmdline')!r}")
+    missing = sorted(set(p.get("py", [])) - set(p.get("pyc", [])))
+    if not p.get("py") or missing:
+        f.append(f"modules without a .pyc after dpkg -i: {missing or 'no modules'}")
+    ours, theirs = p.get("idle_memory_kib") or {}, r.get("idle_memory_kib") or {}
+    anon, anon0 = ours.get("RssAnon", 0), theirs.get("RssAnon", 0)
+    if not anon or not anon0:
+        f.append(f"idle memory not measured (package {ours}, checkout {theirs} KiB)")
+    elif anon > anon0 + RSS_MARGIN_KIB:
+        f.append(f"the packaged daemon's idle RssAnon {anon} KiB exceeds the checkout's "
+                 f"{anon0} KiB by more than {RSS_MARGIN_KIB} KiB")
+    f += ran("pkg-check")
+    if not p.get("check_candidates"):
+        f.append(f"bustd check listed no candidates: {p.get('check_candidates')}")
+    out.append(("package-install", f, f"{version}: idle VmRSS/RssAnon "
+                f"{ours.get('VmRSS')}/{anon} KiB installed, {theirs.get('VmRSS')}/{anon0} KiB "
+                f"from the checkout; {len(p.get('pyc', []))} .pyc"))
+    # The packaged service kills a hog, and says so in the journal.
+    f = list(common)
+    hog = p.get("hog") or {}
+    line = hog.get("line")
+    if hog.get("exit") not in (-9, -15) or hog.get("timed_out"):
+        f.append(f"the hog ended with {hog.get('exit')}, not bustd's signal")
+    if line is None:
+        f.append(f"no kill line for the hog (pid {hog.get('pid')}) from the package's bustd")
+    elif line.get("PRIORITY") != "4" or f"uid={NOBODY} " not in str(line.get("MESSAGE")):
+        f.append(f"kill line: {line.get('PRIORITY')} {line.get('MESSAGE')!r}")
+    after = p.get("after_kill", {})
+    if after.get("ActiveState") != "active" or after.get("MainPID") != p.get("installed_pid"):
+        f.append(f"after the kill: {after}")
+    out.append(("package-kill", f, f"hog killed {hog.get('dead_after_s')} s after it started"))
+    # Upgrade: the administrator's edit kept, the service restarted.
+    f = common + ran("pkg-upgrade")
+    newer = (debs.get("debs") or [{}, {}])[-1].get("version", "?")
+    up = p.get("after_upgrade", {})
+    if not str(up.get("dpkg", "")).startswith(f"{newer} ii"):
+        f.append(f"after the upgrade dpkg says {up.get('dpkg')!r}, not {newer} installed")
+    if not p.get("conf_kept"):
+        f.append("the administrator's edit of /etc/bustd.conf was lost")
+    if p.get("upgraded_pid") in (None, "0", p.get("installed_pid")) or p.get(
+            "upgraded_start_line") is None:
+        f.append(f"not restarted: main PID {p.get('installed_pid')} -> "
+                 f"{p.get('upgraded_pid')}, start line {p.get('upgraded_start_line') is not None}")
+    if p.get("old_exit_line") is None:
+        f.append("no exit line from the old daemon")
+    out.append(("package-upgrade", f, f"{version} -> {newer}: main PID "
+                f"{p.get('installed_pid')} -> {p.get('upgraded_pid')}, edit kept "
+                f"{p.get('conf_kept')}"))
+    # Remove: stopped, the conffile kept; purge: gone.
+    f = common + ran("pkg-remove")
+    rm = p.get("after_remove", {})
+    if rm.get("unit", {}).get("ActiveState") != "inactive" or p.get("upgraded_pid_alive"):
+        f.append(f"still running after dpkg -r: {rm.get('unit')}, pid alive "
+                 f"{p.get('upgraded_pid_alive')}")
+    if not rm.get("conf") or rm.get("command") or not str(rm.get("dpkg", "")).endswith("rc"):
+        f.append(f"after dpkg -r: {rm} (expected the conffile kept, the command gone, rc)")
+    out.append(("package-remove", f, f"dpkg -r: {rm.get('dpkg')!r}, unit "
+                f"{rm.get('unit', {}).get('ActiveState')}"))
+    f = common + ran("pkg-purge")
+    pg = p.get("after_purge", {})
+    if pg.get("conf") or pg.get("wants_link") or str(pg.get("dpkg", "")).strip() not in (
+            "", "pn", "un"):
+        f.append(f"after dpkg -P: {pg} (expected no /etc/bustd.conf, no unit link)")
+    out.append(("package-purge", f, f"dpkg -P: /etc/bustd.conf gone {not pg.get('conf')}"))
     return out

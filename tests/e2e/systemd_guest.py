@@ -21,7 +21,14 @@ then, in order:
 3. ``systemctl reload`` with a changed config file, then a bad one;
 4. starts a hog as user nobody and waits for bustd to kill it;
 5. ``systemd-analyze verify`` and ``security`` on the unit;
-6. ``systemctl stop bustd``.
+6. ``systemctl stop bustd``;
+7. undoes that install and installs the Debian package the host built
+   (``debs.json`` in the out folder) with ``dpkg -i``: enabled, active, the
+   packaged runtime with its .pyc, idle memory against the checkout's
+   daemon of step 1, ``bustd check``, a hog killed; an edit of
+   /etc/bustd.conf, then ``dpkg -i`` of the newer build (the edit kept, the
+   service restarted); ``dpkg -r`` (stopped, the conffile kept) and
+   ``dpkg -P`` (the conffile gone).
 
 It records every command's output and the journal in result.json (and
 journal.txt, journal-bustd.json) in the out folder, judges nothing (the host
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,7 +53,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 from tests.e2e import systemd_cases  # noqa: E402
-from tests.e2e.guest import write_result  # noqa: E402
+from tests.e2e.guest import read_text, write_result  # noqa: E402
 
 UNIT = "bustd.service"
 NOBODY = 65534
@@ -163,6 +171,161 @@ def start_as(uid: int, argv: list[str]) -> subprocess.Popen[bytes]:
                             stderr=subprocess.DEVNULL, preexec_fn=drop, cwd="/")
 
 
+IDLE_S = 10.0  # how long a freshly started daemon idles before its memory is read
+
+
+def idle_memory(main_pid: str) -> dict[str, int]:
+    """Return VmRSS, RssAnon and RssFile (KiB) of ``main_pid`` after IDLE_S s of idling.
+
+    Empty if it is gone. RssAnon is the process's own memory (what compiling
+    modules at start would add to); RssFile the pages of the interpreter
+    and libraries it has touched, shared with every other Python.
+    """
+    time.sleep(IDLE_S)
+    text = read_text(f"/proc/{int(main_pid or 0)}/status")
+    return {m.group(1): int(m.group(2)) for m in
+            re.finditer(r"^(VmRSS|RssAnon|RssFile):\s+(\d+)", text, re.M)}
+
+
+def entries_of(pid: str) -> list[dict[str, Any]]:
+    """Return the journal entries of bustd.service (this boot) logged by ``pid``."""
+    return [e for e in (json.loads(line) for line in journal(UNIT, "-o", "json").splitlines()
+                        if line.startswith("{")) if e.get("_PID") == pid]
+
+
+def wait_entry(pid: str, text: str, timeout: float) -> dict[str, Any] | None:
+    """Wait for a journal entry of ``pid`` whose MESSAGE holds ``text``; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = systemd_cases.first_entry(entries_of(pid), text)
+        if found is not None or time.monotonic() >= deadline:
+            return found
+        time.sleep(1.0)
+
+
+def dpkg(name: str, *args: str) -> dict[str, Any]:
+    """Run ``dpkg ARGS`` as step ``name``, stdin closed: a conffile prompt fails it."""
+    return step(name, sh("dpkg", *args, timeout=900, stdin=subprocess.DEVNULL))
+
+
+def package_state() -> dict[str, Any]:
+    """Return what dpkg and systemd say of the package and its unit now."""
+    status = sh("dpkg-query", "-W", "-f", "${Version} ${db:Status-Abbrev}", "bustd")
+    return {"dpkg": str(status["out"]).strip() if status["rc"] == 0 else "",
+            "enabled": str(sh("systemctl", "is-enabled", UNIT)["out"]).strip(),
+            "unit": show(), "conf": os.path.exists("/etc/bustd.conf"),
+            "command": os.path.exists("/usr/bin/bustd"),
+            "wants_link": os.path.lexists(f"/etc/systemd/system/multi-user.target.wants/{UNIT}")}
+
+
+def wait_active(old_pid: str = "") -> dict[str, str]:
+    """Wait (up to 120 s) for the unit to be active with a main PID other than ``old_pid``."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = show()
+        if state.get("ActiveState") == "active" and state.get("MainPID") not in ("0", old_pid):
+            return state
+        time.sleep(0.5)
+    return show()
+
+
+def hog_killed(pid: str) -> dict[str, Any]:
+    """Start ``tail /dev/zero`` as nobody; return how it ended and bustd's kill line."""
+    hog = start_as(NOBODY, ["/usr/bin/tail", "/dev/zero"])
+    t = time.monotonic()
+    try:
+        hog.wait(180)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        hog.kill()
+        hog.wait()
+        timed_out = True
+    return {"pid": hog.pid, "exit": hog.returncode, "timed_out": timed_out,
+            "dead_after_s": round(time.monotonic() - t, 1),
+            "line": wait_entry(pid, f"kill: pid={hog.pid} ", 30)}
+
+
+def package(out: str) -> None:
+    """Install the Debian package the host built, then upgrade, remove and purge it.
+
+    First the checkout's install is undone (unit, config file, wrapper), and
+    /usr, /var/lib and /var/cache get writable overlays (dpkg writes there),
+    with the host's policy-rc.d (a container's, which forbids starting
+    services) hidden, as a real machine has none. Facts go into
+    ``results["package"]``.
+    """
+    facts: dict[str, Any] = {}
+    results["package"] = facts
+    try:
+        with open(f"{out}/debs.json") as f:
+            debs = json.load(f)
+    except (OSError, ValueError) as err:
+        facts["error"] = f"no debs.json from the host: {err}"
+        return
+    facts["debs"] = debs
+    if debs.get("error"):
+        return
+    first, newer = (f"{out}/{d['file']}" for d in debs["debs"])
+    # What `systemctl disable` would do, without its reload of systemd's units
+    # (30-120 s under TCG): dpkg's postinst reloads them anyway.
+    for path in (f"/etc/systemd/system/multi-user.target.wants/{UNIT}",
+                 f"/etc/systemd/system/{UNIT}", "/etc/bustd.conf"):
+        os.unlink(path)
+    for path in ("/usr", "/var/lib", "/var/cache"):
+        overlay(path)  # hides the /usr/local/bin overlay and its wrapper too
+    facts["policy_rc_d_hidden"] = os.path.exists("/usr/sbin/policy-rc.d")
+    if facts["policy_rc_d_hidden"]:
+        os.unlink("/usr/sbin/policy-rc.d")
+    facts["wrapper_gone"] = not os.path.exists("/usr/local/bin/bustd")
+    # Install: enabled, started, the runtime from dist-packages, compiled.
+    dpkg("pkg-install", "-i", first)
+    facts["after_install"] = package_state()
+    state = wait_active()
+    pid = state.get("MainPID", "0")
+    facts["installed_pid"] = pid
+    facts["start_line"] = wait_entry(pid, " watching /proc: ", 120)
+    facts["idle_memory_kib"] = idle_memory(pid)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            facts["cmdline"] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError as err:
+        facts["cmdline"] = f"unreadable: {err}"
+    site = "/usr/lib/python3/dist-packages/bustd"
+    facts["py"] = sorted(n[:-3] for n in os.listdir(site) if n.endswith(".py"))
+    cache = f"{site}/__pycache__"
+    facts["pyc"] = sorted(n.split(".")[0] for n in os.listdir(cache)) if os.path.isdir(
+        cache) else []
+    check = step("pkg-check", sh("/usr/bin/bustd", "check", "--json", "--top", "0",
+                                 "--interval", "0.5", timeout=180))
+    try:
+        facts["check_candidates"] = len(json.loads(check["out"]).get("candidates", []))
+    except ValueError:
+        facts["check_candidates"] = None
+    facts["hog"] = hog_killed(pid)
+    time.sleep(3)
+    facts["after_kill"] = show()
+    # An administrator's edit, then the newer build: the edit stays, the
+    # service restarts into the new version.
+    edit = "\n# e2e: an administrator's edit, kept across upgrades\nreport = 900\n"
+    with open("/etc/bustd.conf", "a") as f:
+        f.write(edit)
+    facts["edit"] = edit
+    dpkg("pkg-upgrade", "-i", newer)
+    facts["after_upgrade"] = package_state()
+    with open("/etc/bustd.conf") as f:
+        facts["conf_kept"] = f.read().endswith(edit)
+    state = wait_active(pid)
+    facts["upgraded_pid"] = state.get("MainPID", "0")
+    facts["upgraded_start_line"] = wait_entry(facts["upgraded_pid"], " watching /proc: ", 120)
+    facts["old_exit_line"] = wait_entry(pid, "bustd exiting after ", 10)
+    # Remove: stopped, the config kept; purge: the config gone.
+    dpkg("pkg-remove", "-r", "bustd")
+    facts["after_remove"] = package_state()
+    facts["upgraded_pid_alive"] = os.path.exists(f"/proc/{facts['upgraded_pid']}")
+    dpkg("pkg-purge", "-P", "bustd")
+    facts["after_purge"] = package_state()
+
+
 def run(repo: str) -> None:
     """The steps of the module's docstring; facts go into ``results``."""
     with open("/proc/self/oom_score_adj", "w") as f:
@@ -183,6 +346,7 @@ def run(repo: str) -> None:
     results["state_after_start"] = show()
     results["start_line_seen"] = wait_journal(" watching /proc: ", 120)
     results["active_after_s"] = round(time.monotonic() - T0, 1)
+    results["idle_memory_kib"] = idle_memory(results["state_after_start"].get("MainPID", "0"))
     # Processes of other users for bustd to read (and, later, one to kill).
     others = [start_as(NOBODY, ["/usr/bin/python3", "-c", "import time; time.sleep(3600)"]),
               start_as(1, ["/bin/sleep", "3600"])]
@@ -239,6 +403,8 @@ def run(repo: str) -> None:
     for p in others:
         p.kill()
         p.wait()
+    # 7. The Debian package, installed, upgraded, removed and purged.
+    package(out)
 
 
 def main() -> int:

@@ -216,7 +216,7 @@ def systemd_result() -> dict[str, Any]:
         journal_entry(kill, "4"),
     ]
     ok = {"rc": 0, "out": "", "err": "", "s": 1.0}
-    return {
+    result: dict[str, Any] = {
         "errors": [], "systemd": "systemd 252 (252.39-1~deb12u2)", "active_after_s": 40.0,
         "steps": {"enable-now": ok, "check-in-sandbox": ok, "reload-good": ok,
                   "reload-bad": ok, "verify": ok, "stop": ok,
@@ -231,15 +231,61 @@ def systemd_result() -> dict[str, Any]:
         "check": {"candidates": [{"pid": 330, "uid": 65534, "exe": "/usr/bin/python3.11"},
                                  {"pid": 331, "uid": 1, "exe": "/usr/bin/sleep"}],
                   "skipped": [{"pid": 1, "kind": "pid1", "reason": "PID 1"}]},
+        "idle_memory_kib": {"VmRSS": 7280, "RssAnon": 3000, "RssFile": 4280},
+        "package": package_facts(),
+    }
+    for name in ("pkg-install", "pkg-check", "pkg-upgrade",
+                 "pkg-remove", "pkg-purge"):
+        result["steps"][name] = dict(ok)
+    return result
+
+
+def package_facts() -> dict[str, Any]:
+    """The "package" facts of a systemd run whose package part went right."""
+    running = {"ActiveState": "active", "SubState": "running", "MainPID": "510",
+               "NRestarts": "0", "ExecMainStatus": "0", "Result": "success"}
+    gone = {"ActiveState": "inactive", "SubState": "dead", "MainPID": "0"}
+    modules = ["__init__", "lean", "runtime"]
+    return {
+        "debs": {"debs": [{"file": "debs/b1/bustd_0.1.0_all.deb", "version": "0.1.0"},
+                          {"file": "debs/b2/bustd_0.1.0+e2e1_all.deb",
+                           "version": "0.1.0+e2e1"}]},
+        "policy_rc_d_hidden": True, "wrapper_gone": True,
+        "after_install": {"dpkg": "0.1.0 ii ", "enabled": "enabled", "unit": running,
+                          "conf": True, "command": True, "wants_link": True},
+        "installed_pid": "510",
+        "start_line": journal_entry("bustd 0.1.0 (pid 510) watching /proc: ...", "6"),
+        "idle_memory_kib": {"VmRSS": 7624, "RssAnon": 3100, "RssFile": 4524},
+        "cmdline": "/usr/bin/python3 -S -I /usr/lib/python3/dist-packages/bustd/lean.py "
+                   "--config /etc/bustd.conf",
+        "py": modules, "pyc": modules, "check_candidates": 12,
+        "hog": {"pid": 600, "exit": -15, "timed_out": False, "dead_after_s": 9.5,
+                "line": journal_entry("kill: pid=600 name=tail exe=/usr/bin/tail uid=65534 "
+                                      "...", "4")},
+        "after_kill": running,
+        "conf_kept": True,
+        "after_upgrade": {"dpkg": "0.1.0+e2e1 ii ", "enabled": "enabled",
+                          "unit": {**running, "MainPID": "700"}, "conf": True,
+                          "command": True, "wants_link": True},
+        "upgraded_pid": "700",
+        "upgraded_start_line": journal_entry("bustd 0.1.0 (pid 700) watching /proc: ...", "6"),
+        "old_exit_line": journal_entry("bustd exiting after 1 kills", "6"),
+        "after_remove": {"dpkg": "0.1.0+e2e1 rc", "enabled": "", "unit": gone, "conf": True,
+                         "command": False, "wants_link": True},
+        "upgraded_pid_alive": False,
+        "after_purge": {"dpkg": "", "enabled": "", "unit": gone, "conf": False,
+                        "command": False, "wants_link": False},
     }
 
 
 def test_systemd_run_that_went_right_passes() -> None:
     verdicts = systemd_cases.judge(systemd_result(), "/out")
     assert [name for name, _, _ in verdicts] == ["active", "journal", "reload", "hardening",
-                                                 "security"]
-    assert [f for _, f, _ in verdicts] == [[]] * 5
-    assert verdicts[-1][2] == "systemd-analyze security: 2.1 OK"
+                                                 "security", *systemd_cases.PACKAGE_CHECKS]
+    assert [f for _, f, _ in verdicts] == [[]] * 10
+    assert verdicts[4][2] == "systemd-analyze security: 2.1 OK"
+    assert verdicts[5][2] == ("0.1.0: idle VmRSS/RssAnon 7624/3100 KiB installed, "
+                              "7280/3000 KiB from the checkout; 3 .pyc")
 
 
 def _mutate(r: dict[str, Any], what: str) -> str:
@@ -285,12 +331,42 @@ def _mutate(r: dict[str, Any], what: str) -> str:
     if what == "no-score":
         r["steps"]["security"]["out"] = ""
         return "security"
-    raise AssertionError(what)
+    p = r["package"]
+    broken: dict[str, tuple[str, Any]] = {
+        "pkg-install-rc": ("package-install", lambda: r["steps"]["pkg-install"].update(rc=1)),
+        "pkg-disabled": ("package-install", lambda: p["after_install"].update(
+            enabled="disabled")),
+        "pkg-no-pyc": ("package-install", lambda: p.update(pyc=["__init__", "lean"])),
+        "pkg-fat": ("package-install", lambda: p["idle_memory_kib"].update(RssAnon=4000)),
+        "pkg-not-measured": ("package-install", lambda: p.update(idle_memory_kib={})),
+        "pkg-from-checkout": ("package-install", lambda: p.update(
+            cmdline="/usr/bin/python3 -S -I /run/e2e-repo/bustd/lean.py")),
+        "pkg-no-build": ("package-install", lambda: p["debs"].update(error="no dpkg-dev")),
+        "pkg-hog-lived": ("package-kill", lambda: p["hog"].update(exit=0, line=None)),
+        "pkg-conf-lost": ("package-upgrade", lambda: p.update(conf_kept=False)),
+        "pkg-not-restarted": ("package-upgrade", lambda: p.update(upgraded_pid="510")),
+        "pkg-old-version": ("package-upgrade", lambda: p["after_upgrade"].update(
+            dpkg="0.1.0 ii ")),
+        "pkg-still-running": ("package-remove", lambda: p.update(upgraded_pid_alive=True)),
+        "pkg-conf-removed": ("package-remove", lambda: p["after_remove"].update(conf=False)),
+        "pkg-conf-after-purge": ("package-purge", lambda: p["after_purge"].update(conf=True)),
+        "pkg-link-after-purge": ("package-purge", lambda: p["after_purge"].update(
+            wants_link=True)),
+    }
+    check, act = broken[what]
+    act()
+    return check
 
 
 @pytest.mark.parametrize("what", ["not-active", "restarted", "kill-priority", "no-kill-line",
                                   "bad-reload-kept", "reload-rc", "polled", "unreadable",
-                                  "exe-hidden", "kernel-killed-hog", "mlockall", "no-score"])
+                                  "exe-hidden", "kernel-killed-hog", "mlockall", "no-score",
+                                  "pkg-install-rc", "pkg-disabled", "pkg-no-pyc", "pkg-fat",
+                                  "pkg-not-measured",
+                                  "pkg-from-checkout", "pkg-no-build", "pkg-hog-lived",
+                                  "pkg-conf-lost", "pkg-not-restarted", "pkg-old-version",
+                                  "pkg-still-running", "pkg-conf-removed",
+                                  "pkg-conf-after-purge", "pkg-link-after-purge"])
 def test_systemd_run_fails_when_wrong(what: str) -> None:
     r = copy.deepcopy(systemd_result())
     check = _mutate(r, what)
@@ -321,7 +397,7 @@ def test_judge_reads_the_run_folder(tmp_path: Path) -> None:
     sd = tmp_path / "systemd" / "r1"
     sd.mkdir(parents=True)
     outcomes = special.judge("systemd", str(sd), 1)
-    assert len(outcomes) == 5 and all("no result.json" in o.failed for o in outcomes)
+    assert len(outcomes) == 10 and all("no result.json" in o.failed for o in outcomes)
     # The guest's own complaint, from the console, says why there is none.
     (sd / "console.log").write_text(
         "[systemd-guest    58.0] stop: rc 0 in 0.53 s\n"

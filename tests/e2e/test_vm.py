@@ -38,7 +38,7 @@ def test_special_in_vm(name: str, tmp_path: Path) -> None:
     out = subprocess.run(
         [str(REPO / "tests" / "e2e" / "run"), "--scenarios", name, "--repo", str(REPO),
          "--results", str(tmp_path)],
-        capture_output=True, text=True, timeout=1800, check=False)
+        capture_output=True, text=True, timeout=2700, check=False)
     print(out.stdout)
     assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
     assert " 0 failed" in out.stdout and "FAIL" not in out.stdout, out.stdout
