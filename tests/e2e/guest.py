@@ -59,9 +59,14 @@ SIZES_EVERY = 4  # per-process RSS and swap every 4th poll: once a second
 READY_WAIT_S = 60.0  # the most the driver waits for the daemon's ready line
 TRACE_S = 2.0  # how often the coarse memory trace is recorded in result.json
 # /proc/vmstat counters kept in every fine sample: swap traffic, and pages
-# read back soon after eviction (refaults: thrashing), anonymous and file;
-# the two workingset_refault_* exist from Linux 5.9 (None before).
-VMSTAT_FIELDS = ("pswpin", "pswpout", "workingset_refault_anon", "workingset_refault_file")
+# read back soon after eviction (refaults), anonymous and file, and of the
+# anonymous refaults those the kernel judged part of the working set
+# (activate: refault distance within the workingset; restore: the page was
+# active when it was evicted, mm/workingset.c's "the existing workingset is
+# thrashing"; issue 14 chooses the thrashing rule from them). The
+# workingset_*_anon counters exist from Linux 5.9 (None before).
+VMSTAT_FIELDS = ("pswpin", "pswpout", "workingset_refault_anon", "workingset_refault_file",
+                 "workingset_activate_anon", "workingset_restore_anon")
 # zram's /sys/block/zramN/mm_stat, first fields (Documentation/admin-guide/
 # blockdev/zram.rst): bytes of data stored, compressed, and all memory used.
 MM_STAT_FIELDS = ("orig_data_size", "compr_data_size", "mem_used_total")
