@@ -56,10 +56,18 @@ def _lower(percent: float, total: int, kib: int | None) -> float:
 
 
 def thresholds(cfg: Config, mem: MemInfo) -> Thresholds:
-    """Return the thresholds for ``mem``: percent and absolute forms, the lower wins."""
+    """Return the thresholds for ``mem``: percent and absolute forms, the lower wins.
+
+    The --mem percentages are of user memory (``mem.user``: MemAvailable +
+    AnonPages, as earlyoom 1.8), not MemTotal: a tmpfs file or a shared
+    segment that no kill frees shrinks the level with it, so the level can
+    always be reached by killing and a full /dev/shm alone never makes an
+    emergency (issue 14). --psi-mem, --watch and --warn stay of MemTotal:
+    they say how short memory is, not whether a kill can end it.
+    """
     return Thresholds(
-        _lower(cfg.mem_term_percent, mem.total, cfg.mem_term_kib),
-        _lower(cfg.mem_kill_percent, mem.total, cfg.mem_kill_kib),
+        _lower(cfg.mem_term_percent, mem.user, cfg.mem_term_kib),
+        _lower(cfg.mem_kill_percent, mem.user, cfg.mem_kill_kib),
         _lower(cfg.swap_term_percent, mem.swap_total, cfg.swap_term_kib),
         _lower(cfg.swap_kill_percent, mem.swap_total, cfg.swap_kill_kib),
         mem.total * cfg.psi_mem_percent / 100.0)

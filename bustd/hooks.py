@@ -71,6 +71,7 @@ def hook_env(r: KillRecord, phase: str) -> dict[str, str]:
         "BUSTD_MEM_AVAILABLE_KIB": str(r.reading.available_kib),
         "BUSTD_SWAP_FREE_KIB": str(r.reading.swap_free_kib),
         "BUSTD_DRY_RUN": "1" if r.dry_run else "0",
+        "BUSTD_EXPECTED_KIB": str(r.expected_kib),
     }
     if r.cgroup:  # --cgroup, --kill-cgroup
         env["BUSTD_CGROUP"] = _text(os.fsencode(r.cgroup))
@@ -78,6 +79,9 @@ def hook_env(r: KillRecord, phase: str) -> dict[str, str]:
         env["BUSTD_EXITED"] = "1" if r.exited else "0"
         env["BUSTD_EXIT_S"] = f"{r.exit_s:.3f}"
         env["BUSTD_REACTION_MS"] = f"{r.reaction_s * 1000:.0f}"
+        if r.freed_kib is not None:  # measured over about a second (issue 14)
+            env["BUSTD_FREED_KIB"] = str(r.freed_kib)
+            env["BUSTD_IN_VAIN"] = "" if r.vain is None else "1" if r.vain else "0"
     return env
 
 

@@ -113,6 +113,11 @@ def kill_object(r: KillRecord) -> dict[str, object]:
         # The victim's cgroup (--cgroup, --kill-cgroup) and whether it died whole.
         "cgroup": r.cgroup or None, "cgroup_whole": r.cgroup_whole,
         "cgroup_note": r.cgroup_note or None,
+        # What it was to free and what came back (issue 14): MemAvailable +
+        # SwapFree over freed_s seconds; in_vain null when not measured.
+        "expected_kib": r.expected_kib, "freed_kib": r.freed_kib,
+        "freed_s": round(r.freed_s, 3), "in_vain": r.vain,
+        "backoff_s": round(r.backoff_s, 1),
     }
 
 

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from .growth import Tracker
     from .process import Candidate
     from .procfs import Pending
+    from .progress import Followed, Progress
     from .record import KillRecord, WarnRecord
     from .victim import Rules
     from .zram import Zram
@@ -149,6 +150,8 @@ class Monitor:
         self.kills = 0
         self.last_act = -1e9
         self.stuck = False  # warned that nothing may be killed in this emergency
+        self.progress: Progress | None = None  # what the kills achieved (issue 14; see arm)
+        self.held_back = ""  # the kind of the last "no kill" said (acting.held_back)
         self.next_report = clock() + cfg.report if cfg.report > 0 else float("inf")
         self.watch_until = -1e9
         self.watching = False
@@ -269,8 +272,16 @@ class Monitor:
         """
         if self.armed:
             return
-        from . import choose, growth, kill, record, zram  # noqa: F401 - loaded here on purpose
+        from . import (  # noqa: F401 - loaded here on purpose
+            choose,
+            growth,
+            kill,
+            progress,
+            record,
+            zram,
+        )
         self.rules = choose.make_rules(self.cfg, self.self_pid)
+        self.progress = progress.Progress()
         self.tracker = growth.Tracker()
         if self.cfg.cgroup or self.cfg.kill_cgroup:
             self.units = self.units_for_kill()
@@ -500,6 +511,8 @@ class Monitor:
         short = mem.available <= watch_level(cfg, mem)
         if not short:
             self.warned = False  # memory recovered: the next shortage is warned of again
+            if self.progress is not None:
+                self.progress.recovered()
         watching = short or now < self.watch_until
         cands: list[Candidate] | None = None
         if watching:
@@ -516,11 +529,13 @@ class Monitor:
             if self.tracker is not None:
                 self.tracker.clear()
             self.zram = []
+        settled = self.follow(now, mem)
         stall = self.pressure(mem, now, watching, fired)
         decision = decide(mem, stall.percent, cfg, stall.seconds, stall.swapin)
         pause = 0.0
         if decision is None:
             self.stuck = False
+            self.held_back = ""
             if cands is not None and not self.warned:
                 from .acting import warn
                 warn(self, mem, stall, cands, now)
@@ -532,6 +547,8 @@ class Monitor:
             finally:
                 self.acting = False
             mem = self.effective(self.read_mem()) if watching else mem
+        for f in settled:  # after any signal of this check: outputs may block
+            self.emit_followed(f)
         now = self.clock()
         if now >= self.next_report:
             self.report(mem, stall.percent)
@@ -539,7 +556,43 @@ class Monitor:
         self.emit(Check(now, mem, stall.percent, watching, self.scan_s, self.kills,
                         len(self.dying)))
         return max(pause, min(sleep_for(mem, cfg, self.trigger_fd >= 0, watching),
-                              max(MIN_SLEEP, self.next_report - now), self.max_sleep))
+                              max(MIN_SLEEP, self.next_report - now), self.max_sleep,
+                              max(MIN_SLEEP, self.due(now))))
+
+    def follow(self, now: float, mem: MemInfo) -> list[Followed]:
+        """Measure the kills being followed with this check's reading (progress.py).
+
+        Returns the kills settled now; their records are emitted at the end
+        of the check. A signalled process still in ``dying`` is tearing down.
+        """
+        if self.progress is None or not self.progress.followed:
+            return []
+        dying = self.dying
+        return self.progress.observe(now, mem.available + mem.swap_free,
+                                     lambda key: key in dying)
+
+    def due(self, now: float) -> float:
+        """Return the seconds until a kill being followed is to be measured (inf: none)."""
+        return float("inf") if self.progress is None else self.progress.due(now)
+
+    def emit_followed(self, f: Followed, cut_short: bool = False) -> None:
+        """Put what kill ``f`` freed into its record and hand the record to every output."""
+        r = f.record
+        if r is None:
+            return
+        r.freed_kib = f.freed_kib
+        r.freed_s = (f.settled if f.settled >= 0 else self.clock()) - f.time
+        r.vain = None if cut_short else f.vain
+        if f.vain and not cut_short and self.progress is not None:
+            r.backoff_s = max(0.0, self.progress.pause_until - f.settled)
+        f.record = None
+        self.emit(r)
+
+    def flush_kills(self) -> None:
+        """Emit the records of kills still being measured (bustd is stopping)."""
+        for f in self.progress.followed if self.progress is not None else []:
+            if f.record is not None:
+                self.emit_followed(f, cut_short=True)
 
     def emit(self, record: Record) -> None:
         """Hand ``record`` to every output; one that fails is logged, the rest still run."""
@@ -589,16 +642,19 @@ class Monitor:
 
     def stop(self) -> None:
         """End the loop (from a signal handler): raises SystemExit(0) at once, or,
-        while a kill is under way, once it is done and its record written."""
+        while a kill is under way, once it is done and its record written. The
+        records of kills still being measured are written first, as they stand."""
         if self.acting:
             self.stopping = True
             return
+        self.flush_kills()
         raise SystemExit(0)
 
     def run(self) -> None:
         """Check, sleep, repeat; returns only by SystemExit (or KeyboardInterrupt)."""
         while True:
             if self.stopping:
+                self.flush_kills()
                 raise SystemExit(0)
             if self.reload_wanted and self.reloading is None:
                 self._start_reload()
@@ -614,6 +670,7 @@ class Monitor:
                 except MemoryError:
                     pass  # not even a line could be built: try again
             if self.stopping:
+                self.flush_kills()
                 raise SystemExit(0)
             if self.reloading is not None:
                 timeout = max(0.0, min(timeout, self.reloading.deadline - self.clock()))

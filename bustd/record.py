@@ -22,8 +22,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import ClassVar, Literal
 
-__all__ = ["KillRecord", "Reading", "WarnRecord", "candidate_text", "growth_text",
-           "kill_line", "warn_line"]
+    from .held import Held
+
+__all__ = ["KillRecord", "Reading", "WarnRecord", "candidate_text", "freed_text",
+           "growth_text", "kill_line", "outside_text", "warn_line"]
 
 
 class Reading:
@@ -57,7 +59,8 @@ class KillRecord:
                  "oom_score", "oom_score_adj", "growth_kib", "growth_s", "badness",
                  "policy", "reason", "signal", "dry_run", "reaction_s", "woken_by",
                  "exited", "exit_s", "released", "group", "runners_up", "reading",
-                 "problems", "major_faults", "cause", "cgroup", "cgroup_whole", "cgroup_note")
+                 "problems", "major_faults", "cause", "cgroup", "cgroup_whole", "cgroup_note",
+                 "expected_kib", "freed_kib", "freed_s", "vain", "backoff_s")
 
     def __init__(self, time: float, victim: Candidate, uid: int, oom_score_adj: int,
                  exe: bytes, rss_kib: int, swap_kib: int, policy: str, reason: str,
@@ -94,6 +97,16 @@ class KillRecord:
         # --kill-cgroup: killed (or would be) whole with cgroup.kill; None when not asked.
         self.cgroup_whole: bool | None = None
         self.cgroup_note = ""  # why the cgroup was not killed whole
+        # What the kill was to free and what it freed (issue 14, progress.py):
+        # MemAvailable + SwapFree (at its worth) come back over ``freed_s``
+        # seconds; ``vain`` whether that was less than VAIN_SHARE of the
+        # expected (None: not measured: a dry run, or bustd stopped first);
+        # ``backoff_s`` the pause in kills it started.
+        self.expected_kib = 0
+        self.freed_kib: int | None = None
+        self.freed_s = 0.0
+        self.vain: bool | None = None
+        self.backoff_s = 0.0
 
 
 def growth_text(kib: int, seconds: float) -> str:
@@ -131,14 +144,27 @@ def kill_line(r: KillRecord) -> str:
                else safe(r.cmdline.rstrip(b"\0").replace(b"\0", b" ")))
     if r.dry_run:
         return (f"dry run: would kill {who}{group} with {sig.name(r.signal)}: "
-                f"{r.reason}{runners}; cmdline={cmdline}")
+                f"{r.reason}; {freed_text(r)}{runners}; cmdline={cmdline}")
     outcome = (f"exited after {r.exit_s:.2f} s" if r.exited
                else f"still alive after {r.exit_s:.2f} s"
                + (f" ({r.released})" if r.released else ""))
     faults = f", {r.major_faults} major faults" if r.major_faults >= 0 else ""
-    return (f"kill: {who}{group} signal={sig.name(r.signal)} {outcome}; "
+    return (f"kill: {who}{group} signal={sig.name(r.signal)} {outcome}; {freed_text(r)}; "
             f"reaction={r.reaction_s * 1000:.0f} ms after {r.woken_by} wakeup{faults}; "
             f"reason: {r.reason}{runners}; cmdline={cmdline}")
+
+
+def freed_text(r: KillRecord) -> str:
+    """Return ``freed 300.0 MiB of the expected 310.0 MiB in 1.0 s`` (and whether in vain)."""
+    if r.freed_kib is None:
+        return f"expected to free {size(r.expected_kib)}"
+    text = (f"freed {size(r.freed_kib)} of the expected {size(r.expected_kib)} "
+            f"in {r.freed_s:.1f} s")
+    if r.vain is None:
+        return text + " (measurement cut short: bustd stopped)"
+    if r.vain:
+        text += f": in vain, no kill for {r.backoff_s:.0f} s unless one alone can end it"
+    return text
 
 
 class WarnRecord:
@@ -152,7 +178,8 @@ class WarnRecord:
     """
 
     kind: ClassVar[Literal["warn"]] = "warn"
-    __slots__ = ("time", "cause", "reason", "reading", "victim", "uid", "exe", "runners_up")
+    __slots__ = ("time", "cause", "reason", "reading", "victim", "uid", "exe", "runners_up",
+                 "held")
 
     def __init__(self, time: float, cause: str, reason: str, reading: Reading,
                  victim: Candidate | None, uid: int = -1, exe: bytes = b"") -> None:
@@ -164,6 +191,18 @@ class WarnRecord:
         self.uid = uid
         self.exe = exe
         self.runners_up: list[Candidate] = []
+        # What holds memory outside processes, when that is why memory is
+        # short (held.Held.significant); None otherwise.
+        self.held: Held | None = None
+
+
+def outside_text(r: WarnRecord) -> str:
+    """Return ``; memory held outside processes: ...`` for a warning, "" if not the cause."""
+    if r.held is None:
+        return ""
+    from .held import held_text
+    return (f"; {size(r.held.outside)} held outside processes, where no kill frees it: "
+            f"{held_text(r.held)}")
 
 
 def warn_line(r: WarnRecord) -> str:
@@ -177,4 +216,4 @@ def warn_line(r: WarnRecord) -> str:
                   f"growth={growth_text(v.growth_kib, v.growth_s)} score={v.badness:.0f}")
     runners = ("; then: " + ", ".join(candidate_text(c) for c in r.runners_up)
                if r.runners_up else "")
-    return f"memory warning ({r.cause}): {r.reason}; {likely}{runners}"
+    return f"memory warning ({r.cause}): {r.reason}{outside_text(r)}; {likely}{runners}"

@@ -85,7 +85,8 @@ def test_hook_env_holds_only_path_and_the_victim_rendered_as_in_the_log() -> Non
         "BUSTD_CMDLINE": "prog --name=\\xff", "BUSTD_UID": "1000", "BUSTD_RSS_KIB": "2048",
         "BUSTD_SWAP_KIB": "1024", "BUSTD_OOM_SCORE": "900", "BUSTD_OOM_SCORE_ADJ": "0",
         "BUSTD_SIGNAL": "SIGTERM", "BUSTD_REASON": record().reason, "BUSTD_CAUSE": "memory",
-        "BUSTD_MEM_AVAILABLE_KIB": "100000", "BUSTD_SWAP_FREE_KIB": "5", "BUSTD_DRY_RUN": "0"}
+        "BUSTD_MEM_AVAILABLE_KIB": "100000", "BUSTD_SWAP_FREE_KIB": "5", "BUSTD_DRY_RUN": "0",
+        "BUSTD_EXPECTED_KIB": "0"}
 
 
 def test_hook_env_after_the_kill_says_how_it_went() -> None:
@@ -95,6 +96,10 @@ def test_hook_env_after_the_kill_says_how_it_went() -> None:
     assert env["BUSTD_EXITED"] == "1" and env["BUSTD_EXIT_S"] == "0.500"
     assert env["BUSTD_REACTION_MS"] == "12" and env["BUSTD_DRY_RUN"] == "1"
     assert env["BUSTD_CMDLINE"] == ""
+    assert "BUSTD_FREED_KIB" not in env  # not measured
+    r.freed_kib, r.vain = 2048, False
+    env = hook_env(r, "post-kill")
+    assert env["BUSTD_FREED_KIB"] == "2048" and env["BUSTD_IN_VAIN"] == "0"
 
 
 # -- spawning and children -----------------------------------------------------
