@@ -588,6 +588,11 @@ class Monitor:
         f.record = None
         self.emit(r)
 
+    def exiting(self) -> SystemExit:
+        """Write the records of kills still being measured; return the SystemExit to raise."""
+        self.flush_kills()
+        return SystemExit(0)
+
     def flush_kills(self) -> None:
         """Emit the records of kills still being measured (bustd is stopping)."""
         for f in self.progress.followed if self.progress is not None else []:
@@ -647,15 +652,13 @@ class Monitor:
         if self.acting:
             self.stopping = True
             return
-        self.flush_kills()
-        raise SystemExit(0)
+        raise self.exiting()
 
     def run(self) -> None:
         """Check, sleep, repeat; returns only by SystemExit (or KeyboardInterrupt)."""
         while True:
             if self.stopping:
-                self.flush_kills()
-                raise SystemExit(0)
+                raise self.exiting()
             if self.reload_wanted and self.reloading is None:
                 self._start_reload()
             try:
@@ -670,8 +673,7 @@ class Monitor:
                 except MemoryError:
                     pass  # not even a line could be built: try again
             if self.stopping:
-                self.flush_kills()
-                raise SystemExit(0)
+                raise self.exiting()
             if self.reloading is not None:
                 timeout = max(0.0, min(timeout, self.reloading.deadline - self.clock()))
             asked = self.clock() + timeout
