@@ -185,7 +185,6 @@ def act(m: Monitor, decision: Decision, stall: Stall,
     gate = gate_for(m, fresh, fresh_mem, victim, cands)
     if not gate.kill:
         return held_back(m, fresh, gate)
-    m.held_back = ""
     dry = m.dry
     while victim is not None:
         pending = cmdline_of(m, victim.candidate)
@@ -245,7 +244,7 @@ def gate_for(m: Monitor, decision: Decision, mem: MemInfo, victim: Victim,
 
 
 def held_back(m: Monitor, decision: Decision, gate: Gate) -> float:
-    """Say why no kill is made now (once per kind and emergency); return the pause.
+    """Say why no kill is made now (once per kind until memory recovers); return the pause.
 
     While the last kill's memory is coming back, look again soon; when the
     kills cannot help or were in vain, say once what holds the memory
@@ -256,8 +255,8 @@ def held_back(m: Monitor, decision: Decision, gate: Gate) -> float:
     if gate.kind == "hold":
         m.log.debug(f"memory emergency ({decision.reason}): {gate.why}")
         return MIN_SLEEP
-    if m.held_back != gate.kind:
-        m.held_back = gate.kind
+    if gate.kind not in m.held_back:
+        m.held_back.add(gate.kind)
         where = ""
         if gate.kind in ("cannot", "backoff"):
             from .held import held_text, read_held

@@ -151,7 +151,7 @@ class Monitor:
         self.last_act = -1e9
         self.stuck = False  # warned that nothing may be killed in this emergency
         self.progress: Progress | None = None  # what the kills achieved (issue 14; see arm)
-        self.held_back = ""  # the kind of the last "no kill" said (acting.held_back)
+        self.held_back: set[str] = set()  # kinds of "no kill" said (acting.held_back)
         self.next_report = clock() + cfg.report if cfg.report > 0 else float("inf")
         self.watch_until = -1e9
         self.watching = False
@@ -535,7 +535,7 @@ class Monitor:
         pause = 0.0
         if decision is None:
             self.stuck = False
-            self.held_back = ""
+            self.held_back.clear()
             if cands is not None and not self.warned:
                 from .acting import warn
                 warn(self, mem, stall, cands, now)
