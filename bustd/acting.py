@@ -178,7 +178,7 @@ def act(m: Monitor, decision: Decision, stall: Stall,
         log.debug("candidates: " + "; ".join(candidate_text(c) for c in ranking.ranked[:6]))
     # The scan took time: decide again on fresh memory figures.
     fresh_mem = m.read_mem(zram=True)
-    fresh = decide(fresh_mem, stall.percent, cfg, stall.seconds, stall.swapin)
+    fresh = decide(fresh_mem, stall.percent, cfg, stall.seconds, stall.swapin, stall.swapout)
     if fresh is None:
         log.info("memory recovered before the kill: nothing done")
         return 0.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["MemInfo", "parse_meminfo", "parse_pswpin", "read_meminfo"]
+__all__ = ["MemInfo", "parse_meminfo", "parse_pswpin", "parse_swap_traffic", "read_meminfo"]
 
 
 class MemInfo:
@@ -125,3 +125,12 @@ def parse_pswpin(buf: bytes) -> int:
     if value is None:
         raise ValueError("vmstat: no pswpin line")
     return value
+
+
+def parse_swap_traffic(buf: bytes) -> tuple[int, int | None]:
+    """Return (``pswpin``, ``pswpout``): pages swapped in and out since boot.
+
+    ``pswpout`` is None if absent. Raises ValueError if ``pswpin`` is
+    missing or either is malformed.
+    """
+    return parse_pswpin(buf), _field(buf, b"pswpout ")

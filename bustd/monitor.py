@@ -40,11 +40,12 @@ from .decide import (
     decide,
     pct,
     sleep_for,
+    thrashing,
     thresholds,
     watch_level,
 )
 from .log import Log, size
-from .meminfo import MemInfo, parse_pswpin, read_meminfo
+from .meminfo import MemInfo, parse_swap_traffic, read_meminfo
 from .pressure import RateMeter, StallMeter, StallRun, arm_trigger, read_pressure
 from .procfs import ProcFS, own_major_faults
 
@@ -138,6 +139,7 @@ class Monitor:
         self.dry = cfg.dry_run or not cfg.live  # a fake tree is never signalled
         self.meter = StallMeter()
         self.swapins = RateMeter()  # pswpin, pages
+        self.swapouts = RateMeter()  # pswpout, pages (the machine's only)
         self.run_ = StallRun()
         self.vmstat_fd = -1
         self.vmstat_failed = False
@@ -367,13 +369,15 @@ class Monitor:
         return meminfo_of(self.figures, self.machine)
 
     def pressure(self, mem: MemInfo, now: float, watching: bool, fired: bool) -> Stall:
-        """Return the stall, how long the machine has been thrashing, and swap-ins.
+        """Return the stall, how long the machine has been thrashing, swap-ins and -outs.
 
-        PSI (and, with swap, ``pswpin`` of /proc/vmstat) is read only while
-        watching. Thrashing is the stall at or above the cutoff and, on a
-        machine with swap, pages swapped back in at ``swapin_rate`` MiB/s or
-        more: a program growing into zram makes the machine stall while
-        pages only go out, and that ends by itself. A trigger event vouches
+        PSI (and, with swap, ``pswpin`` and ``pswpout`` of /proc/vmstat) is
+        read only while watching. Thrashing (decide.thrashing) is the stall
+        at or above the cutoff and, on a machine with swap, pages swapped
+        back in at ``swapin_rate`` MiB/s or more and at least THRASH_IN_OUT
+        as fast as they go out: a program growing into zram makes the
+        machine stall while more pages go out than come back, and that ends
+        by itself. A trigger event vouches
         for a stall of at least the cutoff over its window, unless that
         window reaches back before the last kill.
         """
@@ -402,26 +406,33 @@ class Monitor:
         if (fired and now - self.last_act >= self.trigger_window
                 and (stall is None or stall < cutoff)):
             stall, start = float(cutoff), now - self.trigger_window
-        swapin = self.swapin(now) if mem.swap_total > 0 else None
+        swapin, swapout = self.swap_rates(now) if mem.swap_total > 0 else (None, None)
         if stall is not None and start is not None:
-            thrashing = stall >= cutoff and (
-                swapin is None or swapin >= self.cfg.swapin_rate or self.vmstat_failed)
-            self.run_.update(start, thrashing)
-        return Stall(stall, self.run_.seconds(now), swapin)
+            self.run_.update(start, thrashing(self.cfg, stall, swapin, swapout))
+        return Stall(stall, self.run_.seconds(now), swapin, swapout)
 
-    def swapin(self, now: float) -> float | None:
-        """Return the swap-in rate in MiB/s over about the last second, None if unknown."""
+    def swap_rates(self, now: float) -> tuple[float | None, float | None]:
+        """Return the swap-in and swap-out rates in MiB/s over about the last second.
+
+        None where unknown (not yet two readings, a source that cannot tell).
+        """
         if self.vmstat_failed:
-            return None
-        pages = self._swapped_in()
+            return None, None
+        pages = self._swapped()
         if pages is None:
-            return None
-        self.swapins.add(now, pages)
+            return None, None
+        self.swapins.add(now, pages[0])
         rate = self.swapins.rate()
-        return None if rate is None else rate * PAGE_MIB
+        out = None
+        if pages[1] is not None:
+            self.swapouts.add(now, pages[1])
+            out = self.swapouts.rate()
+        return (None if rate is None else rate * PAGE_MIB,
+                None if out is None or rate is None else out * PAGE_MIB)
 
-    def _swapped_in(self) -> int | None:
-        """Return the pages swapped in so far: the machine's, or with --cgroup the cgroup's.
+    def _swapped(self) -> tuple[int, int | None] | None:
+        """Return the pages swapped in and out so far: the machine's, or with
+        --cgroup the cgroup's swap-ins (its swap-outs are not counted: None).
 
         None when unknown now (a cgroup not read); a source that cannot tell
         is said once and ``vmstat_failed`` set for good.
@@ -434,11 +445,12 @@ class Monitor:
                                  "workingset_refault_anon: pressure kills on the stall "
                                  "alone, without telling thrashing from swapping out")
                 self.vmstat_failed = True
-            return self.figures.swapins
+                return None
+            return self.figures.swapins, None
         try:
             if self.vmstat_fd < 0:
                 self.vmstat_fd = self.fs.open("vmstat")
-            return parse_pswpin(os.pread(self.vmstat_fd, 16384, 0))
+            return parse_swap_traffic(os.pread(self.vmstat_fd, 16384, 0))
         except (OSError, ValueError) as err:
             self.log.warning(f"cannot read {self.fs.path('vmstat')} ({err}): pressure kills "
                              "on the stall alone, without telling thrashing from swapping out")
@@ -449,6 +461,7 @@ class Monitor:
         """Forget the stall and swap-in history (after a kill, or when not watching)."""
         self.meter.reset()
         self.swapins.reset()
+        self.swapouts.reset()
         self.run_.reset()
 
     # -- reload (SIGHUP) ----------------------------------------------------
@@ -531,7 +544,7 @@ class Monitor:
             self.zram = []
         settled = self.follow(now, mem)
         stall = self.pressure(mem, now, watching, fired)
-        decision = decide(mem, stall.percent, cfg, stall.seconds, stall.swapin)
+        decision = decide(mem, stall.percent, cfg, stall.seconds, stall.swapin, stall.swapout)
         pause = 0.0
         if decision is None:
             self.stuck = False

@@ -233,16 +233,22 @@ def test_verbose_decision_lists_the_candidates(env: Env) -> None:
 # -- when ----------------------------------------------------------------------
 
 def stalled(env: Env, m: Monitor, profile: Sequence[float], avail_pct: float = 12.0,
-            swap_pct: float = 80.0, swapin_mib: float = 0.0, swap_total: int = SWAP) -> None:
+            swap_pct: float = 80.0, swapin_mib: float = 0.0, swap_total: int = SWAP,
+            swapout_mib: float | Sequence[float] = 0.0,
+            swapin: Sequence[float] | None = None) -> None:
     """One check per second: the `some` stall of each second from ``profile``,
-    ``swapin_mib`` MiB swapped in during each second."""
+    ``swapin_mib`` MiB swapped in and ``swapout_mib`` out during each second
+    (or, with sequences, the MiB of each second in turn)."""
     env.set_mem(avail_pct, swap_pct, swap_total)
-    for pct in profile:
+    for i, pct in enumerate(profile):
         env.clock.now += 1.0
         env.psi["some"] += round(1e6 * pct / 100)
         env.fake.set_pressure(some_total=env.psi["some"], full_total=env.psi["full"])
-        env.pswpin += round(swapin_mib * 1024 // PAGE_KIB)
-        env.fake.set_vmstat(env.pswpin)
+        into = swapin[i] if swapin is not None else swapin_mib
+        out = swapout_mib if isinstance(swapout_mib, (int, float)) else swapout_mib[i]
+        env.pswpin += round(into * 1024 // PAGE_KIB)
+        env.pswpout = getattr(env, "pswpout", 0) + round(out * 1024 // PAGE_KIB)
+        env.fake.set_vmstat(env.pswpin, env.pswpout)
         m.check()
 
 
@@ -318,6 +324,34 @@ def test_swap_in_stopping_restarts_the_count(env: Env) -> None:
     assert kills(env) == []
     stalled(env, m, [80], swapin_mib=12.0)
     assert len(kills(env)) == 1
+
+
+# Issue 14: per-second swap-in and swap-out (MiB/s) recorded in the VM runs
+# (notes/issue14-vm.md). Scenario 10 (64 MiB/s into zram, nobody to kill):
+# pages re-read while growing, at most 0.49 of what went out.
+S10_IN = [16.3, 20.0, 21.8, 19.0, 20.9, 18.6, 9.4, 5.0, 6.5, 5.5, 4.4, 6.9, 11.8]
+S10_OUT = [54.9, 57.8, 58.0, 62.5, 65.4, 59.6, 20.6, 15.1, 14.3, 13.2, 12.5, 16.9, 26.4]
+# Scenario 3 (working set 1.25 x RAM cycled): as much comes back as goes out.
+S3_IN = [43.9, 58.3, 49.5, 46.2, 46.6, 22.0, 24.1, 43.9, 58.3, 49.5]
+S3_OUT = [56.4, 49.0, 47.3, 59.6, 31.8, 21.5, 24.9, 56.4, 49.0, 47.3]
+
+
+def test_fast_growth_into_zram_that_re_reads_pages_is_not_thrashing(env: Env) -> None:
+    populated(env)
+    m = env.monitor()
+    stalled(env, m, [75] * len(S10_IN), avail_pct=0.5, swapin=S10_IN, swapout_mib=S10_OUT)
+    assert kills(env) == []
+    assert m.run_.seconds(env.clock.now) == 0.0
+
+
+def test_thrashing_brings_back_as_much_as_goes_out_and_is_caught(env: Env) -> None:
+    populated(env)
+    m = env.monitor()
+    stalled(env, m, [60] * 8, avail_pct=0.5, swapin=S3_IN, swapout_mib=S3_OUT)
+    assert kills(env) == []  # the first reading has no rate yet: 7 s so far
+    stalled(env, m, [60], avail_pct=0.5, swapin=S3_IN[8:], swapout_mib=S3_OUT[8:])
+    (line,) = kills(env)
+    assert "swap-in 58.3 MiB/s (1.19 of swap-out) for 8.0 s" in line
 
 
 def test_swapin_rate_zero_means_the_stall_alone(env: Env) -> None:
