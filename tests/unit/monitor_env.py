@@ -84,6 +84,7 @@ class Env:
         self.set_mem(50, 50)
         self.fake.set_pressure(self.psi["some"], self.psi["full"])
         self.pswpin = 0  # pages swapped in since "boot"
+        self.pswpout = 0  # and out
         self.fake.set_vmstat(self.pswpin)
 
     def set_mem(self, avail_pct: float, swap_pct: float, swap_total: int = SWAP) -> None:

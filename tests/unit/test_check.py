@@ -181,7 +181,7 @@ def test_pressure_seen_shorter_than_its_duration_is_explained(tmp_path: Path) ->
     r = Tree(tmp_path, avail_pct=12).gather()
     assert r["decision"]["action"] == "none"
     assert r["decision"]["reason"].endswith(
-        "some stall 30% >= 25% seen for 1.0 s; the daemon acts once it has lasted 8 s")
+        "some stall 30% >= 25% seen for 1.0 s; the daemon acts once it has lasted 5 s")
 
 
 def test_stall_while_pages_only_go_out_is_not_thrashing(tmp_path: Path) -> None:

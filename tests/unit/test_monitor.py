@@ -323,7 +323,7 @@ def test_describe(env: Env) -> None:
     text = m.describe()
     assert "SIGTERM at MemAvailable <= 819.2 MiB and SwapFree <= 204.8 MiB" in text
     assert "SIGKILL at 409.6 MiB and 102.4 MiB" in text
-    assert "some stall >= 25% for 8 s below 15% MemAvailable, polled" in text
+    assert "some stall >= 25% for 5 s below 15% MemAvailable, polled" in text
     assert "watching below 2.0 GiB, ranking by growth" in text
 
 
