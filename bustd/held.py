@@ -79,7 +79,8 @@ def parse_held(buf: bytes) -> Held:
     """Return the Held figures of ``/proc/meminfo`` text (without tmpfs mounts).
 
     ``Hugetlb`` (Linux 4.16) or else ``HugePages_Total`` x ``Hugepagesize``;
-    a missing field counts as 0. Raises ValueError if MemTotal is missing or
+    a missing field counts as 0, a missing AnonPages as all the memory not
+    named otherwise (so ``other`` is 0: nothing is blamed on the unknown). Raises ValueError if MemTotal is missing or
     a value is malformed.
     """
     total = _field(buf, b"MemTotal:")
@@ -92,8 +93,12 @@ def parse_held(buf: bytes) -> Held:
     hugetlb = _field(buf, b"Hugetlb:")
     if hugetlb is None:
         hugetlb = (_field(buf, b"HugePages_Total:") or 0) * (_field(buf, b"Hugepagesize:") or 0)
-    return Held(total, min(avail, total), _field(buf, b"AnonPages:") or 0,
-                _field(buf, b"Shmem:") or 0, hugetlb, _field(buf, b"SUnreclaim:") or 0)
+    avail = min(avail, total)
+    shmem, slab = _field(buf, b"Shmem:") or 0, _field(buf, b"SUnreclaim:") or 0
+    anon = _field(buf, b"AnonPages:")
+    if anon is None:  # unknown: what is not named counts as processes', not as outside
+        anon = max(0, total - avail - shmem - hugetlb - slab)
+    return Held(total, avail, anon, shmem, hugetlb, slab)
 
 
 def _unescape(raw: bytes) -> bytes:

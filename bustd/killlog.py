@@ -118,6 +118,11 @@ def kill_object(r: KillRecord) -> dict[str, object]:
         "expected_kib": r.expected_kib, "freed_kib": r.freed_kib,
         "freed_s": round(r.freed_s, 3), "in_vain": r.vain,
         "backoff_s": round(r.backoff_s, 1),
+        "held_outside": None if r.held is None else {
+            "outside_kib": r.held.outside, "shmem_kib": r.held.shmem,
+            "hugetlb_kib": r.held.hugetlb, "slab_unreclaimable_kib": r.held.slab,
+            "other_kib": r.held.other,
+            "tmpfs": [{"mount": point, "used_kib": kib} for point, kib in r.held.tmpfs]},
     }
 
 

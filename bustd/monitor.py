@@ -598,6 +598,16 @@ class Monitor:
         r.vain = None if cut_short else f.vain
         if f.vain and not cut_short and self.progress is not None:
             r.backoff_s = max(0.0, self.progress.pause_until - f.settled)
+        if self.cgroup is None and not cut_short:
+            # Said with the kill when it is a reason memory was short: read
+            # now, well after the signal (held.py never waits on a disk).
+            from .held import read_held
+            try:
+                held = read_held(self.fs)
+            except (OSError, ValueError):
+                held = None
+            if held is not None and held.significant():
+                r.held = held
         f.record = None
         self.emit(r)
 

@@ -60,7 +60,7 @@ class KillRecord:
                  "policy", "reason", "signal", "dry_run", "reaction_s", "woken_by",
                  "exited", "exit_s", "released", "group", "runners_up", "reading",
                  "problems", "major_faults", "cause", "cgroup", "cgroup_whole", "cgroup_note",
-                 "expected_kib", "freed_kib", "freed_s", "vain", "backoff_s")
+                 "expected_kib", "freed_kib", "freed_s", "vain", "backoff_s", "held")
 
     def __init__(self, time: float, victim: Candidate, uid: int, oom_score_adj: int,
                  exe: bytes, rss_kib: int, swap_kib: int, policy: str, reason: str,
@@ -107,6 +107,9 @@ class KillRecord:
         self.freed_s = 0.0
         self.vain: bool | None = None
         self.backoff_s = 0.0
+        # Memory held outside processes when that is a reason memory is short
+        # (held.Held.significant), read once the kill was measured; else None.
+        self.held: Held | None = None
 
 
 def growth_text(kib: int, seconds: float) -> str:
@@ -149,7 +152,8 @@ def kill_line(r: KillRecord) -> str:
                else f"still alive after {r.exit_s:.2f} s"
                + (f" ({r.released})" if r.released else ""))
     faults = f", {r.major_faults} major faults" if r.major_faults >= 0 else ""
-    return (f"kill: {who}{group} signal={sig.name(r.signal)} {outcome}; {freed_text(r)}; "
+    return (f"kill: {who}{group} signal={sig.name(r.signal)} {outcome}; {freed_text(r)}"
+            f"{outside_text(r)}; "
             f"reaction={r.reaction_s * 1000:.0f} ms after {r.woken_by} wakeup{faults}; "
             f"reason: {r.reason}{runners}; cmdline={cmdline}")
 
@@ -196,8 +200,8 @@ class WarnRecord:
         self.held: Held | None = None
 
 
-def outside_text(r: WarnRecord) -> str:
-    """Return ``; memory held outside processes: ...`` for a warning, "" if not the cause."""
+def outside_text(r: WarnRecord | KillRecord) -> str:
+    """Return ``; N held outside processes, where no kill frees it: ...`` ("" if not a cause)."""
     if r.held is None:
         return ""
     from .held import held_text

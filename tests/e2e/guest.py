@@ -404,6 +404,28 @@ def zram_texts(devices: list[str]) -> list[tuple[str, str]]:
     ]
 
 
+TMPFS = "/run/e2e-tmpfs"  # scenario 11's tmpfs (a mount of its own in the guest)
+
+
+def fill_tmpfs(leave_pct: float) -> int:
+    """Mount a tmpfs at TMPFS and write one file (held by no process once
+    closed) until MemAvailable is at most ``leave_pct`` % of MemTotal; return
+    its MiB."""
+    os.makedirs(TMPFS, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=95%", "tmpfs", TMPFS], check=True)
+    chunk = bytes(range(256)) * 4096  # 1 MiB
+    written = 0
+    with open(f"{TMPFS}/fill", "wb", buffering=0) as f:
+        while True:
+            mem = parse_meminfo(read_text("/proc/meminfo"))
+            if mem["MemAvailable"] * 100 <= leave_pct * mem["MemTotal"]:
+                break
+            for _ in range(4):
+                f.write(chunk)
+            written += 4
+    return written
+
+
 def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
     """Run the scenario, filling `result` as it goes (so a crash keeps the facts)."""
     scen = scenarios.SCENARIOS[args.scenario]
@@ -469,6 +491,12 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
         result["daemon_alive_after_start"] = daemon_proc.poll() is None
         note(f"daemon pid {daemon_proc.pid} alive: {result['daemon_alive_after_start']}")
 
+    if scen.tmpfs_leave_pct:
+        result["tmpfs_mib"] = fill_tmpfs(scen.tmpfs_leave_pct)
+        note(f"tmpfs filled with {result['tmpfs_mib']} MiB; waiting {scen.tmpfs_wait_s:g} s")
+        time.sleep(scen.tmpfs_wait_s)
+        result["kills_during_tmpfs_wait"] = [
+            c.spec.name for c in children if c.popen.poll() is not None]
     mem = parse_meminfo(read_text("/proc/meminfo"))
     result["mem_available_before_hogs_kib"] = mem["MemAvailable"]
     psi0 = parse_psi_totals(read_text("/proc/pressure/memory"))
