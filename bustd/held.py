@@ -80,8 +80,8 @@ def parse_held(buf: bytes) -> Held:
 
     ``Hugetlb`` (Linux 4.16) or else ``HugePages_Total`` x ``Hugepagesize``;
     a missing field counts as 0, a missing AnonPages as all the memory not
-    named otherwise (so ``other`` is 0: nothing is blamed on the unknown). Raises ValueError if MemTotal is missing or
-    a value is malformed.
+    named otherwise (so ``other`` is 0: nothing is blamed on the unknown).
+    Raises ValueError if MemTotal is missing or a value is malformed.
     """
     total = _field(buf, b"MemTotal:")
     if total is None:
