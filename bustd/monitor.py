@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
     from . import kill
     from .cgroup import Cgroup, Figures, Units
+    from .freeable import Shared
     from .growth import Tracker
     from .process import Candidate
     from .procfs import Pending
@@ -134,6 +135,7 @@ class Monitor:
         self.rules: Rules | None = None
         self.units: Units | None = None  # victims' cgroups (--cgroup, --kill-cgroup; see arm)
         self.tracker: Tracker | None = None
+        self.shared: Shared | None = None  # what RSS holds that a kill would not free
         self.dry = cfg.dry_run or not cfg.live  # a fake tree is never signalled
         self.meter = StallMeter()
         self.swapins = RateMeter()  # pswpin, pages
@@ -269,9 +271,10 @@ class Monitor:
         """
         if self.armed:
             return
-        from . import choose, growth, kill, record, zram  # noqa: F401 - loaded here on purpose
+        from . import choose, freeable, growth, kill, record, zram  # noqa: F401 - on purpose
         self.rules = choose.make_rules(self.cfg, self.self_pid)
         self.tracker = growth.Tracker()
+        self.shared = freeable.Shared(self.fs)
         if self.cfg.cgroup or self.cfg.kill_cgroup:
             self.units = self.units_for_kill()
         self.scaled = choose.kernel_scales_oom_score()
@@ -515,6 +518,8 @@ class Monitor:
             self.watching = False
             if self.tracker is not None:
                 self.tracker.clear()
+            if self.shared is not None:
+                self.shared.clear()
             self.zram = []
         stall = self.pressure(mem, now, watching, fired)
         decision = decide(mem, stall.percent, cfg, stall.seconds, stall.swapin)
