@@ -53,15 +53,17 @@ def sample(m: Monitor, now: float) -> list[Candidate]:
     """Scan, sample the sizes of the largest processes, return the candidates."""
     from . import choose
     m.arm()
-    assert m.tracker is not None and m.rules is not None
+    assert m.tracker is not None and m.rules is not None and m.shared is not None
     if m.dying:
         forget_dead(m)
     if m.passed:
         forget_passed(m)
     exclude = m.passed | set(m.dying)
     if m.cgroup is None:
-        return choose.sample(m.fs, m.tracker, now, frozenset((m.self_pid,)), exclude,
-                             m.rules.shifts)
+        cands = choose.sample(m.fs, m.tracker, now, frozenset((m.self_pid,)), exclude,
+                              m.rules.shifts, shared=m.shared)
+        m.shared.refresh(cands, now)
+        return cands
     # --cgroup: only the subtree's processes, each with the cgroup holding it.
     from .cgroup import members
     try:
@@ -70,7 +72,8 @@ def sample(m: Monitor, now: float) -> list[Candidate]:
         m.log.debug(f"cannot list the processes of cgroup {m.cgroup.path}: {err}")
         return []
     cands = choose.sample(m.fs, m.tracker, now, frozenset((m.self_pid,)), exclude,
-                          m.rules.shifts, sorted(leaves))
+                          m.rules.shifts, sorted(leaves), m.shared)
+    m.shared.refresh(cands, now)
     for c in cands:
         c.cgroup = leaves.get(c.pid, "")
     return cands
@@ -84,7 +87,7 @@ def ranked(m: Monitor, cands: list[Candidate], log: Log | None = None) -> choose
     # oom_score is the kernel's badness against the machine's RAM + swap,
     # with --cgroup too: growth is priced in the same units.
     return Ranking(m.fs, cands, m.rules, oom_score_per_kib(m.machine, m.scaled),
-                   cfg.kill_pgroup, log, m.units, cfg.kill_cgroup)
+                   cfg.kill_pgroup, log, m.units, cfg.kill_cgroup, m.shared)
 
 
 def rehearse(m: Monitor, cands: list[Candidate]) -> None:
@@ -270,16 +273,13 @@ def held_back(m: Monitor, decision: Decision, gate: Gate) -> float:
 
 def make_record(m: Monitor, victim: Victim, decision: Decision, reading: Reading,
             dry: bool) -> KillRecord:
-    from .process import read_status
-    from .procfs import NoSuchProcess
+    from .choose import size
     from .record import KillRecord
     c, d = victim.candidate, victim.details
-    try:
-        st = read_status(m.fs, c.pid)
-        rss, swap = st.rss_kib, st.swap_kib
-    except (NoSuchProcess, ValueError):
-        rss, swap = c.rss_kib, c.swap_kib
-    record = KillRecord(m.wall(), c, d.uid, d.oom_score_adj, d.exe, rss, swap,
+    # Its sizes now (status only: no smaps_rollup on the kill path, issue 13);
+    # if they cannot be read, those of the sample.
+    size(m.fs, c, m.shared)
+    record = KillRecord(m.wall(), c, d.uid, d.oom_score_adj, d.exe, c.rss_kib, c.swap_kib,
                         m.cfg.rank, decision.reason, decision.signal, reading, dry,
                         decision.cause)
     record.woken_by = m.woken_by

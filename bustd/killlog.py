@@ -78,7 +78,8 @@ def dumps(value: object) -> str:
 
 
 def _candidate(c: Candidate) -> dict[str, object]:
-    return {"pid": c.pid, "name": safe(c.comm), "size_kib": c.size_kib,
+    return {"pid": c.pid, "name": safe(c.comm), "freeable_kib": c.freeable_kib,
+            "sized": c.sized,
             "growth_kib": c.growth_kib, "growth_s": round(c.growth_s, 3),
             "oom_score": c.oom_score, "score": round(c.badness, 1)}
 
@@ -94,7 +95,9 @@ def kill_object(r: KillRecord) -> dict[str, object]:
                 + f".{int(r.time % 1 * 1000):03d}Z",
         "dry_run": r.dry_run,
         "pid": r.pid, "name": safe(r.comm), "exe": safe(r.exe), "cmdline": cmdline,
-        "uid": r.uid, "rss_kib": r.rss_kib, "swap_kib": r.swap_kib,
+        "uid": r.uid, "freeable_kib": r.freeable_kib, "rss_kib": r.rss_kib,
+        "swap_kib": r.swap_kib, "shmem_kib": r.shmem_kib, "own_shmem_kib": r.own_shmem_kib,
+        "file_kib": r.file_kib,
         "oom_score": r.oom_score, "oom_score_adj": r.oom_score_adj,
         "growth_kib": r.growth_kib, "growth_s": round(r.growth_s, 3),
         "score": round(r.badness, 1), "rank": r.policy,

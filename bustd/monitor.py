@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
     from . import kill
     from .cgroup import Cgroup, Figures, Units
+    from .freeable import Shared
     from .growth import Tracker
     from .process import Candidate
     from .procfs import Pending
@@ -136,6 +137,7 @@ class Monitor:
         self.rules: Rules | None = None
         self.units: Units | None = None  # victims' cgroups (--cgroup, --kill-cgroup; see arm)
         self.tracker: Tracker | None = None
+        self.shared: Shared | None = None  # what RSS holds that a kill would not free
         self.dry = cfg.dry_run or not cfg.live  # a fake tree is never signalled
         self.meter = StallMeter()
         self.swapins = RateMeter()  # pswpin, pages
@@ -276,6 +278,7 @@ class Monitor:
             return
         from . import (  # noqa: F401 - loaded here on purpose
             choose,
+            freeable,
             growth,
             kill,
             progress,
@@ -285,6 +288,7 @@ class Monitor:
         self.rules = choose.make_rules(self.cfg, self.self_pid)
         self.progress = progress.Progress()
         self.tracker = growth.Tracker()
+        self.shared = freeable.Shared(self.fs)
         if self.cfg.cgroup or self.cfg.kill_cgroup:
             self.units = self.units_for_kill()
         self.scaled = choose.kernel_scales_oom_score()
@@ -541,6 +545,8 @@ class Monitor:
             self.watching = False
             if self.tracker is not None:
                 self.tracker.clear()
+            if self.shared is not None:
+                self.shared.clear()
             self.zram = []
         settled = self.follow(now, mem)
         stall = self.pressure(mem, now, watching, fired)

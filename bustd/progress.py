@@ -64,14 +64,12 @@ def worth(mem: MemInfo) -> int:
 
 
 def expected_kib(c: Candidate) -> int:
-    """Return what killing ``c`` is expected to free (KiB).
+    """Return what killing ``c`` is expected to free (KiB): its freeable size.
 
-    Its freeable size when known (issue 13: private anonymous memory and
-    swap, shared memory it is the last holder of), else its size as
-    sampled (RSS + swap), an upper bound.
+    Issue 13 (freeable.py): RssAnon + VmSwap + the shared memory only it
+    maps; until its status is read this sample, its RSS (an upper bound).
     """
-    freeable = getattr(c, "freeable_kib", None)
-    return c.size_kib if freeable is None else int(freeable)
+    return c.freeable_kib
 
 
 def shortfall(mem: MemInfo, mem_level: float, swap_level: float) -> float:

@@ -52,6 +52,11 @@ class KillRecord:
 
     ``cause`` is what made it an emergency: "memory" (MemAvailable and
     SwapFree at their levels) or "pressure" (a persistent stall).
+    Sizes (KiB) are the victim's at the kill (Candidate.size, freeable.py):
+    ``freeable_kib`` is what the kill is expected to free (``RssAnon +
+    VmSwap`` and ``own_shmem_kib``, the shared memory only it maps);
+    ``rss_kib`` (``VmRSS``), ``swap_kib``, ``shmem_kib`` (``RssShmem``) and
+    ``file_kib`` (``RssFile``) what it held.
     """
 
     kind: ClassVar[Literal["kill"]] = "kill"
@@ -60,6 +65,7 @@ class KillRecord:
                  "policy", "reason", "signal", "dry_run", "reaction_s", "woken_by",
                  "exited", "exit_s", "released", "group", "runners_up", "reading",
                  "problems", "major_faults", "cause", "cgroup", "cgroup_whole", "cgroup_note",
+                 "freeable_kib", "shmem_kib", "file_kib", "own_shmem_kib",
                  "expected_kib", "freed_kib", "freed_s", "vain", "backoff_s", "held")
 
     def __init__(self, time: float, victim: Candidate, uid: int, oom_score_adj: int,
@@ -74,6 +80,10 @@ class KillRecord:
         self.uid = uid
         self.rss_kib = rss_kib
         self.swap_kib = swap_kib
+        self.freeable_kib = victim.freeable_kib
+        self.shmem_kib = victim.shmem_kib
+        self.file_kib = victim.file_kib
+        self.own_shmem_kib = victim.own_shmem_kib
         self.oom_score = victim.oom_score
         self.oom_score_adj = oom_score_adj
         self.growth_kib = victim.growth_kib
@@ -118,16 +128,24 @@ def growth_text(kib: int, seconds: float) -> str:
 
 
 def candidate_text(c: Candidate) -> str:
-    """Return ``pid=N name=X size=S growth=+G/Ts score=B`` for one candidate."""
-    return (f"pid={c.pid} name={safe(c.comm, 64)} size={size(c.size_kib)} "
+    """Return ``pid=N name=X frees=S growth=+G/Ts score=B`` for one candidate
+    (``frees``: its freeable size, freeable.py; ``~`` when not sized, an
+    upper bound from the scan)."""
+    approx = "" if c.sized else "~"
+    return (f"pid={c.pid} name={safe(c.comm, 64)} frees={approx}{size(c.freeable_kib)} "
             f"growth={growth_text(c.growth_kib, c.growth_s)} "
             f"score={c.badness:.0f}")
+
+
+def _own(kib: int) -> str:
+    return f" of which its own {size(kib)}" if kib else ""
 
 
 def kill_line(r: KillRecord) -> str:
     """Return the one log line of a kill record (without the level prefix)."""
     who = (f"pid={r.pid} name={safe(r.comm)} exe={safe(r.exe) or '?'} uid={r.uid} "
-           f"rss={size(r.rss_kib)} swap={size(r.swap_kib)} "
+           f"frees={size(r.freeable_kib)} (rss={size(r.rss_kib)} swap={size(r.swap_kib)} "
+           f"shmem={size(r.shmem_kib)}{_own(r.own_shmem_kib)} file={size(r.file_kib)}) "
            f"growth={growth_text(r.growth_kib, r.growth_s)} "
            f"oom_score={r.oom_score} oom_score_adj={r.oom_score_adj} "
            f"score={r.badness:.0f} ({r.policy})")
@@ -216,7 +234,7 @@ def warn_line(r: WarnRecord) -> str:
     else:
         v = r.victim
         likely = (f"likely victim: pid={v.pid} name={safe(v.comm)} exe={safe(r.exe) or '?'} "
-                  f"uid={r.uid} size={size(v.size_kib)} "
+                  f"uid={r.uid} frees={size(v.freeable_kib)} "
                   f"growth={growth_text(v.growth_kib, v.growth_s)} score={v.badness:.0f}")
     runners = ("; then: " + ", ".join(candidate_text(c) for c in r.runners_up)
                if r.runners_up else "")

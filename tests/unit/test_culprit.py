@@ -203,7 +203,7 @@ class CountingFS(ProcFS):
 def test_nothing_is_sampled_outside_the_watch_zone(env: Env) -> None:
     w = World(env)
     for i in range(40):
-        w.put(P + i, b"proc", 10 * MIB)
+        w.put(P + i, b"proc", (10 + i) * MIB)  # the 32 largest are the last 32 PIDs
     env.set_mem(60, 0)
     fs = CountingFS(env.fake.root)
     m = Monitor(env.monitor(psi_duration=DURATION).cfg, fs, env.out.log, SELF, env.clock)
@@ -215,7 +215,8 @@ def test_nothing_is_sampled_outside_the_watch_zone(env: Env) -> None:
     env.clock.now += m.check()
     # PID 1 and bustd are skipped by the scan; 32 sizes are sampled. The
     # rehearsal of the kill path on entering the zone reads the details of a
-    # leader and 3 runners-up, the leader's sizes, and bustd's own start time.
+    # leader and 3 runners-up, the leader's sizes, and bustd's own start time
+    # (the unsized 8 rank below the sized: none is sized lazily).
     assert fs.reads["stat"] == 40 + 1 and fs.reads["status"] == 32 + 4 + 1
     assert len(tracker(m)) == 32
     env.set_mem(60, 0)
@@ -231,7 +232,7 @@ def test_verbose_decision_lists_the_candidates(env: Env) -> None:
     m = env.monitor(verbose=True, psi_duration=DURATION)
     m.check()
     debug = [line for line in env.out.lines() if line.startswith("debug: candidates: ")]
-    assert len(debug) == 1 and f"pid={P} name=a size=" in debug[0]
+    assert len(debug) == 1 and f"pid={P} name=a frees=" in debug[0]
     assert f"pid={P + 1} name=b" in debug[0]
 
 

@@ -65,7 +65,7 @@ def test_dumps_special_values() -> None:
 
 def candidate(pid: int, comm: bytes, size: int = 1000) -> Candidate:
     c = Candidate(pid, 900, size, 1000, pid, comm)
-    c.size_kib = size
+    c.freeable_kib = size
     c.growth_kib, c.growth_s = 512, 8.0
     c.badness = 1234.5
     return c
@@ -98,7 +98,8 @@ def test_kill_object_has_every_field_with_names_as_the_log_renders_them() -> Non
                                "stall_percent": 42.5, "stall_s": 3.0, "psi_metric": "some"}
     assert obj["reaction_ms"] == 4.0 and obj["exit_s"] == 0.25 and obj["exited"] is True
     assert obj["time"] == 1_790_000_000.25 and obj["date"] == "2026-09-21T14:13:20.250Z"
-    assert obj["runners_up"] == [{"pid": 4243, "name": "next\\nline", "size_kib": 500,
+    assert obj["runners_up"] == [{"pid": 4243, "name": "next\\nline", "freeable_kib": 500,
+                                  "sized": False,
                                   "growth_kib": 512, "growth_s": 8.0, "oom_score": 900,
                                   "score": 1234.5}]
     assert obj["dry_run"] is False

@@ -52,10 +52,11 @@ def test_dry_run_kill_line_names_the_right_victim(env: Env) -> None:
     line = lines[0]
     assert line.startswith(f"warning: {KILL_LINE} pid={P + 1} name=hog exe=/usr/bin/hog "
                            "uid=1234 ")
-    assert f"rss={1000 * PAGE_KIB / 1024:.1f} MiB swap=0 KiB growth=? " in line
+    assert (f"frees={1000 * PAGE_KIB / 1024:.1f} MiB (rss={1000 * PAGE_KIB / 1024:.1f} MiB "
+            "swap=0 KiB shmem=0 KiB file=0 KiB) growth=? ") in line
     assert ("oom_score=900 oom_score_adj=0 score=900 (growth) with SIGKILL: MemAvailable"
             in line)
-    assert f"; runners-up: pid={P} name=small size=" in line
+    assert f"; runners-up: pid={P} name=small frees=" in line
     assert line.endswith("; cmdline=/usr/bin/hog")
     assert pause >= DRY_RUN_PAUSE
     assert m.kills == 0
