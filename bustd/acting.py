@@ -267,7 +267,7 @@ def held_back(m: Monitor, decision: Decision, gate: Gate) -> float:
                 where = "; memory held outside processes: " + held_text(read_held(m.fs))
             except (OSError, ValueError) as err:
                 where = f"; what holds the memory is unknown ({err})"
-        m.log.warning(f"memory emergency ({decision.reason}) but no kill: {gate.why}{where}")
+        m.log.warning(f"memory emergency ({decision.reason}); not killing: {gate.why}{where}")
     return max(MIN_SLEEP, min(gate.wait or NO_VICTIM_PAUSE, NO_VICTIM_PAUSE))
 
 

@@ -284,9 +284,9 @@ def test_tmpfs_full_beside_small_processes_no_kill_and_one_line_naming_it(
         m.check()
         env.clock.now += 1.0
     assert fake.calls == [] and kills(env) == []
-    (line,) = [x for x in env.out.lines() if "no kill" in x]
+    (line,) = [x for x in env.out.lines() if "not killing" in x]
     assert line.startswith("warning: memory emergency (MemAvailable 1.0 GiB (12.5%) <= 3.0 GiB, "
-                           "no swap) but no kill: killing cannot end it: the candidates "
+                           "no swap); not killing: killing cannot end it: the candidates "
                            "together are expected to free 300.0 MiB, and 2.0 GiB is missing; "
                            "memory held outside processes: Shmem 6.0 GiB (tmpfs "
                            f"{tmp_path} ")
@@ -346,7 +346,7 @@ def test_kill_that_frees_nothing_backs_off_and_says_so_once(
     assert "freed 0 KiB of the expected 30.0 MiB in 1.0 s: in vain, no kill for 5 s" in lines[0]
     assert "in vain, no kill for 10 s" in lines[1]
     assert "in vain, no kill for 20 s" in lines[2]
-    (said,) = [x for x in env.out.lines() if "no kill:" in x]
+    (said,) = [x for x in env.out.lines() if "not killing:" in x]
     assert "1 kill in vain (the last kill freed 0 KiB of the expected 30.0 MiB)" in said
     assert "memory held outside processes: Shmem 0 KiB" in said
 
