@@ -563,7 +563,8 @@ def to_text(r: dict[str, Any]) -> str:
     psi = t["psi"]
     out += _field("pressure", (
         f"SIGTERM at {psi['metric']} stall >= {psi['cutoff_percent']:g}% (and swap-in >= "
-        f"{psi['swapin_rate_mib_s']:g} MiB/s with swap) for {psi['duration_s']:g} s with "
+        f"{psi['swapin_rate_mib_s']:g} MiB/s and {THRASH_IN_OUT:g} of swap-out, with swap) "
+        f"for {psi['duration_s']:g} s with "
         f"{avail} <= {size(psi['mem_kib'])}")
         if psi["enabled"] else "off (--psi 0)")
     extras = "".join((", process groups" if t["kill_pgroup"] else "",
