@@ -298,3 +298,29 @@ def test_metrics_file_is_readable_by_node_exporter_whatever_the_umask(tmp_path: 
     finally:
         os.umask(old)
     assert (tmp_path / "bustd.prom").stat().st_mode & 0o777 == 0o644
+
+
+def test_render_says_what_the_kills_freed_and_what_holds_memory_outside_processes() -> None:
+    from bustd.held import Held
+    held = Held(8 << 20, 1 << 20, 1 << 20, 5 << 20, 0, 1 << 18,
+                [("/dev/shm", 5 << 20), ('/tmp/a "b"\\c', 2048)])
+    text = render(Snapshot(check(), {}, {}, {}, 0.0, None, None, 1, None, vain=2,
+                           freed_kib=300 << 10, held=held))
+    got = samples(text)
+    assert got[("bustd_kills_in_vain_total", ())] == 2
+    assert got[("bustd_freed_bytes_total", ())] == (300 << 10) * 1024
+    outside = "bustd_memory_outside_processes_bytes"
+    assert got[(outside, (("kind", "shmem"),))] == (5 << 20) * 1024
+    assert got[(outside, (("kind", "slab_unreclaimable"),))] == (1 << 18) * 1024
+    assert got[(outside, (("kind", "other"),))] == ((1 << 20) - (1 << 18)) * 1024
+    assert got[("bustd_tmpfs_used_bytes", (("mount", "/dev/shm"),))] == (5 << 20) * 1024
+    assert got[("bustd_tmpfs_used_bytes", (("mount", '/tmp/a "b"\\c'),))] == 2048 * 1024
+
+
+def test_kill_object_says_what_was_expected_and_freed() -> None:
+    r = kill_record()
+    r.expected_kib, r.freed_kib, r.freed_s, r.vain, r.backoff_s = 4096, 10, 1.02, True, 5.0
+    obj = kill_object(r)
+    assert (obj["expected_kib"], obj["freed_kib"], obj["freed_s"], obj["in_vain"],
+            obj["backoff_s"], obj["held_outside"]) == (4096, 10, 1.02, True, 5.0, None)
+    assert json.loads(dumps(obj))["in_vain"] is True
