@@ -252,6 +252,10 @@ def summarize(seconds: list[Second]) -> dict[str, Any]:
         round(sum(refaults) / len(refaults), 1) if refaults else None
     )
     out["stalled_25_signals"] = signals(stalled)
+    # The seconds the rule before issue 14 took for thrashing (stall and
+    # swap-in): what tells thrashing from growth among them.
+    out["stalled_swapin_signals"] = signals(
+        [s for s in stalled if s.swapin_mib_s >= THRASH_SWAPIN_MIB_S])
     return out
 
 
@@ -384,6 +388,11 @@ def render(result: dict[str, Any], with_sizes: bool = False) -> str:
     lines.append("  signals over the seconds with some >= 25% (min / median / max): " + "; ".join(
         f"{name} " + ("-" if v is None else " / ".join(f"{x:g}" for x in v))
         for name, v in summary["stalled_25_signals"].items()))
+    lines.append(
+        f"  the same over the seconds with some >= 25% and swap-in >= {THRASH_SWAPIN_MIB_S:g} "
+        "MiB/s: " + "; ".join(
+            f"{name} " + ("-" if v is None else " / ".join(f"{x:g}" for x in v))
+            for name, v in summary["stalled_swapin_signals"].items()))
     n, start = summary["longest_some_25_swapin"]
     lines.append(
         f"  longest run of some >= 25% with swap-in >= {THRASH_SWAPIN_MIB_S:g} MiB/s: {n} s"
