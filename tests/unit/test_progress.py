@@ -376,3 +376,33 @@ def test_progress_is_loaded_only_once_memory_runs_short(env: Env) -> None:
     env.set_mem(3, 0)
     m.check()
     assert isinstance(m.progress, progress.Progress)
+
+
+def test_no_second_kill_while_a_large_victim_tears_down(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Review L8: the victim is still alive after SIGKILL (tearing down 2 GiB
+    # on a starved machine) and its memory comes back 200 MiB every half
+    # second; memory stays short all along. No other process is killed until
+    # it has gone.
+    tmpfs_machine(env, tmp_path, 100 * MIB, 0)
+    env.fake.add(P + 20, b"big", oom_score=900, rss_kib=(2 << 20) // PAGE_KIB * PAGE_KIB)
+    fake = FakeKill({P + 20: kill.DYING})
+    monkeypatch.setattr(kill, "signal_targets", fake)
+    monkeypatch.setattr(kill, "exited", lambda fs, t: not os.path.exists(
+        env.fake.path(str(t.pid))))
+    m = env.monitor(mem_term_kib=3 << 20, mem_kill_kib=3 << 20, mem_term_percent=100,
+                    mem_kill_percent=100, psi_cutoff=0.0)
+    m.dry = False
+    m.check()
+    assert [pids[0][0] for pids, _ in fake.calls] == [P + 20]
+    for _ in range(8):  # 4 s of teardown
+        env.clock.now += 0.5
+        env.free(200 * MIB)
+        m.check()
+    assert len(fake.calls) == 1 and kills(env) == []
+    env.fake.remove(P + 20)  # gone at last
+    env.free(400 * MIB)
+    env.clock.now += 0.5
+    m.check()
+    (line,) = kills(env)
+    assert "freed 2.0 GiB of the expected 2.0 GiB in 4.5 s" in line and "in vain" not in line
