@@ -10,10 +10,12 @@ decide.py. Sampling, ranking, warning and acting (acting.py) are loaded only
 when memory first enters the watch zone, reloading (reload.py) only on
 SIGHUP, so an idle daemon holds the loop alone. When acting, it ranks the
 candidates (victim.py), re-reads memory (doing nothing if the emergency has
-passed), signals through a pidfd and waits for the exit; one
-:class:`~bustd.record.KillRecord` per kill goes to every output. The next
-decision starts from fresh readings, so one emergency costs one kill unless
-memory is still short.
+passed), signals through a pidfd and waits for the exit. Each kill is then followed (progress.py):
+the checks that come anyway measure what it freed, no other kill is made
+while its memory is coming back, kills in vain start a back-off, and kills
+that cannot end the emergency are not made. One
+:class:`~bustd.record.KillRecord` per kill goes to every output once the
+kill is measured (about a second later).
 
 Outputs (the log line first; the kill log, metrics, hooks, notifications and
 systemd's status, built by outputs.py) are callables in ``Monitor.outputs``:
