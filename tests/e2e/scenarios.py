@@ -269,12 +269,12 @@ SCENARIOS: dict[int, Scenario] = {
             *(Proc(f"app{i}", "bystander", "hold", size_mib=4) for i in range(1, 11)),
             Proc("grower", "hog", "leak", rate_mib_s=24),
         ),
-        tmpfs_leave_pct=5.0,
+        tmpfs_leave_pct=6.0,
         tmpfs_wait_s=15.0,
         notes=(
             "ten small idle apps (4 MiB and an interpreter each); once the daemon runs, "
-            "a tmpfs file that no process holds fills memory until MemAvailable is 5 % "
-            "of MemTotal (about 0.55 x MemTotal in the tmpfs): no kill can free it, so "
+            "a tmpfs file that no process holds fills memory until MemAvailable is 6 % "
+            "of MemTotal (about 0.6 x MemTotal in the tmpfs): no kill can free it, so "
             "for 15 s nobody may be killed; then a grower leaks 24 MiB/s and must be the "
             "one killed (issue 14, review H1)."
         ),
