@@ -17,8 +17,18 @@ while it dies.
 from __future__ import annotations
 
 from . import sig
-from .decide import DRY_RUN_PAUSE, MIN_SLEEP, NO_VICTIM_PAUSE, Decision, Stall, decide, warning
+from .decide import (
+    DRY_RUN_PAUSE,
+    MIN_SLEEP,
+    NO_VICTIM_PAUSE,
+    Decision,
+    Stall,
+    decide,
+    thresholds,
+    warning,
+)
 from .procfs import own_major_faults
+from .progress import expected_kib, shortfall, worth
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,9 +39,11 @@ if TYPE_CHECKING:
     from .monitor import Monitor
     from .process import Candidate
     from .procfs import Pending
+    from .progress import Gate
     from .record import KillRecord, Reading
 
-__all__ = ["RUNNERS_UP", "WARN_EVERY", "act", "rehearse", "sample", "warn"]
+__all__ = ["RUNNERS_UP", "WARN_EVERY", "act", "gate_for", "held_back", "rehearse", "sample",
+           "victim_kib", "warn"]
 
 RUNNERS_UP = 3  # candidates named after the victim in the kill line
 WARN_EVERY = 60.0  # seconds at least between two warnings, even after a recovery
@@ -41,15 +53,17 @@ def sample(m: Monitor, now: float) -> list[Candidate]:
     """Scan, sample the sizes of the largest processes, return the candidates."""
     from . import choose
     m.arm()
-    assert m.tracker is not None and m.rules is not None
+    assert m.tracker is not None and m.rules is not None and m.shared is not None
     if m.dying:
         forget_dead(m)
     if m.passed:
         forget_passed(m)
     exclude = m.passed | set(m.dying)
     if m.cgroup is None:
-        return choose.sample(m.fs, m.tracker, now, frozenset((m.self_pid,)), exclude,
-                             m.rules.shifts)
+        cands = choose.sample(m.fs, m.tracker, now, frozenset((m.self_pid,)), exclude,
+                              m.rules.shifts, shared=m.shared)
+        m.shared.refresh(cands, now)
+        return cands
     # --cgroup: only the subtree's processes, each with the cgroup holding it.
     from .cgroup import members
     try:
@@ -58,7 +72,8 @@ def sample(m: Monitor, now: float) -> list[Candidate]:
         m.log.debug(f"cannot list the processes of cgroup {m.cgroup.path}: {err}")
         return []
     cands = choose.sample(m.fs, m.tracker, now, frozenset((m.self_pid,)), exclude,
-                          m.rules.shifts, sorted(leaves))
+                          m.rules.shifts, sorted(leaves), m.shared)
+    m.shared.refresh(cands, now)
     for c in cands:
         c.cgroup = leaves.get(c.pid, "")
     return cands
@@ -72,7 +87,7 @@ def ranked(m: Monitor, cands: list[Candidate], log: Log | None = None) -> choose
     # oom_score is the kernel's badness against the machine's RAM + swap,
     # with --cgroup too: growth is priced in the same units.
     return Ranking(m.fs, cands, m.rules, oom_score_per_kib(m.machine, m.scaled),
-                   cfg.kill_pgroup, log, m.units, cfg.kill_cgroup)
+                   cfg.kill_pgroup, log, m.units, cfg.kill_cgroup, m.shared)
 
 
 def rehearse(m: Monitor, cands: list[Candidate]) -> None:
@@ -122,6 +137,13 @@ def warn(m: Monitor, mem: MemInfo, stall: Stall, cands: list[Candidate], now: fl
                         victim.details.uid if victim else -1,
                         victim.details.exe if victim else b"")
     record.runners_up = runners_up(ranking)
+    from .held import read_held
+    try:
+        held = read_held(m.fs)
+    except (OSError, ValueError):
+        held = None
+    if held is not None and held.significant():
+        record.held = held  # "a 5 GiB file in /dev/shm", not just "memory is short"
     m.warned = True
     m.last_warn = now
     m.emit(record)
@@ -159,14 +181,18 @@ def act(m: Monitor, decision: Decision, stall: Stall,
         log.debug("candidates: " + "; ".join(candidate_text(c) for c in ranking.ranked[:6]))
     # The scan took time: decide again on fresh memory figures.
     fresh_mem = m.read_mem(zram=True)
-    fresh = decide(fresh_mem, stall.percent, cfg, stall.seconds, stall.swapin)
+    fresh = decide(fresh_mem, stall.percent, cfg, stall.seconds, stall.swapin, stall.swapout)
     if fresh is None:
         log.info("memory recovered before the kill: nothing done")
         return 0.0
+    gate = gate_for(m, fresh, fresh_mem, victim, cands)
+    if not gate.kill:
+        return held_back(m, fresh, gate)
     dry = m.dry
     while victim is not None:
         pending = cmdline_of(m, victim.candidate)
         record = make_record(m, victim, fresh, reading(m, fresh_mem, stall), dry)
+        record.expected_kib = victim_kib(victim)
         for hook in m.pre_kill:  # each bounds its own wait (--hook-timeout)
             m._call(hook, record, pending)
         outcome = "dry" if dry else kill_victim(m, victim, record, fresh.signal)
@@ -179,27 +205,81 @@ def act(m: Monitor, decision: Decision, stall: Stall,
             return MIN_SLEEP  # nothing sent (ENOMEM, no descriptor): try again soon
         record.cmdline = None if pending is None else pending.result(0.05 if dry else 0.1)
         record.runners_up = runners_up(ranking)
-        m.emit(record)
         if dry:
+            m.emit(record)
             m.last_act = m.clock()
             return DRY_RUN_PAUSE
+        # Emitted once its memory is measured (Monitor.follow), about a second
+        # from now, by a later check: nothing here waits for it.
+        keys = [(c.pid, c.starttime) for c in (victim.candidate, *victim.group)]
+        assert m.progress is not None
+        m.progress.killed(m.last_act, keys, record.expected_kib, worth(fresh_mem), record)
         return 0.0
     log.warning(f"memory emergency ({fresh.reason}): every candidate refused the signal")
     return NO_VICTIM_PAUSE
 
 
+def victim_kib(victim: Victim) -> int:
+    """Return what killing ``victim`` (with the group signalled with it) is expected to free."""
+    return sum(expected_kib(c) for c in (victim.candidate, *victim.group))
+
+
+def gate_for(m: Monitor, decision: Decision, mem: MemInfo, victim: Victim,
+             cands: list[Candidate]) -> Gate:
+    """Return whether killing ``victim`` now may help (progress.Progress.gate).
+
+    The shortfall is measured to the levels that end the emergency: the
+    terminate levels of the memory rule, --psi-mem for a pressure kill.
+    Every candidate counts towards what all together could free, the
+    protected ones too (an upper bound, read without any I/O). The memory
+    outside processes is the machine's (meminfo names none for a cgroup:
+    with --cgroup only the measurement of each kill stops kills in vain).
+    """
+    t = thresholds(m.cfg, mem)
+    if decision.cause == "pressure":
+        short = shortfall(mem, t.psi_mem, float("inf"))
+    else:
+        short = shortfall(mem, t.mem_term, t.swap_term)
+    assert m.progress is not None  # made by m.arm(), as the rules are
+    return m.progress.gate(m.clock(), short, victim_kib(victim),
+                           sum(expected_kib(c) for c in cands),
+                           m.machine.outside if m.cgroup is None else 0)
+
+
+def held_back(m: Monitor, decision: Decision, gate: Gate) -> float:
+    """Say why no kill is made now (once per kind until memory recovers); return the pause.
+
+    While the last kill's memory is coming back, look again soon; when the
+    kills cannot help or were in vain, say once what holds the memory
+    (held.py: read only now, with no signal to send) and look again each
+    NO_VICTIM_PAUSE, so a new emergency a kill can end (a grower) is still
+    acted on within a second.
+    """
+    if gate.kind == "hold":
+        m.log.debug(f"memory emergency ({decision.reason}): {gate.why}")
+        return MIN_SLEEP
+    if gate.kind not in m.held_back:
+        m.held_back.add(gate.kind)
+        where = ""
+        if gate.kind in ("cannot", "backoff"):
+            from .held import held_text, read_held
+            try:
+                where = "; memory held outside processes: " + held_text(read_held(m.fs))
+            except (OSError, ValueError) as err:
+                where = f"; what holds the memory is unknown ({err})"
+        m.log.warning(f"memory emergency ({decision.reason}); not killing: {gate.why}{where}")
+    return max(MIN_SLEEP, min(gate.wait or NO_VICTIM_PAUSE, NO_VICTIM_PAUSE))
+
+
 def make_record(m: Monitor, victim: Victim, decision: Decision, reading: Reading,
             dry: bool) -> KillRecord:
-    from .process import read_status
-    from .procfs import NoSuchProcess
+    from .choose import size
     from .record import KillRecord
     c, d = victim.candidate, victim.details
-    try:
-        st = read_status(m.fs, c.pid)
-        rss, swap = st.rss_kib, st.swap_kib
-    except (NoSuchProcess, ValueError):
-        rss, swap = c.rss_kib, c.swap_kib
-    record = KillRecord(m.wall(), c, d.uid, d.oom_score_adj, d.exe, rss, swap,
+    # Its sizes now (status only: no smaps_rollup on the kill path, issue 13);
+    # if they cannot be read, those of the sample.
+    size(m.fs, c, m.shared)
+    record = KillRecord(m.wall(), c, d.uid, d.oom_score_adj, d.exe, c.rss_kib, c.swap_kib,
                         m.cfg.rank, decision.reason, decision.signal, reading, dry,
                         decision.cause)
     record.woken_by = m.woken_by

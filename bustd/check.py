@@ -28,10 +28,11 @@ from typing import Any, Callable
 from . import __version__, sig
 from .choose import Ranking, kernel_scales_oom_score, make_rules, oom_score_per_kib, sample
 from .config import DEFAULTS, Config
-from .decide import avail_name, decide, thresholds, watch_level
+from .decide import THRASH_IN_OUT, avail_name, decide, thrashing, thresholds, watch_level
 from .growth import Tracker
+from .held import Held, held_text, read_held
 from .log import safe, size
-from .meminfo import MemInfo, parse_pswpin, read_meminfo
+from .meminfo import MemInfo, parse_swap_traffic, read_meminfo
 from .monitor import PAGE_MIB
 from .pressure import Pressure, StallMeter, read_pressure
 from .process import PF_KTHREAD, Candidate, parse_stat, read_status
@@ -93,7 +94,7 @@ def _stall(first: tuple[float, Pressure] | None, last: tuple[float, Pressure] | 
 
 
 def quiet_reason(mem: MemInfo, stall: float | None, stall_s: float, cfg: Config,
-                 swapin: float | None = None) -> str:
+                 swapin: float | None = None, swapout: float | None = None) -> str:
     """Return why :func:`~bustd.monitor.decide` says nothing for these readings.
 
     Names, for the memory rule and the pressure rule each, the first
@@ -121,6 +122,12 @@ def quiet_reason(mem: MemInfo, stall: float | None, stall_s: float, cfg: Config,
         parts.append(f"{metric} stall {stall:.0f}% >= {cutoff:g}% but swap-in only "
                      f"{swapin:.1f} MiB/s < {cfg.swapin_rate:g} (--swapin-rate): pages going "
                      "out to swap, not thrashing")
+    elif swapin is not None and cfg.swapin_rate > 0 and not thrashing(cfg, stall, swapin,
+                                                                      swapout):
+        parts.append(f"{metric} stall {stall:.0f}% >= {cutoff:g}% but swap-in {swapin:.1f} "
+                     f"MiB/s is under {THRASH_IN_OUT:g} of swap-out {swapout or 0:.1f} MiB/s: "
+                     "more pages going out than coming back (a program growing into swap), "
+                     "not thrashing")
     else:
         parts.append(f"{metric} stall {stall:.0f}% >= {cutoff:g}% seen for {stall_s:.1f} s; "
                      f"the daemon acts once it has lasted {cfg.psi_duration:g} s")
@@ -220,13 +227,14 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
             except (OSError, ValueError) as err:
                 raise CgroupError(f"cgroup {cg.path}: {err}") from None
 
-        def swapped_in(fig: Figures | None) -> int | None:
+        def swapped(fig: Figures | None) -> tuple[int | None, int | None]:
+            """Pages swapped in and out so far (a cgroup's swap-outs are not counted)."""
             if fig is not None:
-                return fig.swapins
+                return fig.swapins, None
             try:
-                return parse_pswpin(fs.read("vmstat", 16384))
+                return parse_swap_traffic(fs.read("vmstat", 16384))
             except (OSError, ValueError):
-                return None
+                return None, None
 
         def scan(now: float) -> list[Candidate]:
             if cg is None:
@@ -242,16 +250,16 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
         read_meminfo(mem_fd)  # fail early (exit 3) on a tree without memory figures
         figures = read_cgroup()  # and on a cgroup without memory files
         psi_first = pressure()
-        pswpin_first = swapped_in(figures)
+        pswpin_first, pswpout_first = swapped(figures)
         start = clock()
         cands = scan(start)
         psi_last = psi_first
-        pswpin_last = pswpin_first
+        pswpin_last, pswpout_last = pswpin_first, pswpout_first
         if interval > 0:
             sleep(interval)
             cands = scan(clock())
             figures = read_cgroup()
-            pswpin_last = swapped_in(figures)
+            pswpin_last, pswpout_last = swapped(figures)
             psi_last = pressure()
         span = clock() - start if interval > 0 else 0.0
         machine = read_meminfo(mem_fd)
@@ -279,14 +287,15 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
     full = _stall(psi_first, psi_last, "full")
     stall = full if cfg.psi_metric == "full" else some
     swapin: float | None = None
+    swapout: float | None = None
     if mem.swap_total > 0 and span > 0 and pswpin_first is not None and pswpin_last is not None:
         swapin = max(0, pswpin_last - pswpin_first) * PAGE_MIB / span
-    thrashing = (stall is not None and stall >= cfg.psi_cutoff > 0
-                 and (mem.swap_total == 0 or swapin is None or swapin >= cfg.swapin_rate))
-    held = span if thrashing else 0.0
+        if pswpout_first is not None and pswpout_last is not None:
+            swapout = max(0, pswpout_last - pswpout_first) * PAGE_MIB / span
+    held = span if thrashing(cfg, stall, swapin, swapout) else 0.0
     t = thresholds(cfg, eff)
     watch = watch_level(cfg, eff)
-    decision = decide(eff, stall, cfg, held, swapin)
+    decision = decide(eff, stall, cfg, held, swapin, swapout)
 
     # Every candidate in kill order, each one's protection read as the daemon does.
     daemons = [c for c in cands if _is_daemon(fs, c)]
@@ -340,14 +349,38 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
             "oom_score": c.oom_score, "oom_score_adj": d.oom_score_adj,
             "score": round(c.badness, 1), "group": [m.pid for m in v.group]})
 
+    # What holds memory outside processes, and whether the daemon's checks
+    # of progress (progress.py) would hold the kill back: with no kills
+    # behind it, only "killing cannot end it" can.
+    try:
+        outside: Held | None = read_held(fs)
+    except (OSError, ValueError):
+        outside = None
+    held_back = None
+    if decision is not None and victims:
+        from .progress import Progress, expected_kib, shortfall
+        if decision.cause == "pressure":
+            short = shortfall(eff, t.psi_mem, float("inf"))
+        else:
+            short = shortfall(eff, t.mem_term, t.swap_term)
+        first = victims[0]
+        gate = Progress().gate(clock(), short,
+                               sum(expected_kib(c) for c in (first.candidate, *first.group)),
+                               sum(expected_kib(c) for c in cands),
+                               machine.outside if figures is None else 0)
+        if not gate.kill:
+            held_back = gate.why
     if decision is None:
         verdict: dict[str, Any] = {"action": "none",
-                                   "reason": quiet_reason(eff, stall, held, cfg, swapin),
+                                   "reason": quiet_reason(eff, stall, held, cfg, swapin,
+                                                          swapout),
                                    "victim_pid": None, "note": None}
     else:
         note = None
         if not victims:
             note = "no process may be killed"
+        elif held_back is not None:
+            note = f"the daemon would not kill: {held_back}"
         elif cfg.dry_run:
             note = "dry run: the daemon would only log the kill line"
         verdict = {"action": sig.name(decision.signal), "reason": decision.reason,
@@ -365,7 +398,13 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
             "limit_kib": figures.limit_kib, "limit_name": figures.limit_name or None,
             "reclaimable_kib": figures.reclaimable_kib},
         "memory": {"total_kib": mem.total, "available_kib": mem.available,
-                   "available_percent": round(100.0 * mem.available / mem.total, 2)},
+                   "available_percent": round(100.0 * mem.available / mem.total, 2),
+                   "user_kib": mem.user},
+        "held": None if outside is None else {
+            "shmem_kib": outside.shmem, "hugetlb_kib": outside.hugetlb,
+            "slab_unreclaimable_kib": outside.slab, "other_kib": outside.other,
+            "outside_kib": outside.outside, "significant": outside.significant(),
+            "tmpfs": [{"mount": point, "used_kib": kib} for point, kib in outside.tmpfs]},
         "swap": {"total_kib": mem.swap_total, "free_kib": mem.swap_free,
                  "effective_free_kib": eff.swap_free,
                  "zram": [_zram(z) for z in devices], "zram_error": zram_error},
@@ -377,6 +416,7 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
             "full_avg10": psi_last[1].full_avg10 if psi_last else None,
             "stall_percent": None if stall is None else round(stall, 2),
             "swapin_mib_s": None if swapin is None else round(swapin, 3),
+            "swapout_mib_s": None if swapout is None else round(swapout, 3),
             "held_s": round(held, 3)},
         "thresholds": {
             "sigterm": {"mem_kib": int(t.mem_term), "swap_kib": int(t.swap_term)},
@@ -477,7 +517,17 @@ def to_text(r: dict[str, Any]) -> str:
                                 f"({size(cg['reclaimable_kib'])} reclaimable), {limit}")
         avail = "cgroup available"
     out += _field("memory", f"{avail} {size(m['available_kib'])} of "
-                            f"{size(m['total_kib'])} ({m['available_percent']:.1f}%)")
+                            f"{size(m['total_kib'])} ({m['available_percent']:.1f}%)"
+                  + (f"; user memory {size(m['user_kib'])}" if cg is None else ""))
+    h = r["held"]
+    if h is not None and cg is None:
+        held = Held(m["total_kib"], m["available_kib"], 0, h["shmem_kib"], h["hugetlb_kib"],
+                    h["slab_unreclaimable_kib"], [(x["mount"], x["used_kib"]) for x in h["tmpfs"]])
+        text = held_text(held).replace(
+            f"{size(held.other)} more", f"{size(h['other_kib'])} more")
+        out += _field("outside", f"{size(h['outside_kib'])} held outside processes"
+                                 + (", the reason memory is short" if h["significant"] else "")
+                                 + f": {text}")
     if s["total_kib"]:
         swap = (f"SwapFree {size(s['free_kib'])} of {size(s['total_kib'])} "
                 f"({_pct(s['free_kib'], s['total_kib'])})")
@@ -513,7 +563,8 @@ def to_text(r: dict[str, Any]) -> str:
     psi = t["psi"]
     out += _field("pressure", (
         f"SIGTERM at {psi['metric']} stall >= {psi['cutoff_percent']:g}% (and swap-in >= "
-        f"{psi['swapin_rate_mib_s']:g} MiB/s with swap) for {psi['duration_s']:g} s with "
+        f"{psi['swapin_rate_mib_s']:g} MiB/s and {THRASH_IN_OUT:g} of swap-out, with swap) "
+        f"for {psi['duration_s']:g} s with "
         f"{avail} <= {size(psi['mem_kib'])}")
         if psi["enabled"] else "off (--psi 0)")
     extras = "".join((", process groups" if t["kill_pgroup"] else "",

@@ -16,7 +16,7 @@ from .log import Log, safe
 from .meminfo import MemInfo
 from .process import Candidate, Details, read_details, read_status, scan
 from .procfs import NoSuchProcess, ProcFS
-from .victim import Rules, protected, rank
+from .victim import Rules, badness, protected, rank, sort_key
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,9 +24,10 @@ if TYPE_CHECKING:
 
     from .cgroup import Units
     from .config import Config
+    from .freeable import Shared
 
 __all__ = ["TRACK_TOP", "Ranking", "Victim", "find_victim", "kernel_scales_oom_score",
-           "make_rules", "oom_score_per_kib", "sample"]
+           "make_rules", "oom_score_per_kib", "sample", "size"]
 
 TRACK_TOP = 32  # how many of the largest processes have their size sampled
 
@@ -77,18 +78,25 @@ class Ranking:
     :meth:`next` returns the next candidate that may be killed (its details
     are read only now, in rank order, until one may be killed); protected
     ones are logged at debug level and kept in ``skipped`` with the reason.
+    A candidate the sample did not size (not among the largest) is sized
+    when its turn comes and put back in its place: its scan's RSS was an
+    upper bound of what it frees (issue 13), so no process outranks a
+    sized one by shared memory or page cache.
     """
 
     __slots__ = ("fs", "ranked", "candidates", "rules", "kill_pgroup", "log", "skipped",
-                 "units", "kill_cgroup", "_next")
+                 "units", "kill_cgroup", "shared", "score_per_kib", "_next", "_tried")
 
     def __init__(self, fs: ProcFS, candidates: list[Candidate], rules: Rules,
                  score_per_kib: float, kill_pgroup: bool = False,
                  log: Log | None = None, units: Units | None = None,
-                 kill_cgroup: bool = False) -> None:
+                 kill_cgroup: bool = False, shared: Shared | None = None) -> None:
         self.fs = fs
         self.candidates = candidates
         self.ranked = rank(candidates, rules, score_per_kib)
+        self.shared = shared
+        self.score_per_kib = score_per_kib
+        self._tried: set[int] = set()  # PIDs sized here (or that could not be)
         self.rules = rules
         self.kill_pgroup = kill_pgroup
         self.log = log
@@ -151,10 +159,27 @@ class Ranking:
                 group.append(m)
         return leaf, group, blocked
 
+    def _place(self, c: Candidate) -> None:
+        """Size ``c`` (at ``ranked[_next]``), re-score it and move it to its place."""
+        self._tried.add(c.pid)
+        if not size(self.fs, c, self.shared):
+            return
+        c.badness = badness(c, self.rules, self.score_per_kib)
+        key = sort_key(self.rules.policy)
+        ranked, i = self.ranked, self._next
+        mine = key(c)
+        while i + 1 < len(ranked) and key(ranked[i + 1]) > mine:
+            ranked[i] = ranked[i + 1]
+            i += 1
+        ranked[i] = c
+
     def next(self) -> Victim | None:
         """Return the next victim in rank order, or None when none is left."""
         while self._next < len(self.ranked):
             c = self.ranked[self._next]
+            if not c.sized and c.pid not in self._tried:
+                self._place(c)
+                continue
             self._next += 1
             details = self._killable(c)
             if details is None:
@@ -202,31 +227,48 @@ def make_rules(cfg: Config, self_pid: int) -> Rules:
 
 def sample(fs: ProcFS, tracker: Tracker, now: float, skip: frozenset[int],
            exclude: set[tuple[int, int]], want_exe: bool,
-           pids: list[int] | None = None) -> list[Candidate]:
-    """Scan, sample the sizes of the largest processes, return the candidates.
+           pids: list[int] | None = None, shared: Shared | None = None) -> list[Candidate]:
+    """Scan, size the largest processes, return the candidates.
 
     Processes in ``skip`` (PIDs) or ``exclude`` (PID, start time) are left
-    out; ``pids``: only these (a cgroup's) are scanned. The TRACK_TOP with
-    the highest ``oom_score``, and those already
-    tracked, get their size (RSS + swap from status) recorded in
-    ``tracker``; each of them gets its size and net growth filled in.
-    Raises OSError if /proc is unreadable.
+    out; ``pids``: only these (a cgroup's) are scanned. The TRACK_TOP
+    largest by estimated freeable size (``shared.estimate``: the scan's RSS
+    less what their last sample showed a kill would not free; then
+    ``oom_score``), and those already tracked, are sized from their
+    ``status`` (Candidate.size) and their freeable size recorded in
+    ``tracker``; each of them gets its net growth filled in. ``shared``
+    (freeable.Shared) learns what each sized one keeps; without it no
+    shared memory counts as freeable. Raises OSError if /proc is unreadable.
     """
     cands = [c for c in scan(fs, skip, want_exe, pids)
              if (c.pid, c.starttime) not in exclude]
-    top = {c.pid for c in sorted(cands, key=lambda c: (c.oom_score, c.rss_kib),
-                                 reverse=True)[:TRACK_TOP]}
-    keep = top | (set(tracker.tracked()) & {c.pid for c in cands})
-    tracker.prune(keep)
+    alive = {c.pid for c in cands}
+    if shared is not None:
+        shared.prune(alive)
+        estimate = shared.estimate
+        for c in cands:
+            c.freeable_kib = estimate(c)
+            c.kept_kib = c.rss_kib - c.freeable_kib
+    top = sorted(cands, key=lambda c: (c.freeable_kib, c.oom_score), reverse=True)[:TRACK_TOP]
+    keep = tracker.follow([(c.pid, c.freeable_kib) for c in top], alive)
     for c in cands:
         if c.pid not in keep:
             continue
-        try:
-            st = read_status(fs, c.pid)
-        except (NoSuchProcess, ValueError):
+        if not size(fs, c, shared):
             continue
-        c.size_kib = st.rss_kib + st.swap_kib
-        c.swap_kib = st.swap_kib
-        tracker.add(now, c.pid, c.starttime, c.size_kib)
+        tracker.add(now, c.pid, c.starttime, c.freeable_kib)
         c.growth_kib, c.growth_s = tracker.growth(c.pid, c.starttime)
     return cands
+
+
+def size(fs: ProcFS, c: Candidate, shared: Shared | None = None) -> bool:
+    """Read ``c``'s status and fill in its sizes (Candidate.size); False if it
+    is gone or its sizes cannot be read (it keeps the scan's estimate)."""
+    try:
+        st = read_status(fs, c.pid)
+    except (NoSuchProcess, ValueError):
+        return False
+    c.size(st, 0 if shared is None else shared.own(c.pid, c.starttime))
+    if shared is not None:
+        shared.note(c)
+    return True

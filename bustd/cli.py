@@ -177,8 +177,10 @@ def parser() -> argparse.ArgumentParser:
                "4 pid file in use or unwritable.")
     a = p.add_argument
     a("-m", "--mem", type=percent_pair, metavar="PERCENT[,KILL_PERCENT]",
-      help="SIGTERM when MemAvailable <= PERCENT of MemTotal (default 10) and swap is "
-           "low too; SIGKILL at KILL_PERCENT (default half of PERCENT)")
+      help="SIGTERM when MemAvailable <= PERCENT of user memory (MemAvailable + "
+           "AnonPages, as earlyoom 1.8: memory in tmpfs or shared memory, which no kill "
+           "frees, is left out; default 10) and swap is low too; SIGKILL at KILL_PERCENT "
+           "(default half of PERCENT)")
     a("-s", "--swap", type=percent_pair, metavar="PERCENT[,KILL_PERCENT]",
       help="swap level that must also be reached: SwapFree <= PERCENT of SwapTotal "
            "(default 10,5); no swap counts as none free")
@@ -194,13 +196,13 @@ def parser() -> argparse.ArgumentParser:
     a("--psi-mem", type=percent, metavar="PERCENT", default=DEFAULTS["psi_mem_percent"],
       help="pressure may only kill when MemAvailable <= PERCENT of MemTotal (default 15)")
     a("--psi-duration", type=seconds, metavar="SECONDS", default=DEFAULTS["psi_duration"],
-      help="pressure kills only once the machine has thrashed this long (default 8): the "
-           "stall >= CUTOFF and, with swap, pages swapped back in at >= --swapin-rate, all "
-           "along; 0 acts on one reading")
+      help="pressure kills only once the machine has thrashed this long (default 5): the "
+           "stall >= CUTOFF and, with swap, pages swapped back in at >= --swapin-rate and at "
+           "least 0.6 as fast as they go out, all along; 0 acts on one reading")
     a("--swapin-rate", type=mib_rate, metavar="MiB/s", default=DEFAULTS["swapin_rate"],
-      help="with swap, the swap-in rate that makes a stall thrashing (default 1); a stall "
-           "while pages only go out (a program growing into zram) never kills; 0: the stall "
-           "alone")
+      help="with swap, the swap-in rate that makes a stall thrashing (default 1), with "
+           "swap-ins at least 0.6 of swap-outs; a stall while more pages go out than come "
+           "back (a program growing into zram) never kills; 0: the stall alone")
     a("--watch", type=percent, metavar="PERCENT", default=DEFAULTS["watch_percent"],
       help="below this MemAvailable percent (or after a PSI event) sample stall, zram and "
            "the growth of the largest processes at every check (default 25)")

@@ -30,7 +30,7 @@ DEFAULTS: dict[str, object] = {
     "psi_cutoff": 25.0,
     "psi_metric": "some",
     "psi_mem_percent": 15.0,
-    "psi_duration": 8.0,
+    "psi_duration": 5.0,
     "swapin_rate": 1.0,
     "watch_percent": 25.0,
     "rank": "growth",

@@ -16,9 +16,9 @@ if TYPE_CHECKING:
     from .config import Config
     from .meminfo import MemInfo
 
-__all__ = ["DRY_RUN_PAUSE", "MIN_SLEEP", "NO_VICTIM_PAUSE", "WATCH_MARGIN_KIB", "Decision",
-           "Stall", "Thresholds", "avail_name", "decide", "pct", "sleep_for", "thresholds",
-           "warning", "watch_level"]
+__all__ = ["DRY_RUN_PAUSE", "MIN_SLEEP", "NO_VICTIM_PAUSE", "THRASH_IN_OUT", "WATCH_MARGIN_KIB",
+           "Decision", "Stall", "Thresholds", "avail_name", "decide", "pct", "sleep_for",
+           "thrashing", "thresholds", "warning", "watch_level"]
 
 # Fill rates assumed when sleeping in proportion to headroom (as earlyoom):
 # RAM can be filled at about 6 GB/s, swap at about 800 MB/s.
@@ -34,6 +34,15 @@ NO_VICTIM_PAUSE = 1.0  # nothing killable: do not rescan 10 times a second
 # history to tell them from an idle process (VM scenario 7).
 WATCH_MARGIN_KIB = 256 * 1024
 WARN_STALL = 0.5  # a stall of this share of the cutoff is "approaching" it (--warn)
+# Thrashing brings pages back in about as fast as it sends them out (each
+# page read in evicts another); a program growing into swap sends out more
+# than comes back, by its growth. Chosen from the VM runs of issue 14
+# (notes in README.md, "How it decides"): swap-in over swap-out, over one
+# second, was 0.76-1.46 while scenario 3 thrashed and at most 0.49 while
+# scenarios 8-10 grew into zram (the kernel's workingset_activate_anon and
+# workingset_restore_anon told them apart worse: activate followed the
+# re-reads of the growing load and stayed 0 in scenario 3, restore was 0).
+THRASH_IN_OUT = 0.6
 
 
 class Thresholds:
@@ -56,10 +65,18 @@ def _lower(percent: float, total: int, kib: int | None) -> float:
 
 
 def thresholds(cfg: Config, mem: MemInfo) -> Thresholds:
-    """Return the thresholds for ``mem``: percent and absolute forms, the lower wins."""
+    """Return the thresholds for ``mem``: percent and absolute forms, the lower wins.
+
+    The --mem percentages are of user memory (``mem.user``: MemAvailable +
+    AnonPages, as earlyoom 1.8), not MemTotal: a tmpfs file or a shared
+    segment that no kill frees shrinks the level with it, so the level can
+    always be reached by killing and a full /dev/shm alone never makes an
+    emergency (issue 14). --psi-mem, --watch and --warn stay of MemTotal:
+    they say how short memory is, not whether a kill can end it.
+    """
     return Thresholds(
-        _lower(cfg.mem_term_percent, mem.total, cfg.mem_term_kib),
-        _lower(cfg.mem_kill_percent, mem.total, cfg.mem_kill_kib),
+        _lower(cfg.mem_term_percent, mem.user, cfg.mem_term_kib),
+        _lower(cfg.mem_kill_percent, mem.user, cfg.mem_kill_kib),
         _lower(cfg.swap_term_percent, mem.swap_total, cfg.swap_term_kib),
         _lower(cfg.swap_kill_percent, mem.swap_total, cfg.swap_kill_kib),
         mem.total * cfg.psi_mem_percent / 100.0)
@@ -81,15 +98,34 @@ def watch_level(cfg: Config, mem: MemInfo) -> float:
 
 class Stall:
     """What PSI said at one check: the stall percentage (None before a rate is
-    known), how long the machine has been thrashing, and swap-ins in MiB/s
-    (None without swap)."""
+    known), how long the machine has been thrashing, and swap-ins and
+    swap-outs in MiB/s (None without swap, or unknown)."""
 
-    __slots__ = ("percent", "seconds", "swapin")
+    __slots__ = ("percent", "seconds", "swapin", "swapout")
 
-    def __init__(self, percent: float | None, seconds: float, swapin: float | None) -> None:
+    def __init__(self, percent: float | None, seconds: float, swapin: float | None,
+                 swapout: float | None = None) -> None:
         self.percent = percent
         self.seconds = seconds
         self.swapin = swapin
+        self.swapout = swapout
+
+
+def thrashing(cfg: Config, stall: float | None, swapin: float | None,
+              swapout: float | None) -> bool:
+    """Return whether one reading is thrashing: the stall at or above the cutoff and,
+    with swap, pages coming back in at ``swapin_rate`` MiB/s or more and at least
+    THRASH_IN_OUT as fast as they go out.
+
+    ``swapin`` None: no swap, or swap-ins unknown (the stall alone decides);
+    ``swapout`` None: unknown (a cgroup's memory.stat without pswpout):
+    swap-ins alone. ``swapin_rate`` 0: the stall alone.
+    """
+    if stall is None or cfg.psi_cutoff <= 0 or stall < cfg.psi_cutoff:
+        return False
+    if swapin is None or cfg.swapin_rate <= 0:
+        return True
+    return swapin >= cfg.swapin_rate and (swapout is None or swapin >= THRASH_IN_OUT * swapout)
 
 
 class Decision:
@@ -124,7 +160,8 @@ def _mem_reason(mem: MemInfo, mem_limit: float, swap_limit: float) -> str:
 
 
 def decide(mem: MemInfo, stall: float | None, cfg: Config,
-           stall_s: float = float("inf"), swapin: float | None = None) -> Decision | None:
+           stall_s: float = float("inf"), swapin: float | None = None,
+           swapout: float | None = None) -> Decision | None:
     """Return the Decision for one reading, or None when all is well.
 
     ``mem`` carries swap at its real worth (zram counted by what it frees,
@@ -134,7 +171,8 @@ def decide(mem: MemInfo, stall: float | None, cfg: Config,
     ``stall`` is at least ``psi_cutoff``, the machine has been thrashing
     for ``stall_s >= psi_duration`` seconds (the stall at or above the
     cutoff and, with swap, pages swapped back in at ``swapin`` MiB/s, at
-    least ``swapin_rate``, all along: the Monitor measures that), and
+    least ``swapin_rate`` and THRASH_IN_OUT of the swap-out, all along: the
+    Monitor measures that, see :func:`thrashing`), and
     MemAvailable is at or below ``psi_mem_percent``. So pressure alone never
     kills while memory is plentiful, and a stall the kernel resolves by
     swapping out (a program growing into zram) never kills.
@@ -148,6 +186,8 @@ def decide(mem: MemInfo, stall: float | None, cfg: Config,
             and stall_s >= cfg.psi_duration and mem.available <= t.psi_mem):
         held = f" for {stall_s:.1f} s" if stall_s < float("inf") else ""
         swapped = f" and swap-in {swapin:.1f} MiB/s" if swapin is not None else ""
+        if swapin is not None and swapout:
+            swapped += f" ({swapin / swapout:.2f} of swap-out)"
         avail = avail_name(mem)
         return Decision(sig.SIGTERM, (
             f"memory {cfg.psi_metric} stall {stall:.0f}% >= {cfg.psi_cutoff:g}%{swapped}{held} "

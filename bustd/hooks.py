@@ -46,7 +46,9 @@ def hook_env(r: KillRecord, phase: str) -> dict[str, str]:
 
     ``phase`` is "pre-kill" or "post-kill". Only PATH and BUSTD_* variables:
     the victim's PID, NAME (comm), EXE, CMDLINE (arguments joined by spaces;
-    empty if not read in time), UID, RSS_KIB, SWAP_KIB, OOM_SCORE,
+    empty if not read in time), UID, FREEABLE_KIB (what the kill is expected
+    to free: freeable.py), RSS_KIB, SWAP_KIB, SHMEM_KIB (of which
+    OWN_SHMEM_KIB only it maps), FILE_KIB, OOM_SCORE,
     OOM_SCORE_ADJ, SIGNAL (SIGTERM or SIGKILL: the first signal before the
     kill, the last one after it), REASON (the log's words), CAUSE (memory or
     pressure), MEM_AVAILABLE_KIB, SWAP_FREE_KIB, DRY_RUN (1 or 0), PHASE;
@@ -61,8 +63,12 @@ def hook_env(r: KillRecord, phase: str) -> dict[str, str]:
         "BUSTD_EXE": _text(r.exe),
         "BUSTD_CMDLINE": _text(cmdline),
         "BUSTD_UID": str(r.uid),
+        "BUSTD_FREEABLE_KIB": str(r.freeable_kib),
         "BUSTD_RSS_KIB": str(r.rss_kib),
         "BUSTD_SWAP_KIB": str(r.swap_kib),
+        "BUSTD_SHMEM_KIB": str(r.shmem_kib),
+        "BUSTD_OWN_SHMEM_KIB": str(r.own_shmem_kib),
+        "BUSTD_FILE_KIB": str(r.file_kib),
         "BUSTD_OOM_SCORE": str(r.oom_score),
         "BUSTD_OOM_SCORE_ADJ": str(r.oom_score_adj),
         "BUSTD_SIGNAL": sig.name(r.signal),
@@ -71,6 +77,7 @@ def hook_env(r: KillRecord, phase: str) -> dict[str, str]:
         "BUSTD_MEM_AVAILABLE_KIB": str(r.reading.available_kib),
         "BUSTD_SWAP_FREE_KIB": str(r.reading.swap_free_kib),
         "BUSTD_DRY_RUN": "1" if r.dry_run else "0",
+        "BUSTD_EXPECTED_KIB": str(r.expected_kib),
     }
     if r.cgroup:  # --cgroup, --kill-cgroup
         env["BUSTD_CGROUP"] = _text(os.fsencode(r.cgroup))
@@ -78,6 +85,9 @@ def hook_env(r: KillRecord, phase: str) -> dict[str, str]:
         env["BUSTD_EXITED"] = "1" if r.exited else "0"
         env["BUSTD_EXIT_S"] = f"{r.exit_s:.3f}"
         env["BUSTD_REACTION_MS"] = f"{r.reaction_s * 1000:.0f}"
+        if r.freed_kib is not None:  # measured over about a second (issue 14)
+            env["BUSTD_FREED_KIB"] = str(r.freed_kib)
+            env["BUSTD_IN_VAIN"] = "" if r.vain is None else "1" if r.vain else "0"
     return env
 
 

@@ -289,7 +289,7 @@ def _send(fs: ProcFS, target: Target, signum: int, again: bool) -> bool:
 def _threads(fs: ProcFS, pid: int) -> int:
     """Return the ``Threads:`` count of ``pid``, 0 if it cannot be read."""
     try:
-        buf = fs.read_pid(pid, "status", 8192)
+        buf = fs.read_pid_all(pid, "status")  # Threads: comes after a long Groups: line
     except (NoSuchProcess, OSError):
         return 0
     start = buf.find(b"\nThreads:")

@@ -78,7 +78,8 @@ def dumps(value: object) -> str:
 
 
 def _candidate(c: Candidate) -> dict[str, object]:
-    return {"pid": c.pid, "name": safe(c.comm), "size_kib": c.size_kib,
+    return {"pid": c.pid, "name": safe(c.comm), "freeable_kib": c.freeable_kib,
+            "sized": c.sized,
             "growth_kib": c.growth_kib, "growth_s": round(c.growth_s, 3),
             "oom_score": c.oom_score, "score": round(c.badness, 1)}
 
@@ -94,7 +95,9 @@ def kill_object(r: KillRecord) -> dict[str, object]:
                 + f".{int(r.time % 1 * 1000):03d}Z",
         "dry_run": r.dry_run,
         "pid": r.pid, "name": safe(r.comm), "exe": safe(r.exe), "cmdline": cmdline,
-        "uid": r.uid, "rss_kib": r.rss_kib, "swap_kib": r.swap_kib,
+        "uid": r.uid, "freeable_kib": r.freeable_kib, "rss_kib": r.rss_kib,
+        "swap_kib": r.swap_kib, "shmem_kib": r.shmem_kib, "own_shmem_kib": r.own_shmem_kib,
+        "file_kib": r.file_kib,
         "oom_score": r.oom_score, "oom_score_adj": r.oom_score_adj,
         "growth_kib": r.growth_kib, "growth_s": round(r.growth_s, 3),
         "score": round(r.badness, 1), "rank": r.policy,
@@ -113,6 +116,16 @@ def kill_object(r: KillRecord) -> dict[str, object]:
         # The victim's cgroup (--cgroup, --kill-cgroup) and whether it died whole.
         "cgroup": r.cgroup or None, "cgroup_whole": r.cgroup_whole,
         "cgroup_note": r.cgroup_note or None,
+        # What it was to free and what came back (issue 14): MemAvailable +
+        # SwapFree over freed_s seconds; in_vain null when not measured.
+        "expected_kib": r.expected_kib, "freed_kib": r.freed_kib,
+        "freed_s": round(r.freed_s, 3), "in_vain": r.vain,
+        "backoff_s": round(r.backoff_s, 1),
+        "held_outside": None if r.held is None else {
+            "outside_kib": r.held.outside, "shmem_kib": r.held.shmem,
+            "hugetlb_kib": r.held.hugetlb, "slab_unreclaimable_kib": r.held.slab,
+            "other_kib": r.held.other,
+            "tmpfs": [{"mount": point, "used_kib": kib} for point, kib in r.held.tmpfs]},
     }
 
 

@@ -17,6 +17,7 @@ import os
 
 from . import __version__, sig
 from .background import Background
+from .held import Held, read_held
 from .log import Log
 from .pressure import parse_pressure
 from .procfs import ProcFS
@@ -38,12 +39,13 @@ class Snapshot:
     """Everything one rendering of the file shows."""
 
     __slots__ = ("check", "kills", "dry_runs", "warnings", "last_kill", "psi", "stall_ratio",
-                 "checks", "child_failures", "children")
+                 "checks", "child_failures", "children", "vain", "freed_kib", "held")
 
     def __init__(self, check: Check, kills: dict[tuple[str, str], int],
                  dry_runs: dict[str, int], warnings: dict[str, int], last_kill: float,
                  psi: dict[str, int] | None, stall_ratio: float | None, checks: int,
-                 child_failures: dict[str, int] | None) -> None:
+                 child_failures: dict[str, int] | None, vain: int = 0, freed_kib: int = 0,
+                 held: Held | None = None) -> None:
         self.check = check
         self.kills = kills
         self.dry_runs = dry_runs
@@ -53,6 +55,9 @@ class Snapshot:
         self.stall_ratio = stall_ratio
         self.checks = checks
         self.child_failures = child_failures  # None when bustd starts no children
+        self.vain = vain  # kills that freed far less than expected (issue 14)
+        self.freed_kib = freed_kib  # memory the kills gave back, as measured
+        self.held = held  # memory outside processes (held.py); None if unreadable
 
 
 def _number(value: float) -> str:
@@ -61,6 +66,11 @@ def _number(value: float) -> str:
     if isinstance(value, int):
         return str(value)
     return repr(float(value))
+
+
+def _label(text: str) -> str:
+    """Return ``text`` escaped as a Prometheus label value."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def render(s: Snapshot) -> str:
@@ -120,6 +130,22 @@ def render(s: Snapshot) -> str:
            [("", c.dying)])
     metric("bustd_checks_total", "counter", "Checks of memory since bustd started.",
            [("", s.checks)])
+    metric("bustd_kills_in_vain_total", "counter",
+           "Kills that freed less than a quarter of what the victim was expected to free "
+           "(each starts a pause in kills).", [("", s.vain)])
+    metric("bustd_freed_bytes_total", "counter",
+           "Memory the kills gave back (MemAvailable + SwapFree over about a second after "
+           "each).", [("", s.freed_kib * 1024)])
+    h = s.held
+    if h is not None:
+        metric("bustd_memory_outside_processes_bytes", "gauge",
+               "Memory neither available nor any process's anonymous memory, by kind: "
+               "shmem (tmpfs, shared memory), hugetlb, unreclaimable slab, other.",
+               [(f'{{kind="{k}"}}', v * 1024) for k, v in (
+                   ("shmem", h.shmem), ("hugetlb", h.hugetlb), ("slab_unreclaimable", h.slab),
+                   ("other", h.other))])
+        metric("bustd_tmpfs_used_bytes", "gauge", "Use of each tmpfs mount.",
+               [(f'{{mount="{_label(p)}"}}', k * 1024) for p, k in h.tmpfs])
     if s.child_failures is not None:
         metric("bustd_child_failures_total", "counter",
                "Hooks and notification helpers that could not start, failed or hung.",
@@ -132,7 +158,7 @@ class Metrics:
 
     __slots__ = ("path", "writer", "log", "fs", "metric", "children", "interval", "kills",
                  "dry_runs", "warnings", "last_kill", "checks", "next_write", "psi_before",
-                 "failing", "said_busy")
+                 "failing", "said_busy", "vain", "freed_kib")
 
     def __init__(self, path: str, writer: Background, log: Log, fs: ProcFS, metric: str,
                  children: Children | None = None, interval: float = INTERVAL) -> None:
@@ -152,6 +178,8 @@ class Metrics:
         self.psi_before: tuple[float, int] | None = None  # (when, stalled us) at the last write
         self.failing = False
         self.said_busy = False
+        self.vain = 0
+        self.freed_kib = 0
 
     def __call__(self, record: Record) -> None:
         """Count kill and warning records; after a check, write the file if due."""
@@ -162,6 +190,8 @@ class Metrics:
                 key = (sig.name(record.signal), record.cause)
                 self.kills[key] = self.kills.get(key, 0) + 1
                 self.last_kill = record.time
+                self.vain += bool(record.vain)
+                self.freed_kib += record.freed_kib or 0
         elif record.kind == "warn":
             self.warnings[record.cause] = self.warnings.get(record.cause, 0) + 1
         else:
@@ -185,8 +215,13 @@ class Metrics:
                                      / (check.now - self.psi_before[0])))
             self.psi_before = (check.now, total)
         failures = dict(self.children.failures) if self.children is not None else None
+        try:
+            held: Held | None = read_held(self.fs)
+        except (OSError, ValueError):
+            held = None
         return Snapshot(check, dict(self.kills), dict(self.dry_runs), dict(self.warnings),
-                        self.last_kill, psi, ratio, self.checks, failures)
+                        self.last_kill, psi, ratio, self.checks, failures, self.vain,
+                        self.freed_kib, held)
 
     def write(self, check: Check) -> None:
         """Render and queue a write of the file, unless the last one is still pending."""

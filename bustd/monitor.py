@@ -10,10 +10,12 @@ decide.py. Sampling, ranking, warning and acting (acting.py) are loaded only
 when memory first enters the watch zone, reloading (reload.py) only on
 SIGHUP, so an idle daemon holds the loop alone. When acting, it ranks the
 candidates (victim.py), re-reads memory (doing nothing if the emergency has
-passed), signals through a pidfd and waits for the exit; one
-:class:`~bustd.record.KillRecord` per kill goes to every output. The next
-decision starts from fresh readings, so one emergency costs one kill unless
-memory is still short.
+passed), signals through a pidfd and waits for the exit. Each kill is then followed (progress.py):
+the checks that come anyway measure what it freed, no other kill is made
+while its memory is coming back, kills in vain start a back-off, and kills
+that cannot end the emergency are not made. One
+:class:`~bustd.record.KillRecord` per kill goes to every output once the
+kill is measured (about a second later).
 
 Outputs (the log line first; the kill log, metrics, hooks, notifications and
 systemd's status, built by outputs.py) are callables in ``Monitor.outputs``:
@@ -40,11 +42,12 @@ from .decide import (
     decide,
     pct,
     sleep_for,
+    thrashing,
     thresholds,
     watch_level,
 )
 from .log import Log, size
-from .meminfo import MemInfo, parse_pswpin, read_meminfo
+from .meminfo import MemInfo, parse_swap_traffic, read_meminfo
 from .pressure import RateMeter, StallMeter, StallRun, arm_trigger, read_pressure
 from .procfs import ProcFS, own_major_faults
 
@@ -54,9 +57,11 @@ if TYPE_CHECKING:
 
     from . import kill
     from .cgroup import Cgroup, Figures, Units
+    from .freeable import Shared
     from .growth import Tracker
     from .process import Candidate
     from .procfs import Pending
+    from .progress import Followed, Progress
     from .record import KillRecord, WarnRecord
     from .victim import Rules
     from .zram import Zram
@@ -134,9 +139,11 @@ class Monitor:
         self.rules: Rules | None = None
         self.units: Units | None = None  # victims' cgroups (--cgroup, --kill-cgroup; see arm)
         self.tracker: Tracker | None = None
+        self.shared: Shared | None = None  # what RSS holds that a kill would not free
         self.dry = cfg.dry_run or not cfg.live  # a fake tree is never signalled
         self.meter = StallMeter()
         self.swapins = RateMeter()  # pswpin, pages
+        self.swapouts = RateMeter()  # pswpout, pages (the machine's only)
         self.run_ = StallRun()
         self.vmstat_fd = -1
         self.vmstat_failed = False
@@ -149,6 +156,8 @@ class Monitor:
         self.kills = 0
         self.last_act = -1e9
         self.stuck = False  # warned that nothing may be killed in this emergency
+        self.progress: Progress | None = None  # what the kills achieved (issue 14; see arm)
+        self.held_back: set[str] = set()  # kinds of "no kill" said (acting.held_back)
         self.next_report = clock() + cfg.report if cfg.report > 0 else float("inf")
         self.watch_until = -1e9
         self.watching = False
@@ -269,9 +278,19 @@ class Monitor:
         """
         if self.armed:
             return
-        from . import choose, growth, kill, record, zram  # noqa: F401 - loaded here on purpose
+        from . import (  # noqa: F401 - loaded here on purpose
+            choose,
+            freeable,
+            growth,
+            kill,
+            progress,
+            record,
+            zram,
+        )
         self.rules = choose.make_rules(self.cfg, self.self_pid)
+        self.progress = progress.Progress()
         self.tracker = growth.Tracker()
+        self.shared = freeable.Shared(self.fs)
         if self.cfg.cgroup or self.cfg.kill_cgroup:
             self.units = self.units_for_kill()
         self.scaled = choose.kernel_scales_oom_score()
@@ -356,13 +375,15 @@ class Monitor:
         return meminfo_of(self.figures, self.machine)
 
     def pressure(self, mem: MemInfo, now: float, watching: bool, fired: bool) -> Stall:
-        """Return the stall, how long the machine has been thrashing, and swap-ins.
+        """Return the stall, how long the machine has been thrashing, swap-ins and -outs.
 
-        PSI (and, with swap, ``pswpin`` of /proc/vmstat) is read only while
-        watching. Thrashing is the stall at or above the cutoff and, on a
-        machine with swap, pages swapped back in at ``swapin_rate`` MiB/s or
-        more: a program growing into zram makes the machine stall while
-        pages only go out, and that ends by itself. A trigger event vouches
+        PSI (and, with swap, ``pswpin`` and ``pswpout`` of /proc/vmstat) is
+        read only while watching. Thrashing (decide.thrashing) is the stall
+        at or above the cutoff and, on a machine with swap, pages swapped
+        back in at ``swapin_rate`` MiB/s or more and at least THRASH_IN_OUT
+        as fast as they go out: a program growing into zram makes the
+        machine stall while more pages go out than come back, and that ends
+        by itself. A trigger event vouches
         for a stall of at least the cutoff over its window, unless that
         window reaches back before the last kill.
         """
@@ -391,26 +412,33 @@ class Monitor:
         if (fired and now - self.last_act >= self.trigger_window
                 and (stall is None or stall < cutoff)):
             stall, start = float(cutoff), now - self.trigger_window
-        swapin = self.swapin(now) if mem.swap_total > 0 else None
+        swapin, swapout = self.swap_rates(now) if mem.swap_total > 0 else (None, None)
         if stall is not None and start is not None:
-            thrashing = stall >= cutoff and (
-                swapin is None or swapin >= self.cfg.swapin_rate or self.vmstat_failed)
-            self.run_.update(start, thrashing)
-        return Stall(stall, self.run_.seconds(now), swapin)
+            self.run_.update(start, thrashing(self.cfg, stall, swapin, swapout))
+        return Stall(stall, self.run_.seconds(now), swapin, swapout)
 
-    def swapin(self, now: float) -> float | None:
-        """Return the swap-in rate in MiB/s over about the last second, None if unknown."""
+    def swap_rates(self, now: float) -> tuple[float | None, float | None]:
+        """Return the swap-in and swap-out rates in MiB/s over about the last second.
+
+        None where unknown (not yet two readings, a source that cannot tell).
+        """
         if self.vmstat_failed:
-            return None
-        pages = self._swapped_in()
+            return None, None
+        pages = self._swapped()
         if pages is None:
-            return None
-        self.swapins.add(now, pages)
+            return None, None
+        self.swapins.add(now, pages[0])
         rate = self.swapins.rate()
-        return None if rate is None else rate * PAGE_MIB
+        out = None
+        if pages[1] is not None:
+            self.swapouts.add(now, pages[1])
+            out = self.swapouts.rate()
+        return (None if rate is None else rate * PAGE_MIB,
+                None if out is None or rate is None else out * PAGE_MIB)
 
-    def _swapped_in(self) -> int | None:
-        """Return the pages swapped in so far: the machine's, or with --cgroup the cgroup's.
+    def _swapped(self) -> tuple[int, int | None] | None:
+        """Return the pages swapped in and out so far: the machine's, or with
+        --cgroup the cgroup's swap-ins (its swap-outs are not counted: None).
 
         None when unknown now (a cgroup not read); a source that cannot tell
         is said once and ``vmstat_failed`` set for good.
@@ -423,11 +451,12 @@ class Monitor:
                                  "workingset_refault_anon: pressure kills on the stall "
                                  "alone, without telling thrashing from swapping out")
                 self.vmstat_failed = True
-            return self.figures.swapins
+                return None
+            return self.figures.swapins, None
         try:
             if self.vmstat_fd < 0:
                 self.vmstat_fd = self.fs.open("vmstat")
-            return parse_pswpin(os.pread(self.vmstat_fd, 16384, 0))
+            return parse_swap_traffic(os.pread(self.vmstat_fd, 16384, 0))
         except (OSError, ValueError) as err:
             self.log.warning(f"cannot read {self.fs.path('vmstat')} ({err}): pressure kills "
                              "on the stall alone, without telling thrashing from swapping out")
@@ -438,6 +467,7 @@ class Monitor:
         """Forget the stall and swap-in history (after a kill, or when not watching)."""
         self.meter.reset()
         self.swapins.reset()
+        self.swapouts.reset()
         self.run_.reset()
 
     # -- reload (SIGHUP) ----------------------------------------------------
@@ -500,6 +530,8 @@ class Monitor:
         short = mem.available <= watch_level(cfg, mem)
         if not short:
             self.warned = False  # memory recovered: the next shortage is warned of again
+            if self.progress is not None:
+                self.progress.recovered()
         watching = short or now < self.watch_until
         cands: list[Candidate] | None = None
         if watching:
@@ -515,12 +547,16 @@ class Monitor:
             self.watching = False
             if self.tracker is not None:
                 self.tracker.clear()
+            if self.shared is not None:
+                self.shared.clear()
             self.zram = []
+        settled = self.follow(now, mem)
         stall = self.pressure(mem, now, watching, fired)
-        decision = decide(mem, stall.percent, cfg, stall.seconds, stall.swapin)
+        decision = decide(mem, stall.percent, cfg, stall.seconds, stall.swapin, stall.swapout)
         pause = 0.0
         if decision is None:
             self.stuck = False
+            self.held_back.clear()
             if cands is not None and not self.warned:
                 from .acting import warn
                 warn(self, mem, stall, cands, now)
@@ -532,6 +568,8 @@ class Monitor:
             finally:
                 self.acting = False
             mem = self.effective(self.read_mem()) if watching else mem
+        for f in settled:  # after any signal of this check: outputs may block
+            self.emit_followed(f)
         now = self.clock()
         if now >= self.next_report:
             self.report(mem, stall.percent)
@@ -539,7 +577,58 @@ class Monitor:
         self.emit(Check(now, mem, stall.percent, watching, self.scan_s, self.kills,
                         len(self.dying)))
         return max(pause, min(sleep_for(mem, cfg, self.trigger_fd >= 0, watching),
-                              max(MIN_SLEEP, self.next_report - now), self.max_sleep))
+                              max(MIN_SLEEP, self.next_report - now), self.max_sleep,
+                              max(MIN_SLEEP, self.due(now))))
+
+    def follow(self, now: float, mem: MemInfo) -> list[Followed]:
+        """Measure the kills being followed with this check's reading (progress.py).
+
+        Returns the kills settled now; their records are emitted at the end
+        of the check. A signalled process still in ``dying`` is tearing down.
+        """
+        if self.progress is None or not self.progress.followed:
+            return []
+        dying = self.dying
+        return self.progress.observe(now, mem.available + mem.swap_free,
+                                     lambda key: key in dying)
+
+    def due(self, now: float) -> float:
+        """Return the seconds until a kill being followed is to be measured (inf: none)."""
+        return float("inf") if self.progress is None else self.progress.due(now)
+
+    def emit_followed(self, f: Followed, cut_short: bool = False) -> None:
+        """Put what kill ``f`` freed into its record and hand the record to every output."""
+        r = f.record
+        if r is None:
+            return
+        r.freed_kib = f.freed_kib
+        r.freed_s = (f.settled if f.settled >= 0 else self.clock()) - f.time
+        r.vain = None if cut_short else f.vain
+        if f.vain and not cut_short and self.progress is not None:
+            r.backoff_s = max(0.0, self.progress.pause_until - f.settled)
+        if self.cgroup is None and not cut_short:
+            # Said with the kill when it is a reason memory was short: read
+            # now, well after the signal (held.py never waits on a disk).
+            from .held import read_held
+            try:
+                held = read_held(self.fs)
+            except (OSError, ValueError):
+                held = None
+            if held is not None and held.significant():
+                r.held = held
+        f.record = None
+        self.emit(r)
+
+    def exiting(self) -> SystemExit:
+        """Write the records of kills still being measured; return the SystemExit to raise."""
+        self.flush_kills()
+        return SystemExit(0)
+
+    def flush_kills(self) -> None:
+        """Emit the records of kills still being measured (bustd is stopping)."""
+        for f in self.progress.followed if self.progress is not None else []:
+            if f.record is not None:
+                self.emit_followed(f, cut_short=True)
 
     def emit(self, record: Record) -> None:
         """Hand ``record`` to every output; one that fails is logged, the rest still run."""
@@ -589,17 +678,18 @@ class Monitor:
 
     def stop(self) -> None:
         """End the loop (from a signal handler): raises SystemExit(0) at once, or,
-        while a kill is under way, once it is done and its record written."""
+        while a kill is under way, once it is done and its record written. The
+        records of kills still being measured are written first, as they stand."""
         if self.acting:
             self.stopping = True
             return
-        raise SystemExit(0)
+        raise self.exiting()
 
     def run(self) -> None:
         """Check, sleep, repeat; returns only by SystemExit (or KeyboardInterrupt)."""
         while True:
             if self.stopping:
-                raise SystemExit(0)
+                raise self.exiting()
             if self.reload_wanted and self.reloading is None:
                 self._start_reload()
             try:
@@ -614,7 +704,7 @@ class Monitor:
                 except MemoryError:
                     pass  # not even a line could be built: try again
             if self.stopping:
-                raise SystemExit(0)
+                raise self.exiting()
             if self.reloading is not None:
                 timeout = max(0.0, min(timeout, self.reloading.deadline - self.clock()))
             asked = self.clock() + timeout

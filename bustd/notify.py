@@ -56,11 +56,16 @@ def markup_escape(text: str) -> str:
 def kill_text(r: KillRecord) -> tuple[str, str]:
     """Return the (summary, body) of the notification of a kill."""
     name = safe(r.comm, 64)
-    freed = size(r.rss_kib + r.swap_kib)
+    freed = size(r.freeable_kib)
     outcome = "" if r.exited else " It had not exited yet."
     summary = f"bustd killed {name} (pid {r.pid}) to free memory"
-    body = (f"{name} (pid {r.pid}) used {freed} (RSS and swap); it was sent "
+    body = (f"{name} (pid {r.pid}) held {freed} of its own memory; it was sent "
             f"{sig.name(r.signal)}.{outcome} Reason: {r.reason}.")
+    if r.freed_kib is not None:
+        body += f" It gave back {size(r.freed_kib)} of memory."
+        if r.vain:
+            body += (" That was far less than expected: memory is held where no kill frees "
+                     "it, and bustd pauses its kills.")
     return summary, markup_escape(body)
 
 
@@ -73,7 +78,11 @@ def warn_text(r: WarnRecord) -> tuple[str, str]:
         name = safe(r.victim.comm, 64)
         summary = f"Memory is running out: {name} (pid {r.victim.pid}) may be killed"
         body = (f"bustd may soon kill {name} (pid {r.victim.pid}, "
-                f"{size(r.victim.size_kib)}) to free memory: save your work. {r.reason}.")
+                f"{size(r.victim.freeable_kib)}) to free memory: save your work. {r.reason}.")
+    if r.held is not None:
+        from .held import held_text
+        body += (f" {size(r.held.outside)} is held outside processes, where no kill frees "
+                 f"it: {held_text(r.held)}.")
     return summary, markup_escape(body)
 
 

@@ -15,8 +15,9 @@ import os
 
 from .procfs import NoSuchProcess, ProcFS
 
-__all__ = ["Candidate", "Details", "StatFields", "Status", "parse_stat", "parse_status",
-           "parse_status_uid", "read_details", "read_starttime", "read_status", "scan"]
+__all__ = ["Candidate", "Details", "StatFields", "Status", "live_thread", "parse_stat",
+           "parse_status", "parse_status_uid", "read_details", "read_starttime", "read_status",
+           "scan"]
 
 # /proc/PID/stat field numbers from proc(5), counted from 1. Parsing splits the
 # line at the *last* ')' because the comm field may contain spaces and
@@ -73,15 +74,35 @@ def parse_stat(buf: bytes) -> StatFields:
 
 
 class Status:
-    """The fields of ``/proc/PID/status`` bustd uses (sizes in KiB)."""
+    """The fields of ``/proc/PID/status`` bustd uses (sizes in KiB).
 
-    __slots__ = ("uid", "rss_kib", "swap_kib", "threads")
+    ``rss_kib`` is ``VmRSS``: ``anon_kib`` (``RssAnon``), ``file_kib``
+    (``RssFile``: page cache a kill leaves in the cache) and ``shmem_kib``
+    (``RssShmem``: tmpfs, SysV and memfd pages, freed only with their last
+    holder). ``has_mm``: the file had a ``VmRSS`` line (a zombie leader
+    has none; its live threads hold the memory).
+    """
 
-    def __init__(self, uid: int, rss_kib: int, swap_kib: int, threads: int) -> None:
+    __slots__ = ("uid", "rss_kib", "anon_kib", "file_kib", "shmem_kib", "swap_kib",
+                 "threads", "has_mm")
+
+    def __init__(self, uid: int, rss_kib: int, swap_kib: int, threads: int,
+                 anon_kib: int | None = None, file_kib: int = 0, shmem_kib: int = 0,
+                 has_mm: bool = True) -> None:
         self.uid = uid
         self.rss_kib = rss_kib
         self.swap_kib = swap_kib
         self.threads = threads
+        # Before Linux 4.5 (no RssAnon line) the whole RSS counts as private.
+        self.anon_kib = rss_kib if anon_kib is None else anon_kib
+        self.file_kib = file_kib
+        self.shmem_kib = shmem_kib
+        self.has_mm = has_mm
+
+    @property
+    def private_kib(self) -> int:
+        """``RssAnon + VmSwap``: the memory a kill frees for certain (freeable.py)."""
+        return self.anon_kib + self.swap_kib
 
 
 def _status_field(buf: bytes, key: bytes) -> bytes | None:
@@ -106,17 +127,24 @@ def _first_number(text: bytes | None, key: str, default: int | None) -> int:
 
 
 def parse_status(buf: bytes) -> Status:
-    """Return the uid, VmRSS, VmSwap and thread count of ``/proc/PID/status`` text.
+    """Return the uid, sizes and thread count of ``/proc/PID/status`` text.
 
-    A process without memory (a zombie, a kernel thread) has no Vm lines:
-    its sizes are 0. Raises ValueError if the Uid line is missing or a field
-    is malformed.
+    A process without memory of its own (a zombie leader, a kernel thread)
+    has no Vm lines: its sizes are 0 and ``has_mm`` is False. Raises
+    ValueError if the Uid line is missing or a field is malformed.
     """
-    uid = _first_number(_status_field(buf, b"\nUid:"), "Uid", None)
-    rss = _first_number(_status_field(buf, b"\nVmRSS:"), "VmRSS", 0)
-    swap = _first_number(_status_field(buf, b"\nVmSwap:"), "VmSwap", 0)
-    threads = _first_number(_status_field(buf, b"\nThreads:"), "Threads", 1)
-    return Status(uid, rss, swap, threads)
+    field = _status_field
+    uid = _first_number(field(buf, b"\nUid:"), "Uid", None)
+    threads = _first_number(field(buf, b"\nThreads:"), "Threads", 1)
+    rss_text = field(buf, b"\nVmRSS:")
+    if rss_text is None:
+        return Status(uid, 0, 0, threads, 0, 0, 0, False)
+    rss = _first_number(rss_text, "VmRSS", None)
+    anon_text = field(buf, b"\nRssAnon:")
+    return Status(uid, rss, _first_number(field(buf, b"\nVmSwap:"), "VmSwap", 0), threads,
+                  None if anon_text is None else _first_number(anon_text, "RssAnon", None),
+                  _first_number(field(buf, b"\nRssFile:"), "RssFile", 0),
+                  _first_number(field(buf, b"\nRssShmem:"), "RssShmem", 0))
 
 
 def parse_status_uid(buf: bytes) -> int:
@@ -129,10 +157,20 @@ def parse_status_uid(buf: bytes) -> int:
 
 class Candidate:
     """One killable-looking process: the cheap fields of a scan, then what the
-    watch zone learnt (size with swap, recent growth) and its rank score."""
+    watch zone learnt (its sizes, recent growth) and its rank score.
+
+    Sizes (KiB; freeable.py says what each means for a kill):
+    ``freeable_kib`` is what killing it is expected to free: ``RssAnon +
+    VmSwap`` plus ``own_shmem_kib``, the shared memory only it maps. Until
+    ``sized`` (its ``status`` read) it is the scan's RSS, an upper bound.
+    ``rss_kib`` (``VmRSS`` once sized, else stat's RSS), ``swap_kib``,
+    ``shmem_kib`` and ``file_kib`` say what it holds; ``kept_kib`` is what
+    a kill would leave in memory (page cache, shared memory others map).
+    """
 
     __slots__ = ("pid", "oom_score", "rss_kib", "starttime", "pgrp", "comm", "exe",
-                 "size_kib", "swap_kib", "growth_kib", "growth_s", "badness", "cgroup")
+                 "freeable_kib", "swap_kib", "shmem_kib", "file_kib", "own_shmem_kib",
+                 "kept_kib", "sized", "growth_kib", "growth_s", "badness", "cgroup")
 
     def __init__(self, pid: int, oom_score: int, rss_kib: int, starttime: int,
                  pgrp: int, comm: bytes) -> None:
@@ -143,12 +181,30 @@ class Candidate:
         self.pgrp = pgrp
         self.comm = comm
         self.exe: bytes | None = None  # read only when a name rule needs it
-        self.size_kib = rss_kib  # RSS + swap once status was sampled
+        self.freeable_kib = rss_kib  # an upper bound until sized
         self.swap_kib = 0
-        self.growth_kib = 0  # net growth of size_kib over growth_s seconds
+        self.shmem_kib = 0
+        self.file_kib = 0
+        self.own_shmem_kib = 0
+        self.kept_kib = 0  # known only once sized (or estimated from an earlier sample)
+        self.sized = False
+        self.growth_kib = 0  # net growth of freeable_kib over growth_s seconds
         self.growth_s = 0.0
         self.badness = float(oom_score)
         self.cgroup = ""  # --cgroup: the folder of the cgroup the scan found it in
+
+    def size(self, st: Status, own_shmem_kib: int = 0) -> None:
+        """Fill in the sizes from its ``status`` (``st``) and the shared memory
+        only it maps (``own_shmem_kib``, from freeable.Shared; capped at RssShmem)."""
+        own = min(max(0, own_shmem_kib), st.shmem_kib)
+        self.rss_kib = st.rss_kib
+        self.swap_kib = st.swap_kib
+        self.shmem_kib = st.shmem_kib
+        self.file_kib = st.file_kib
+        self.own_shmem_kib = own
+        self.freeable_kib = st.private_kib + own
+        self.kept_kib = max(0, st.rss_kib - st.anon_kib - own)
+        self.sized = True
 
     @property
     def rate_kib_s(self) -> float:
@@ -157,7 +213,8 @@ class Candidate:
 
     def __repr__(self) -> str:
         return (f"Candidate(pid={self.pid}, oom_score={self.oom_score}, "
-                f"rss_kib={self.rss_kib}, starttime={self.starttime})")
+                f"rss_kib={self.rss_kib}, freeable_kib={self.freeable_kib}, "
+                f"starttime={self.starttime})")
 
 
 class Details:
@@ -193,16 +250,14 @@ def read_exe(fs: ProcFS, pid: int) -> bytes:
     return path[:-len(_DELETED)] if path.endswith(_DELETED) else path
 
 
-def _zombie_leader_alive(fs: ProcFS, pid: int) -> tuple[int, int] | None:
-    """For a zombie thread-group leader: (RSS KiB, threads) if other threads live on.
+def live_thread(fs: ProcFS, pid: int) -> tuple[int, StatFields] | None:
+    """For a zombie thread-group leader: a live thread's TID and stat, or None.
 
-    The leader's own stat shows no memory once its thread exited, while the
-    other threads keep the whole address space (issue 10): the RSS is read
-    from a live thread. Returns None if no other thread is alive.
+    The leader's own files show no memory once its thread exited, while the
+    other threads keep the whole address space (issue 10, review M1): its
+    sizes are read from a live thread. Returns None if no other thread is
+    alive.
     """
-    st = parse_status(fs.read_pid(pid, "status", 8192))
-    if st.threads <= 1:
-        return None
     for tid in fs.tids(pid):
         if tid == pid:
             continue
@@ -211,7 +266,7 @@ def _zombie_leader_alive(fs: ProcFS, pid: int) -> tuple[int, int] | None:
         except (NoSuchProcess, ValueError):
             continue
         if t.state not in _DEAD_STATES:
-            return t.rss_pages * PAGE_KIB, st.threads
+            return tid, t
     return None
 
 
@@ -238,10 +293,10 @@ def scan(fs: ProcFS, skip: frozenset[int] = frozenset(), want_exe: bool = False,
                 continue
             rss_kib = st.rss_pages * PAGE_KIB
             if st.state in _DEAD_STATES:
-                live = _zombie_leader_alive(fs, pid) if st.state == ZOMBIE else None
+                live = live_thread(fs, pid) if st.state == ZOMBIE else None
                 if live is None:
                     continue
-                rss_kib = live[0]
+                rss_kib = live[1].rss_pages * PAGE_KIB
             score = int(read(pid, "oom_score", 64))
             c = Candidate(pid, score, rss_kib, st.starttime, st.pgrp, st.comm)
             if want_exe:
@@ -261,12 +316,29 @@ def read_starttime(fs: ProcFS, pid: int) -> int:
 
 
 def read_status(fs: ProcFS, pid: int) -> Status:
-    """Return the Status of ``pid``; raises NoSuchProcess or ValueError."""
-    return parse_status(fs.read_pid(pid, "status", 8192))
+    """Return the Status of ``pid``, read whole; a zombie leader's sizes come
+    from a live thread (``task/TID/status``: the memory is the thread group's).
+
+    Raises NoSuchProcess if it is gone; ValueError if its status is
+    malformed, or shows no memory although it is neither a zombie leader
+    with live threads nor memoryless (a live process whose sizes cannot be
+    read is unreadable, never size 0: review M1).
+    """
+    st = parse_status(fs.read_pid_all(pid, "status"))
+    if st.has_mm:
+        return st
+    live = live_thread(fs, pid)
+    if live is None:
+        raise ValueError(f"status of {pid}: no VmRSS line and no live thread")
+    thread = parse_status(fs.read_pid_all(pid, f"task/{live[0]}/status"))
+    if not thread.has_mm:
+        raise ValueError(f"status of {pid}: no VmRSS line in thread {live[0]}")
+    thread.uid = st.uid
+    return thread
 
 
 def read_details(fs: ProcFS, pid: int) -> Details:
     """Return the Details of ``pid``; raises NoSuchProcess or ValueError."""
-    uid = parse_status_uid(fs.read_pid(pid, "status", 8192))
+    uid = parse_status_uid(fs.read_pid_all(pid, "status"))
     adj = int(fs.read_pid(pid, "oom_score_adj", 64))
     return Details(uid, adj, read_exe(fs, pid))

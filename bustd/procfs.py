@@ -156,6 +156,23 @@ class ProcFS:
         finally:
             os.close(fd)
 
+    def read_pid_all(self, pid: int, name: str, first: int = 8192) -> bytes:
+        """Return the whole of ``/proc/PID/name``, however long (issue 13).
+
+        One read of ``first`` bytes covers nearly every ``status``; a file
+        that fills it (65536 supplementary groups make ``status`` about
+        460 KB, with the sizes after the ``Groups:`` line) is read again
+        with a buffer eight times larger until it fits (a single-record
+        proc file gives all it has to one large read). Errors as
+        :meth:`read_pid`.
+        """
+        size = first
+        buf = self.read_pid(pid, name, size)
+        while len(buf) >= size:
+            size *= 8
+            buf = self.read_pid(pid, name, size)
+        return buf
+
     def read_pid_later(self, pid: int, name: str, size: int = 4096) -> Pending:
         """Start reading ``/proc/PID/name`` in the background (see :class:`Pending`)."""
         return Pending(f"{self.root}/{pid}/{name}", size)

@@ -22,8 +22,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import ClassVar, Literal
 
-__all__ = ["KillRecord", "Reading", "WarnRecord", "candidate_text", "growth_text",
-           "kill_line", "warn_line"]
+    from .held import Held
+
+__all__ = ["KillRecord", "Reading", "WarnRecord", "candidate_text", "freed_text",
+           "growth_text", "kill_line", "outside_text", "warn_line"]
 
 
 class Reading:
@@ -50,6 +52,11 @@ class KillRecord:
 
     ``cause`` is what made it an emergency: "memory" (MemAvailable and
     SwapFree at their levels) or "pressure" (a persistent stall).
+    Sizes (KiB) are the victim's at the kill (Candidate.size, freeable.py):
+    ``freeable_kib`` is what the kill is expected to free (``RssAnon +
+    VmSwap`` and ``own_shmem_kib``, the shared memory only it maps);
+    ``rss_kib`` (``VmRSS``), ``swap_kib``, ``shmem_kib`` (``RssShmem``) and
+    ``file_kib`` (``RssFile``) what it held.
     """
 
     kind: ClassVar[Literal["kill"]] = "kill"
@@ -57,7 +64,9 @@ class KillRecord:
                  "oom_score", "oom_score_adj", "growth_kib", "growth_s", "badness",
                  "policy", "reason", "signal", "dry_run", "reaction_s", "woken_by",
                  "exited", "exit_s", "released", "group", "runners_up", "reading",
-                 "problems", "major_faults", "cause", "cgroup", "cgroup_whole", "cgroup_note")
+                 "problems", "major_faults", "cause", "cgroup", "cgroup_whole", "cgroup_note",
+                 "freeable_kib", "shmem_kib", "file_kib", "own_shmem_kib",
+                 "expected_kib", "freed_kib", "freed_s", "vain", "backoff_s", "held")
 
     def __init__(self, time: float, victim: Candidate, uid: int, oom_score_adj: int,
                  exe: bytes, rss_kib: int, swap_kib: int, policy: str, reason: str,
@@ -71,6 +80,10 @@ class KillRecord:
         self.uid = uid
         self.rss_kib = rss_kib
         self.swap_kib = swap_kib
+        self.freeable_kib = victim.freeable_kib
+        self.shmem_kib = victim.shmem_kib
+        self.file_kib = victim.file_kib
+        self.own_shmem_kib = victim.own_shmem_kib
         self.oom_score = victim.oom_score
         self.oom_score_adj = oom_score_adj
         self.growth_kib = victim.growth_kib
@@ -94,6 +107,19 @@ class KillRecord:
         # --kill-cgroup: killed (or would be) whole with cgroup.kill; None when not asked.
         self.cgroup_whole: bool | None = None
         self.cgroup_note = ""  # why the cgroup was not killed whole
+        # What the kill was to free and what it freed (issue 14, progress.py):
+        # MemAvailable + SwapFree (at its worth) come back over ``freed_s``
+        # seconds; ``vain`` whether that was less than VAIN_SHARE of the
+        # expected (None: not measured: a dry run, or bustd stopped first);
+        # ``backoff_s`` the pause in kills it started.
+        self.expected_kib = 0
+        self.freed_kib: int | None = None
+        self.freed_s = 0.0
+        self.vain: bool | None = None
+        self.backoff_s = 0.0
+        # Memory held outside processes when that is a reason memory is short
+        # (held.Held.significant), read once the kill was measured; else None.
+        self.held: Held | None = None
 
 
 def growth_text(kib: int, seconds: float) -> str:
@@ -102,16 +128,24 @@ def growth_text(kib: int, seconds: float) -> str:
 
 
 def candidate_text(c: Candidate) -> str:
-    """Return ``pid=N name=X size=S growth=+G/Ts score=B`` for one candidate."""
-    return (f"pid={c.pid} name={safe(c.comm, 64)} size={size(c.size_kib)} "
+    """Return ``pid=N name=X frees=S growth=+G/Ts score=B`` for one candidate
+    (``frees``: its freeable size, freeable.py; ``~`` when not sized, an
+    upper bound from the scan)."""
+    approx = "" if c.sized else "~"
+    return (f"pid={c.pid} name={safe(c.comm, 64)} frees={approx}{size(c.freeable_kib)} "
             f"growth={growth_text(c.growth_kib, c.growth_s)} "
             f"score={c.badness:.0f}")
+
+
+def _own(kib: int) -> str:
+    return f" of which its own {size(kib)}" if kib else ""
 
 
 def kill_line(r: KillRecord) -> str:
     """Return the one log line of a kill record (without the level prefix)."""
     who = (f"pid={r.pid} name={safe(r.comm)} exe={safe(r.exe) or '?'} uid={r.uid} "
-           f"rss={size(r.rss_kib)} swap={size(r.swap_kib)} "
+           f"frees={size(r.freeable_kib)} (rss={size(r.rss_kib)} swap={size(r.swap_kib)} "
+           f"shmem={size(r.shmem_kib)}{_own(r.own_shmem_kib)} file={size(r.file_kib)}) "
            f"growth={growth_text(r.growth_kib, r.growth_s)} "
            f"oom_score={r.oom_score} oom_score_adj={r.oom_score_adj} "
            f"score={r.badness:.0f} ({r.policy})")
@@ -131,14 +165,28 @@ def kill_line(r: KillRecord) -> str:
                else safe(r.cmdline.rstrip(b"\0").replace(b"\0", b" ")))
     if r.dry_run:
         return (f"dry run: would kill {who}{group} with {sig.name(r.signal)}: "
-                f"{r.reason}{runners}; cmdline={cmdline}")
+                f"{r.reason}; {freed_text(r)}{runners}; cmdline={cmdline}")
     outcome = (f"exited after {r.exit_s:.2f} s" if r.exited
                else f"still alive after {r.exit_s:.2f} s"
                + (f" ({r.released})" if r.released else ""))
     faults = f", {r.major_faults} major faults" if r.major_faults >= 0 else ""
-    return (f"kill: {who}{group} signal={sig.name(r.signal)} {outcome}; "
+    return (f"kill: {who}{group} signal={sig.name(r.signal)} {outcome}; {freed_text(r)}"
+            f"{outside_text(r)}; "
             f"reaction={r.reaction_s * 1000:.0f} ms after {r.woken_by} wakeup{faults}; "
             f"reason: {r.reason}{runners}; cmdline={cmdline}")
+
+
+def freed_text(r: KillRecord) -> str:
+    """Return ``freed 300.0 MiB of the expected 310.0 MiB in 1.0 s`` (and whether in vain)."""
+    if r.freed_kib is None:
+        return f"expected to free {size(r.expected_kib)}"
+    text = (f"freed {size(r.freed_kib)} of the expected {size(r.expected_kib)} "
+            f"in {r.freed_s:.1f} s")
+    if r.vain is None:
+        return text + " (measurement cut short: bustd stopped)"
+    if r.vain:
+        text += f": in vain, no kill for {r.backoff_s:.0f} s unless one alone can end it"
+    return text
 
 
 class WarnRecord:
@@ -152,7 +200,8 @@ class WarnRecord:
     """
 
     kind: ClassVar[Literal["warn"]] = "warn"
-    __slots__ = ("time", "cause", "reason", "reading", "victim", "uid", "exe", "runners_up")
+    __slots__ = ("time", "cause", "reason", "reading", "victim", "uid", "exe", "runners_up",
+                 "held")
 
     def __init__(self, time: float, cause: str, reason: str, reading: Reading,
                  victim: Candidate | None, uid: int = -1, exe: bytes = b"") -> None:
@@ -164,6 +213,18 @@ class WarnRecord:
         self.uid = uid
         self.exe = exe
         self.runners_up: list[Candidate] = []
+        # What holds memory outside processes, when that is why memory is
+        # short (held.Held.significant); None otherwise.
+        self.held: Held | None = None
+
+
+def outside_text(r: WarnRecord | KillRecord) -> str:
+    """Return ``; N held outside processes, where no kill frees it: ...`` ("" if not a cause)."""
+    if r.held is None:
+        return ""
+    from .held import held_text
+    return (f"; {size(r.held.outside)} held outside processes, where no kill frees it: "
+            f"{held_text(r.held)}")
 
 
 def warn_line(r: WarnRecord) -> str:
@@ -173,8 +234,8 @@ def warn_line(r: WarnRecord) -> str:
     else:
         v = r.victim
         likely = (f"likely victim: pid={v.pid} name={safe(v.comm)} exe={safe(r.exe) or '?'} "
-                  f"uid={r.uid} size={size(v.size_kib)} "
+                  f"uid={r.uid} frees={size(v.freeable_kib)} "
                   f"growth={growth_text(v.growth_kib, v.growth_s)} score={v.badness:.0f}")
     runners = ("; then: " + ", ".join(candidate_text(c) for c in r.runners_up)
                if r.runners_up else "")
-    return f"memory warning ({r.cause}): {r.reason}; {likely}{runners}"
+    return f"memory warning ({r.cause}): {r.reason}{outside_text(r)}; {likely}{runners}"

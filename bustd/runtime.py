@@ -315,6 +315,7 @@ def main() -> int:
     except SystemExit:
         if monitor is not None:
             monitor.cancel_reload()  # its front end is our child: do not leave it behind
+            monitor.flush_kills()  # a kill still being measured is logged as it stands
         log.info(f"bustd exiting after {monitor.kills if monitor else 0} kills")
         return 0
     finally:

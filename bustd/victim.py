@@ -3,20 +3,24 @@
 Ranking policies (``--rank``):
 
 ``growth`` (the default): the kernel's ``oom_score`` (its badness: RSS, swap
-and page tables in thousandths of RAM + swap, plus ``oom_score_adj``) plus
-the memory the process would add in the next :data:`HORIZON_S` seconds at the
-rate it grew over the last few seconds, in the same units::
+and page tables in thousandths of RAM + swap, plus ``oom_score_adj``, the
+user's override) less what its RSS holds that a kill would not free (page
+cache and shared memory others map: ``kept_kib``, freeable.py), plus the
+memory the process would add in the next :data:`HORIZON_S` seconds at the
+rate its freeable size grew over the last few seconds, in the same units::
 
-    badness = oom_score + HORIZON_S * growth_rate_kib_s * score_per_kib
+    badness = oom_score - kept_kib * score_per_kib
+              + HORIZON_S * growth_rate_kib_s * score_per_kib
 
-so a large idle process loses to a smaller one that is filling memory, while
-a process that stopped growing (or shrinks) is ranked by its size alone.
+so a large idle process loses to a smaller one that is filling memory, a
+process that stopped growing (or shrinks) is ranked by its size alone, and
+one whose size is shared memory or page cache is ranked by what it frees.
 
-``oom_score``: the kernel's ``oom_score`` alone.
-``rss``: size first (RSS plus swap where sampled), the score breaking ties.
+``oom_score``: the kernel's ``oom_score`` less ``kept_kib`` likewise.
+``rss``: freeable size first, the score breaking ties.
 
 ``--prefer``/``--avoid`` add or subtract :data:`PREFER_SHIFT` to the score in
-every policy. Ties go to the larger size, then the younger process (later
+every policy. Ties go to the larger freeable size, then the younger process (later
 start time), then the higher PID, so the order of the candidates never
 changes the choice.
 
@@ -32,7 +36,7 @@ from .process import Candidate, Details
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Protocol, Sequence
+    from typing import Callable, Protocol, Sequence
 
     class Pattern(Protocol):
         """A compiled regular expression (only ``search`` and ``pattern`` are used)."""
@@ -43,7 +47,7 @@ if TYPE_CHECKING:
         def search(self, string: str) -> object: ...
 
 __all__ = ["HORIZON_S", "POLICIES", "PREFER_SHIFT", "Rules", "badness", "exe_text",
-           "glob_match", "protected", "rank"]
+           "glob_match", "protected", "rank", "sort_key"]
 
 # Shift applied to oom_score by --prefer/--avoid; oom_score runs 0..~1333 on
 # kernels >= 5.9, so 300 moves a process well past its peers (as earlyoom).
@@ -163,10 +167,11 @@ def badness(c: Candidate, rules: Rules, score_per_kib: float) -> float:
     """Return the rank score of ``c`` under ``rules`` (higher dies first).
 
     ``score_per_kib`` converts KiB into ``oom_score`` units (see
-    :func:`oom_score_per_kib` in the Monitor); growth only counts under the
-    ``growth`` policy.
+    :func:`oom_score_per_kib` in choose.py); what a kill would not free
+    (``kept_kib``) is taken off in every policy, growth only counts under
+    the ``growth`` policy.
     """
-    score = float(c.oom_score)
+    score = c.oom_score - c.kept_kib * score_per_kib
     if _matches(rules.prefer, c.exe):
         score += PREFER_SHIFT
     if _matches(rules.avoid, c.exe):
@@ -174,6 +179,13 @@ def badness(c: Candidate, rules: Rules, score_per_kib: float) -> float:
     if rules.policy == "growth":
         score += HORIZON_S * c.rate_kib_s * score_per_kib
     return score
+
+
+def sort_key(policy: str) -> Callable[[Candidate], tuple[float, float, int, int]]:
+    """Return the key that orders candidates under ``policy`` (larger dies first)."""
+    if policy == "rss":
+        return lambda c: (c.freeable_kib, c.badness, c.starttime, c.pid)
+    return lambda c: (c.badness, c.freeable_kib, c.starttime, c.pid)
 
 
 def rank(candidates: Sequence[Candidate], rules: Rules,
@@ -184,13 +196,7 @@ def rank(candidates: Sequence[Candidate], rules: Rules,
     """
     for c in candidates:
         c.badness = badness(c, rules, score_per_kib)
-    if rules.policy == "rss":
-        def key(c: Candidate) -> tuple[float, float, int, int]:
-            return (c.size_kib, c.badness, c.starttime, c.pid)
-    else:
-        def key(c: Candidate) -> tuple[float, float, int, int]:
-            return (c.badness, c.size_kib, c.starttime, c.pid)
-    return sorted(candidates, key=key, reverse=True)
+    return sorted(candidates, key=sort_key(rules.policy), reverse=True)
 
 
 def protected(c: Candidate, d: Details, rules: Rules) -> str | None:

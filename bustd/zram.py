@@ -138,4 +138,5 @@ def effective_swap(mem: MemInfo, devices: list[Zram]) -> MemInfo:
     for z in devices:
         free += z.room_kib * z.worth - max(0, z.size_kib - z.used_kib)
     return MemInfo(mem.total, mem.available, mem.swap_total,
-                   int(min(mem.swap_total, max(0.0, free))), mem.scope)
+                   int(min(mem.swap_total, max(0.0, free))), mem.scope, mem.user,
+                   mem.outside)

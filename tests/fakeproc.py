@@ -55,8 +55,12 @@ def stat_line(pid: int, comm: bytes, state: bytes = b"S", ppid: int = 1, pgrp: i
 
 def meminfo_text(total: int, available: int | None, swap_total: int = 0,
                  swap_free: int = 0, free: int | None = None, cached: int = 0,
-                 buffers: int = 0) -> bytes:
-    """Return ``/proc/meminfo`` text (KiB); ``available=None`` omits MemAvailable."""
+                 buffers: int = 0, anon: int | None = None, shmem: int | None = None,
+                 slab: int | None = None) -> bytes:
+    """Return ``/proc/meminfo`` text (KiB); ``available=None`` omits MemAvailable.
+
+    AnonPages, Shmem and SUnreclaim are written only when given.
+    """
     free = available if free is None else free
     lines = [f"MemTotal:       {total} kB", f"MemFree:        {free or 0} kB"]
     if available is not None:
@@ -66,6 +70,9 @@ def meminfo_text(total: int, available: int | None, swap_total: int = 0,
               f"SwapTotal:      {swap_total} kB", f"SwapFree:       {swap_free} kB",
               "Dirty:              0 kB", "HugePages_Total:       0",
               "Hugepagesize:       2048 kB"]
+    for key, value in (("AnonPages", anon), ("Shmem", shmem), ("SUnreclaim", slab)):
+        if value is not None:
+            lines.append(f"{key}:{value:>16} kB")
     return ("\n".join(lines) + "\n").encode()
 
 

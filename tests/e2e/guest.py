@@ -59,9 +59,14 @@ SIZES_EVERY = 4  # per-process RSS and swap every 4th poll: once a second
 READY_WAIT_S = 60.0  # the most the driver waits for the daemon's ready line
 TRACE_S = 2.0  # how often the coarse memory trace is recorded in result.json
 # /proc/vmstat counters kept in every fine sample: swap traffic, and pages
-# read back soon after eviction (refaults: thrashing), anonymous and file;
-# the two workingset_refault_* exist from Linux 5.9 (None before).
-VMSTAT_FIELDS = ("pswpin", "pswpout", "workingset_refault_anon", "workingset_refault_file")
+# read back soon after eviction (refaults), anonymous and file, and of the
+# anonymous refaults those the kernel judged part of the working set
+# (activate: refault distance within the workingset; restore: the page was
+# active when it was evicted, mm/workingset.c's "the existing workingset is
+# thrashing"; issue 14 chooses the thrashing rule from them). The
+# workingset_*_anon counters exist from Linux 5.9 (None before).
+VMSTAT_FIELDS = ("pswpin", "pswpout", "workingset_refault_anon", "workingset_refault_file",
+                 "workingset_activate_anon", "workingset_restore_anon")
 # zram's /sys/block/zramN/mm_stat, first fields (Documentation/admin-guide/
 # blockdev/zram.rst): bytes of data stored, compressed, and all memory used.
 MM_STAT_FIELDS = ("orig_data_size", "compr_data_size", "mem_used_total")
@@ -399,6 +404,37 @@ def zram_texts(devices: list[str]) -> list[tuple[str, str]]:
     ]
 
 
+TMPFS = "/run/e2e-tmpfs"  # scenario 11's tmpfs (a mount of its own in the guest)
+
+
+def fill_tmpfs(leave_pct: float) -> int:
+    """Mount a tmpfs at TMPFS and write one file (held by no process once
+    closed) until MemAvailable is at most ``leave_pct`` % of MemTotal; return
+    its MiB."""
+    os.makedirs(TMPFS, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=95%", "tmpfs", TMPFS], check=True)
+    chunk = bytes(range(256)) * 4096  # 1 MiB
+
+    def avail_pct() -> float:
+        mem = parse_meminfo(read_text("/proc/meminfo"))
+        return 100.0 * mem["MemAvailable"] / mem["MemTotal"]
+
+    written = 0
+    with open(f"{TMPFS}/fill", "wb", buffering=0) as f:
+        while avail_pct() > leave_pct:
+            f.write(chunk)
+            written += 1
+        # MemAvailable goes on falling for a while as the kernel trims the
+        # caches it counted as available (seen: 5 % asked, 1.4 % reached):
+        # give back what went below the target, for 5 s.
+        for _ in range(10):
+            time.sleep(0.5)
+            while avail_pct() < leave_pct - 0.5 and written > 4:
+                written -= 4
+                f.truncate(written << 20)
+    return written
+
+
 def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
     """Run the scenario, filling `result` as it goes (so a crash keeps the facts)."""
     scen = scenarios.SCENARIOS[args.scenario]
@@ -464,6 +500,12 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
         result["daemon_alive_after_start"] = daemon_proc.poll() is None
         note(f"daemon pid {daemon_proc.pid} alive: {result['daemon_alive_after_start']}")
 
+    if scen.tmpfs_leave_pct:
+        result["tmpfs_mib"] = fill_tmpfs(scen.tmpfs_leave_pct)
+        note(f"tmpfs filled with {result['tmpfs_mib']} MiB; waiting {scen.tmpfs_wait_s:g} s")
+        time.sleep(scen.tmpfs_wait_s)
+        result["kills_during_tmpfs_wait"] = [
+            c.spec.name for c in children if c.popen.poll() is not None]
     mem = parse_meminfo(read_text("/proc/meminfo"))
     result["mem_available_before_hogs_kib"] = mem["MemAvailable"]
     psi0 = parse_psi_totals(read_text("/proc/pressure/memory"))

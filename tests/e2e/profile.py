@@ -7,13 +7,17 @@ Usage (through the tests/e2e/profile wrapper):
 Prints, for each second after the hogs started: the PSI memory `some` and
 `full` stall over that second (percent of the second, from the `total=`
 counters), swap-in and swap-out in MiB/s (/proc/vmstat pswpin/pswpout),
-anonymous and file refaults in MiB/s (workingset_refault_anon, _file), MemAvailable,
+anonymous and file refaults in MiB/s (workingset_refault_anon, _file), the
+anonymous refaults the kernel counted as working set (workingset_activate_anon,
+workingset_restore_anon: "act" and "restore", MiB/s), MemAvailable,
 SwapFree, zram's real RAM use (mem_used_total) and its compression ratio
 (orig_data_size / compr_data_size), and the run's events (a process exiting
 or reaching its size, memory running short). Then the summary: the longest
 runs of consecutive seconds with `some` >= 10, 25 and 50 %, the worst mean
 `some` over any 3, 5 and 10 s window, the mean stall, the swap-in during
-stalled seconds and in total. With --sizes, each process's RSS + swap once a
+stalled seconds and in total, and the rates of the thrashing signals (swap-in,
+swap-in over swap-out, activate, restore) over the stalled seconds (issue 14
+chooses the thrashing rule from them). With --sizes, each process's RSS + swap once a
 second as well.
 
 Exit codes: 0 printed, 2 the file is missing, not JSON or has no samples.
@@ -27,7 +31,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 __all__ = [
     "Second",
@@ -71,6 +75,8 @@ class Second:
     swap_free_mib: float
     zram_used_mib: float | None
     zram_ratio: float | None
+    activate_mib_s: float | None = None
+    restore_mib_s: float | None = None
 
 
 def rows_of(block: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -155,6 +161,8 @@ def per_second(samples: list[dict[str, Any]]) -> list[Second]:
                 zram_used_mib=None if used is None else used / MIB,
                 # below 1 MiB stored the ratio is zram's bookkeeping, not data
                 zram_ratio=orig / compr if orig is not None and compr and orig >= MIB else None,
+                activate_mib_s=rate("workingset_activate_anon", PAGE / MIB),
+                restore_mib_s=rate("workingset_restore_anon", PAGE / MIB),
             )
         )
         t += 1
@@ -243,6 +251,46 @@ def summarize(seconds: list[Second]) -> dict[str, Any]:
     out["stalled_25_refault_mib_s"] = (
         round(sum(refaults) / len(refaults), 1) if refaults else None
     )
+    out["stalled_25_signals"] = signals(stalled)
+    # The seconds the rule before issue 14 took for thrashing (stall and
+    # swap-in): what tells thrashing from growth among them.
+    out["stalled_swapin_signals"] = signals(
+        [s for s in stalled if s.swapin_mib_s >= THRASH_SWAPIN_MIB_S])
+    return out
+
+
+def _in_out(s: Second) -> float | None:
+    """Swap-in over swap-out in one second (None when nothing went out)."""
+    return s.swapin_mib_s / s.swapout_mib_s if s.swapout_mib_s > 0 else None
+
+
+def _swapin(s: Second) -> float | None:
+    return s.swapin_mib_s
+
+
+def _activate(s: Second) -> float | None:
+    return s.activate_mib_s
+
+
+def _restore(s: Second) -> float | None:
+    return s.restore_mib_s
+
+
+# The thrashing signals compared by issue 14: name -> its value in one second.
+SIGNALS: dict[str, Callable[[Second], float | None]] = {
+    "swapin": _swapin, "in/out": _in_out, "activate": _activate, "restore": _restore}
+
+
+def signals(seconds: list[Second]) -> dict[str, list[float] | None]:
+    """Return {signal: [min, median, max]} of each of SIGNALS over ``seconds``.
+
+    None for a signal no second has (an old run, nothing swapped out).
+    """
+    out: dict[str, list[float] | None] = {}
+    for name, value in SIGNALS.items():
+        vals = sorted(v for v in (value(s) for s in seconds) if v is not None)
+        out[name] = ([round(vals[0], 2), round(vals[len(vals) // 2], 2), round(vals[-1], 2)]
+                     if vals else None)
     return out
 
 
@@ -284,8 +332,8 @@ def render(result: dict[str, Any], with_sizes: bool = False) -> str:
         f"MemAvailable before {result.get('mem_available_before_hogs_kib', 0) // 1024} MiB, "
         f"swap {result.get('swap_total_kib', 0) // 1024} MiB"
     )
-    cols = ["t", "some%", "full%", "in MiB/s", "out MiB/s", "refault", "frefault", "avail",
-            "swapfree", "zram MiB", "ratio"]
+    cols = ["t", "some%", "full%", "in MiB/s", "out MiB/s", "refault", "frefault", "act",
+            "restore", "avail", "swapfree", "zram MiB", "ratio"]
     if with_sizes:
         cols += names
     lines = [head, "", "  ".join(f"{c:>9}" for c in cols) + "  events"]
@@ -298,6 +346,8 @@ def render(result: dict[str, Any], with_sizes: bool = False) -> str:
             f"{s.swapout_mib_s:.1f}",
             _num(s.refault_mib_s, ".1f"),
             _num(s.file_refault_mib_s, ".1f"),
+            _num(s.activate_mib_s, ".1f"),
+            _num(s.restore_mib_s, ".1f"),
             f"{s.avail_mib:.0f}",
             f"{s.swap_free_mib:.0f}",
             _num(s.zram_used_mib, ".0f"),
@@ -335,6 +385,14 @@ def render(result: dict[str, Any], with_sizes: bool = False) -> str:
         f"{_num(summary['stalled_25_swapin_mib_s'], '')} MiB/s, mean refault "
         f"{_num(summary['stalled_25_refault_mib_s'], '')} MiB/s"
     )
+    lines.append("  signals over the seconds with some >= 25% (min / median / max): " + "; ".join(
+        f"{name} " + ("-" if v is None else " / ".join(f"{x:g}" for x in v))
+        for name, v in summary["stalled_25_signals"].items()))
+    lines.append(
+        f"  the same over the seconds with some >= 25% and swap-in >= {THRASH_SWAPIN_MIB_S:g} "
+        "MiB/s: " + "; ".join(
+            f"{name} " + ("-" if v is None else " / ".join(f"{x:g}" for x in v))
+            for name, v in summary["stalled_swapin_signals"].items()))
     n, start = summary["longest_some_25_swapin"]
     lines.append(
         f"  longest run of some >= 25% with swap-in >= {THRASH_SWAPIN_MIB_S:g} MiB/s: {n} s"

@@ -83,6 +83,10 @@ class Scenario:
     expect_largest: the process that must be the largest (RSS + swap) when
       memory first runs short (LOW_MEMORY_FRACTION); "" for no such
       precondition. A run where it is not proves nothing and fails.
+    tmpfs_leave_pct: after the daemon started, the driver fills a private
+      tmpfs with a file no process holds until MemAvailable is at most this
+      percent of MemTotal, then waits tmpfs_wait_s before the hogs start
+      (0: no tmpfs).
     """
 
     id: int
@@ -95,6 +99,8 @@ class Scenario:
     notes: str = ""
     settle_s: float = 5.0
     expect_largest: str = ""
+    tmpfs_leave_pct: float = 0.0
+    tmpfs_wait_s: float = 0.0
 
 
 BYSTANDER = Proc("bystander", "bystander", "hold", size_mib=48)
@@ -254,6 +260,25 @@ SCENARIOS: dict[int, Scenario] = {
     8: absorb(8, 8, 260),
     9: absorb(9, 24, 150),
     10: absorb(10, 64, 120),
+    11: Scenario(
+        id=11,
+        name="full tmpfs beside small apps, then a grower",
+        zram_mib=0,
+        timeout_s=90,
+        procs=(
+            *(Proc(f"app{i}", "bystander", "hold", size_mib=4) for i in range(1, 11)),
+            Proc("grower", "hog", "leak", rate_mib_s=24),
+        ),
+        tmpfs_leave_pct=6.0,
+        tmpfs_wait_s=15.0,
+        notes=(
+            "ten small idle apps (4 MiB and an interpreter each); once the daemon runs, "
+            "a tmpfs file that no process holds fills memory until MemAvailable is 6 % "
+            "of MemTotal (about 0.6 x MemTotal in the tmpfs): no kill can free it, so "
+            "for 15 s nobody may be killed; then a grower leaks 24 MiB/s and must be the "
+            "one killed (issue 14, review H1)."
+        ),
+    ),
 }
 
 

@@ -476,7 +476,7 @@ def test_guest_sample_parsers() -> None:
         1.23456,
         "some avg10=0 total=1500\nfull avg10=0 total=500\n",
         "MemAvailable: 2048 kB\nSwapFree: 4096 kB\n",
-        "pswpin 1\npswpout 2\nworkingset_refault_file 3\n",
+        "pswpin 1\npswpout 2\nworkingset_refault_file 3\nworkingset_restore_anon 4\n",
         [(MM_STAT, "2147483648\n")],
     )
     assert dict(zip(cols, row)) == {
@@ -489,12 +489,14 @@ def test_guest_sample_parsers() -> None:
         "pswpout": 2,
         "workingset_refault_anon": None,  # not in this vmstat
         "workingset_refault_file": 3,
+        "workingset_activate_anon": None,
+        "workingset_restore_anon": 4,
         "zram0.orig_data_size": 401408000,
         "zram0.compr_data_size": 117440512,
         "zram0.mem_used_total": 121339904,
         "zram0.disksize": 2147483648,
     }
-    assert guest.sample_columns([]) == cols[:9]
+    assert guest.sample_columns([]) == cols[:11]
 
 
 def fine(stalls: list[float], swapin_pages: int = 0, every: float = 0.25) -> dict[str, Any]:
@@ -506,6 +508,7 @@ def fine(stalls: list[float], swapin_pages: int = 0, every: float = 0.25) -> dic
     for i in range(len(stalls) * steps + 1):
         t = i * every
         rows.append([t, some, full, 1024 * 100, 1024 * 50, pswpin, 0, pswpin, None,
+                     pswpin / 2, pswpin / 4,
                      8 * profile.MIB, 2 * profile.MIB, 3 * profile.MIB, 1 << 30])
         second = min(i // steps, len(stalls) - 1)
         some += stalls[second] / 100 * every * 1e6
@@ -522,6 +525,8 @@ def test_per_second() -> None:
     assert {round(s.swapin_mib_s, 3) for s in seconds} == {1.0}  # 256 pages of 4 KiB
     assert {round(s.refault_mib_s or 0, 3) for s in seconds} == {1.0}
     assert {s.file_refault_mib_s for s in seconds} == {None}  # not sampled
+    assert {round(s.activate_mib_s or 0, 3) for s in seconds} == {0.5}
+    assert {round(s.restore_mib_s or 0, 3) for s in seconds} == {0.25}
     s = seconds[0]
     assert (s.avail_mib, s.swap_free_mib, s.zram_used_mib, s.zram_ratio) == (100, 50, 3, 4)
     # irregular sampling: the delta is divided by the real time between samples
@@ -533,7 +538,7 @@ def test_per_second() -> None:
     table["rows"] = table["rows"][:2] + table["rows"][12:]
     assert [x.t for x in profile.per_second(profile.rows_of(table))] == [3]
     assert profile.per_second([]) == []
-    with pytest.raises(ValueError, match="row 0 has 1 values for 13 columns"):
+    with pytest.raises(ValueError, match="row 0 has 1 values for 15 columns"):
         profile.rows_of({"columns": table["columns"], "rows": [[1]]})
 
 

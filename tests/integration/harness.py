@@ -16,6 +16,11 @@ killed: add ``-M`` = MemAvailable now + a quarter of the drop of MemAvailable
 measured when that child started, so the emergency ends once it is freed,
 however much other work on the host moves MemAvailable); kills (kill lines
 to wait for); settle (seconds to watch after that); timeout (seconds).
+tmpfs_mib (optional): once the children run, mount a tmpfs private to the
+namespace's mount namespace and write a file of that many MiB into it, held
+by no process once closed (the result's ``tmpfs`` is its mount point);
+level_above_kib (optional): then add ``-M`` = MemAvailable + that, a forced
+level no kill of the children can reach (review H1).
 The result has each child's measured drop of MemAvailable (``drops``, KiB).
 """
 
@@ -98,6 +103,21 @@ def start_child(spec: dict[str, object], groups: dict[str, int],
     return proc
 
 
+def fill_tmpfs(folder: str, mib: int) -> str:
+    """Mount a tmpfs in ``folder`` (private: this is a mount namespace of its own)
+    and write a ``mib`` MiB file into it; return the mount point."""
+    point = os.path.join(folder, "tmpfs")
+    os.mkdir(point)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib + 16}m", "tmpfs", point],
+                   check=True)
+    block = os.urandom(1 << 20)
+    with open(os.path.join(point, "held-by-nobody"), "wb") as f:
+        for _ in range(mib):
+            f.write(block)
+    settled_available_kib()
+    return point
+
+
 def main() -> None:
     """Run the scenario in SPEC (argv[1]) and print the JSON result."""
     spec = json.loads(sys.argv[1])
@@ -116,6 +136,11 @@ def main() -> None:
         children[c["name"]] = proc
         groups[c["name"]] = os.getpgid(proc.pid)
     args = list(spec["bustd"])
+    tmpfs = None
+    if "tmpfs_mib" in spec:
+        tmpfs = fill_tmpfs(folder, int(spec["tmpfs_mib"]))
+    if "level_above_kib" in spec:
+        args += ["-M", str(settled_available_kib() + int(spec["level_above_kib"]))]
     if "margin_of" in spec:
         drop = drops[spec["margin_of"]]
         if drop < 64 * 1024:
@@ -153,6 +178,7 @@ def main() -> None:
         "bustd_alive": daemon.poll() is None,
         "bustd_pid": daemon.pid,
         "drops": drops,
+        "tmpfs": tmpfs,
     }
     daemon.terminate()
     try:
@@ -162,6 +188,8 @@ def main() -> None:
         _, rest = daemon.communicate()
     result["log"] = (log + (rest or b"")).decode("utf-8", "replace")
     result["bustd_exit"] = daemon.returncode
+    if tmpfs is not None:
+        subprocess.run(["umount", tmpfs], check=False)
     shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps(result))
 

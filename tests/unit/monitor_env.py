@@ -84,11 +84,18 @@ class Env:
         self.set_mem(50, 50)
         self.fake.set_pressure(self.psi["some"], self.psi["full"])
         self.pswpin = 0  # pages swapped in since "boot"
+        self.pswpout = 0  # and out
         self.fake.set_vmstat(self.pswpin)
 
     def set_mem(self, avail_pct: float, swap_pct: float, swap_total: int = SWAP) -> None:
-        self.fake.set_meminfo(TOTAL, int(TOTAL * avail_pct / 100), swap_total,
-                              int(swap_total * swap_pct / 100))
+        self.mem = [TOTAL, int(TOTAL * avail_pct / 100), swap_total,
+                    int(swap_total * swap_pct / 100)]
+        self.fake.set_meminfo(*self.mem)
+
+    def free(self, kib: int) -> None:
+        """Give ``kib`` back to MemAvailable, as a victim's exit does."""
+        self.mem[1] += kib
+        self.fake.set_meminfo(*self.mem)
 
     def monitor(self, verbose: bool = False, **settings: object) -> Monitor:
         cfg = Config(proc_root=self.fake.root, report=0.0, **settings)

@@ -237,7 +237,12 @@ def test_real_kill_branch_kills_the_cgroup_whole_or_says_why_not(
     m.check()
     assert fake.calls == [{"pids": [HOG, PARTNER], "first": signal.SIGTERM,
                            "cgroup": cg.path("work/a"), "self_pid": SELF}]
+    assert kill_lines(env) == []  # logged once its memory is measured (issue 14)
+    cg.set_memory("work", current_mib=88, max_mib=100)  # the hog's 3.5 MiB came back
+    env.clock.now += 0.1
+    m.check()
     (line,) = kill_lines(env)
+    assert "; freed 4.0 MiB of the expected 3.6 MiB in 0.1 s;" in line
     if note:
         assert f"in cgroup {cg.path('work/a')}, not killed whole ({note}): its killable " \
             "processes signalled one by one signal=SIGTERM exited" in line

@@ -60,11 +60,12 @@ class Tree:
     """A fake machine: memory, zram swap, PSI, and processes of every kind."""
 
     def __init__(self, tmp: Path, avail_pct: float = 50.0, zram_used: int = 1 << 20,
-                 swapin_mib_s: float = 12.0) -> None:
+                 swapin_mib_s: float = 12.0, swapout_mib_s: float = 12.0) -> None:
         self.fake = FakeProc(tmp / "proc")
-        self.pswpin = 1000
+        self.pswpin = self.pswpout = 1000
         self.swapin_pages = int(swapin_mib_s * 1024 // PAGE_KIB)
-        self.fake.set_vmstat(self.pswpin)
+        self.swapout_pages = int(swapout_mib_s * 1024 // PAGE_KIB)
+        self.fake.set_vmstat(self.pswpin, self.pswpout)
         self.sys = tmp / "sys"
         self.now = 100.0
         self.some, self.full = 5_000_000, 1_000_000
@@ -104,7 +105,8 @@ class Tree:
         self.fake.set_pressure(self.some, self.full)
         self.fake.set_status_sizes(P, (2 << 20) + (512 << 10))
         self.pswpin += int(seconds * self.swapin_pages)
-        self.fake.set_vmstat(self.pswpin)
+        self.pswpout += int(seconds * self.swapout_pages)
+        self.fake.set_vmstat(self.pswpin, self.pswpout)
 
     def gather(self, interval: float = 1.0, top: int = 10, **settings: object
                ) -> dict[str, Any]:
@@ -117,7 +119,8 @@ def test_report_of_a_quiet_machine(tmp_path: Path) -> None:
     r = Tree(tmp_path).gather(unkillables="sshd", ignore="^postgres$")
     validate(r)
     assert r["memory"] == {"total_kib": TOTAL, "available_kib": TOTAL // 2,
-                           "available_percent": 50.0}
+                           "available_percent": 50.0, "user_kib": TOTAL}  # no AnonPages
+    assert r["held"] is not None and r["held"]["shmem_kib"] == 0
     # zram: 1 GiB free slots worth half as much; 1 GiB stored in 512 MiB.
     assert r["swap"]["free_kib"] == 1 << 20
     assert r["swap"]["effective_free_kib"] == 512 << 10
@@ -170,16 +173,15 @@ def test_pressure_that_lasted_long_enough_decides_sigterm(tmp_path: Path) -> Non
     assert r["pressure"]["held_s"] == 1.0
     assert r["decision"] == {
         "action": "SIGTERM", "victim_pid": P, "note": None,
-        "reason": "memory some stall 30% >= 25% and swap-in 12.0 MiB/s for 1.0 s with "
-                  "MemAvailable 983.0 MiB "
-                  "(12.0%) <= 15%"}
+        "reason": "memory some stall 30% >= 25% and swap-in 12.0 MiB/s (1.00 of swap-out) "
+                  "for 1.0 s with MemAvailable 983.0 MiB (12.0%) <= 15%"}
 
 
 def test_pressure_seen_shorter_than_its_duration_is_explained(tmp_path: Path) -> None:
     r = Tree(tmp_path, avail_pct=12).gather()
     assert r["decision"]["action"] == "none"
     assert r["decision"]["reason"].endswith(
-        "some stall 30% >= 25% seen for 1.0 s; the daemon acts once it has lasted 8 s")
+        "some stall 30% >= 25% seen for 1.0 s; the daemon acts once it has lasted 5 s")
 
 
 def test_stall_while_pages_only_go_out_is_not_thrashing(tmp_path: Path) -> None:
@@ -189,6 +191,33 @@ def test_stall_while_pages_only_go_out_is_not_thrashing(tmp_path: Path) -> None:
     assert r["decision"]["reason"].endswith(
         "some stall 30% >= 25% but swap-in only 0.0 MiB/s < 1 (--swapin-rate): pages going "
         "out to swap, not thrashing")
+
+
+def test_swap_ins_well_below_the_swap_outs_are_growth_not_thrashing(tmp_path: Path) -> None:
+    # Issue 14: a program growing fast into zram re-reads some of its pages
+    # (scenario 10: 6-22 MiB/s in, at most 0.49 of what went out).
+    r = Tree(tmp_path, avail_pct=12, swapin_mib_s=12.0, swapout_mib_s=30.0).gather()
+    validate(r)
+    assert r["pressure"]["swapout_mib_s"] == 30.0 and r["pressure"]["held_s"] == 0.0
+    assert r["decision"]["reason"].endswith(
+        "some stall 30% >= 25% but swap-in 12.0 MiB/s is under 0.6 of swap-out 30.0 MiB/s: "
+        "more pages going out than coming back (a program growing into swap), not thrashing")
+    r = Tree(tmp_path / "b", avail_pct=12, swapin_mib_s=20.0, swapout_mib_s=30.0).gather(
+        psi_duration=1.0)
+    assert r["decision"]["action"] == "SIGTERM"
+    assert "swap-in 20.0 MiB/s (0.67 of swap-out)" in r["decision"]["reason"]
+
+
+def test_memory_held_outside_processes_is_named(tmp_path: Path) -> None:
+    tree = Tree(tmp_path, avail_pct=3)
+    tree.fake.set_meminfo(TOTAL, TOTAL * 3 // 100, SWAP, 0, anon=TOTAL // 10,
+                          shmem=TOTAL * 6 // 10, slab=TOTAL // 100)
+    r = tree.gather(psi_cutoff=0.0)
+    validate(r)
+    assert r["held"]["shmem_kib"] == TOTAL * 6 // 10 and r["held"]["significant"]
+    assert r["memory"]["user_kib"] == TOTAL * 3 // 100 + TOTAL // 10
+    text = check.to_text(r)
+    assert "outside   " in text and "the reason memory is short: Shmem" in text
 
 
 def test_memory_and_zram_exhausted_decide_sigkill_and_a_dry_run_says_so(
@@ -376,7 +405,7 @@ def test_a_cgroup_is_reported_as_the_daemon_sees_it(tmp_path: Path) -> None:
     assert r["cgroup"] == {"path": work, "current_kib": 96 << 10, "limit_kib": 100 << 10,
                            "limit_name": "memory.max", "reclaimable_kib": 0}
     assert r["memory"] == {"total_kib": 100 << 10, "available_kib": 4 << 10,
-                           "available_percent": 4.0}
+                           "available_percent": 4.0, "user_kib": 100 << 10}
     assert (r["swap"]["total_kib"], r["swap"]["effective_free_kib"]) == (0, 0)
     # Only the cgroup's process is a candidate: the larger idle one lives elsewhere.
     assert [c["pid"] for c in r["candidates"]] == [P]

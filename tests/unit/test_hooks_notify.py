@@ -49,7 +49,7 @@ class LogLines:
 
 def candidate(comm: bytes = HOSTILE, pid: int = 4242) -> Candidate:
     c = Candidate(pid, 900, 2048, 1000, pid, comm)
-    c.size_kib = 3072
+    c.freeable_kib, c.shmem_kib, c.own_shmem_kib, c.file_kib = 1536, 1024, 512, 300
     return c
 
 
@@ -83,9 +83,12 @@ def test_hook_env_holds_only_path_and_the_victim_rendered_as_in_the_log() -> Non
         "PATH": PATH, "BUSTD_PHASE": "pre-kill", "BUSTD_PID": "4242",
         "BUSTD_NAME": HOSTILE.decode(), "BUSTD_EXE": "/usr/bin/x\\nfake",
         "BUSTD_CMDLINE": "prog --name=\\xff", "BUSTD_UID": "1000", "BUSTD_RSS_KIB": "2048",
-        "BUSTD_SWAP_KIB": "1024", "BUSTD_OOM_SCORE": "900", "BUSTD_OOM_SCORE_ADJ": "0",
+        "BUSTD_SWAP_KIB": "1024", "BUSTD_FREEABLE_KIB": "1536", "BUSTD_SHMEM_KIB": "1024",
+        "BUSTD_OWN_SHMEM_KIB": "512", "BUSTD_FILE_KIB": "300",
+        "BUSTD_OOM_SCORE": "900", "BUSTD_OOM_SCORE_ADJ": "0",
         "BUSTD_SIGNAL": "SIGTERM", "BUSTD_REASON": record().reason, "BUSTD_CAUSE": "memory",
-        "BUSTD_MEM_AVAILABLE_KIB": "100000", "BUSTD_SWAP_FREE_KIB": "5", "BUSTD_DRY_RUN": "0"}
+        "BUSTD_MEM_AVAILABLE_KIB": "100000", "BUSTD_SWAP_FREE_KIB": "5", "BUSTD_DRY_RUN": "0",
+        "BUSTD_EXPECTED_KIB": "0"}
 
 
 def test_hook_env_after_the_kill_says_how_it_went() -> None:
@@ -95,6 +98,10 @@ def test_hook_env_after_the_kill_says_how_it_went() -> None:
     assert env["BUSTD_EXITED"] == "1" and env["BUSTD_EXIT_S"] == "0.500"
     assert env["BUSTD_REACTION_MS"] == "12" and env["BUSTD_DRY_RUN"] == "1"
     assert env["BUSTD_CMDLINE"] == ""
+    assert "BUSTD_FREED_KIB" not in env  # not measured
+    r.freed_kib, r.vain = 2048, False
+    env = hook_env(r, "post-kill")
+    assert env["BUSTD_FREED_KIB"] == "2048" and env["BUSTD_IN_VAIN"] == "0"
 
 
 # -- spawning and children -----------------------------------------------------
@@ -282,14 +289,14 @@ def test_kill_text_names_the_victim_and_escapes_markup_in_the_body() -> None:
     summary, body = kill_text(record())
     assert summary == f"bustd killed {HOSTILE.decode()} (pid 4242) to free memory"
     assert "<" not in body and "&lt;a href=\"x\"&gt;&amp;" in body
-    assert "used 3.0 MiB (RSS and swap); it was sent SIGTERM. It had not exited yet." in body
+    assert "held 1.5 MiB of its own memory; it was sent SIGTERM. It had not exited yet." in body
 
 
 def test_warn_text_names_the_likely_victim() -> None:
     w = WarnRecord(1.0, "memory", "MemAvailable low", reading(), candidate(b"<b>x</b>"))
     summary, body = warn_text(w)
     assert summary == "Memory is running out: <b>x</b> (pid 4242) may be killed"
-    assert body.startswith("bustd may soon kill &lt;b&gt;x&lt;/b&gt; (pid 4242, 3.0 MiB)")
+    assert body.startswith("bustd may soon kill &lt;b&gt;x&lt;/b&gt; (pid 4242, 1.5 MiB)")
     summary, body = warn_text(WarnRecord(1.0, "memory", "low", reading(), None))
     assert summary == "Memory is running out" and "No process may be killed" in body
 

@@ -65,7 +65,7 @@ def test_dumps_special_values() -> None:
 
 def candidate(pid: int, comm: bytes, size: int = 1000) -> Candidate:
     c = Candidate(pid, 900, size, 1000, pid, comm)
-    c.size_kib = size
+    c.freeable_kib = size
     c.growth_kib, c.growth_s = 512, 8.0
     c.badness = 1234.5
     return c
@@ -98,7 +98,8 @@ def test_kill_object_has_every_field_with_names_as_the_log_renders_them() -> Non
                                "stall_percent": 42.5, "stall_s": 3.0, "psi_metric": "some"}
     assert obj["reaction_ms"] == 4.0 and obj["exit_s"] == 0.25 and obj["exited"] is True
     assert obj["time"] == 1_790_000_000.25 and obj["date"] == "2026-09-21T14:13:20.250Z"
-    assert obj["runners_up"] == [{"pid": 4243, "name": "next\\nline", "size_kib": 500,
+    assert obj["runners_up"] == [{"pid": 4243, "name": "next\\nline", "freeable_kib": 500,
+                                  "sized": False,
                                   "growth_kib": 512, "growth_s": 8.0, "oom_score": 900,
                                   "score": 1234.5}]
     assert obj["dry_run"] is False
@@ -297,3 +298,29 @@ def test_metrics_file_is_readable_by_node_exporter_whatever_the_umask(tmp_path: 
     finally:
         os.umask(old)
     assert (tmp_path / "bustd.prom").stat().st_mode & 0o777 == 0o644
+
+
+def test_render_says_what_the_kills_freed_and_what_holds_memory_outside_processes() -> None:
+    from bustd.held import Held
+    held = Held(8 << 20, 1 << 20, 1 << 20, 5 << 20, 0, 1 << 18,
+                [("/dev/shm", 5 << 20), ('/tmp/a "b"\\c', 2048)])
+    text = render(Snapshot(check(), {}, {}, {}, 0.0, None, None, 1, None, vain=2,
+                           freed_kib=300 << 10, held=held))
+    got = samples(text)
+    assert got[("bustd_kills_in_vain_total", ())] == 2
+    assert got[("bustd_freed_bytes_total", ())] == (300 << 10) * 1024
+    outside = "bustd_memory_outside_processes_bytes"
+    assert got[(outside, (("kind", "shmem"),))] == (5 << 20) * 1024
+    assert got[(outside, (("kind", "slab_unreclaimable"),))] == (1 << 18) * 1024
+    assert got[(outside, (("kind", "other"),))] == ((1 << 20) - (1 << 18)) * 1024
+    assert got[("bustd_tmpfs_used_bytes", (("mount", "/dev/shm"),))] == (5 << 20) * 1024
+    assert got[("bustd_tmpfs_used_bytes", (("mount", '/tmp/a "b"\\c'),))] == 2048 * 1024
+
+
+def test_kill_object_says_what_was_expected_and_freed() -> None:
+    r = kill_record()
+    r.expected_kib, r.freed_kib, r.freed_s, r.vain, r.backoff_s = 4096, 10, 1.02, True, 5.0
+    obj = kill_object(r)
+    assert (obj["expected_kib"], obj["freed_kib"], obj["freed_s"], obj["in_vain"],
+            obj["backoff_s"], obj["held_outside"]) == (4096, 10, 1.02, True, 5.0, None)
+    assert json.loads(dumps(obj))["in_vain"] is True

@@ -297,7 +297,7 @@ def test_scan_reads_exe_only_when_wanted(fake: FakeProc) -> None:
     assert c.exe is None
     (c,) = scan(fake.fs, want_exe=True)
     assert c.exe == b"/opt/x"
-    assert (c.size_kib, c.growth_kib, c.growth_s) == (c.rss_kib, 0, 0.0)
+    assert (c.freeable_kib, c.growth_kib, c.growth_s) == (c.rss_kib, 0, 0.0)
 
 
 # -- zombie leaders (issue 10, defect 3) -----------------------------------------

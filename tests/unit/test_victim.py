@@ -92,7 +92,7 @@ def test_rss_policy_puts_size_first_and_score_breaks_ties() -> None:
 
 def test_rss_policy_counts_swap_where_sampled() -> None:
     idle = cand(1, 500, rss=100 * MIB)
-    idle.size_kib = 400 * MIB  # 300 MiB of it in swap
+    idle.freeable_kib = 400 * MIB  # 300 MiB of it in swap
     busy = cand(2, 500, rss=300 * MIB)
     assert order([busy, idle], Rules(SELF, policy="rss")) == [1, 2]
 
