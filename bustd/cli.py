@@ -333,77 +333,51 @@ def hook_timeout(text: str) -> float:
     return _number(text, 0, 10, "seconds")
 
 
-def _unsafe(st: os.stat_result, euid: int, what: str) -> str | None:
-    """Return why a file or folder others could change is refused, None if it is safe."""
-    if st.st_uid not in (0, euid):
-        who = "root" if euid == 0 else f"root or uid {euid}"
-        return f"{what} is owned by uid {st.st_uid}, not {who}"
-    sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky_dir:
-        return (f"{what} is writable by group or others "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w it")
-    return None
-
-
 def hook(text: str) -> str:
     """Check a hook: an absolute path to an executable regular file nobody else can change.
 
-    Like sshd's checks of its files: the file and every folder above it
-    (symbolic links resolved) must be owned by root or the user bustd runs
-    as and not writable by group or others (a folder with the sticky bit,
-    such as /tmp, may be). Raises ArgumentTypeError naming the problem.
+    Like sshd's checks of its files: the file, every folder above it and
+    every symbolic link on the way (each checked where it lies, with
+    lstat: vet.py) must be owned by root or the user bustd runs as and not
+    writable by group or others (a folder with the sticky bit, such as
+    /tmp, may be). Raises ArgumentTypeError naming the component and its
+    owner. The runtime checks it again and runs it from the descriptor of
+    that check.
     """
+    from .vet import Unsafe, open_hook
     _no_nul(text)
     if not os.path.isabs(text):
         raise argparse.ArgumentTypeError(
             f"invalid value {text!r}: a hook must be an absolute path")
     try:
-        st = os.stat(text)
-    except OSError as err:
-        raise argparse.ArgumentTypeError(f"{text}: {err.strerror or err}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise argparse.ArgumentTypeError(f"{text}: {_kind(st.st_mode)}, not a regular file")
-    if not st.st_mode & 0o111 or not os.access(text, os.X_OK):
+        os.close(open_hook(text))
+    except Unsafe as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if not os.access(text, os.X_OK):
         raise argparse.ArgumentTypeError(f"{text}: not executable (chmod +x it)")
-    euid = os.geteuid()
-    real = os.path.realpath(text)
-    problem = _unsafe(st, euid, "it")
-    folder = os.path.dirname(real)
-    while problem is None:
-        try:
-            problem = _unsafe(os.stat(folder), euid, f"folder {folder}")
-        except OSError as err:
-            problem = f"folder {folder}: {err.strerror or err}"
-        if folder == os.path.dirname(folder):
-            break
-        folder = os.path.dirname(folder)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(f"{text}: {problem}")
     return text
 
 
 def output_file(text: str) -> str:
-    """Check a file bustd will write: its folder exists; if it exists, a regular file.
+    """Check a file bustd will write (kill log, metrics, pid file).
 
-    A symbolic link is refused (bustd opens it with O_NOFOLLOW): root
-    appending where a link points is how a log file becomes an attack.
-    Raises ArgumentTypeError naming the problem.
+    Its folder, every folder above and every link on the way must be safe
+    as for a hook (vet.py), so nobody else can put a link, a FIFO or a hard
+    link where bustd writes (review M3, L3). The file itself, if it exists,
+    must be a regular file with one name, owned by root (or bustd's user);
+    a symbolic link is refused (bustd opens it with O_NOFOLLOW).
+    Raises ArgumentTypeError naming the component and the problem.
     """
+    from .vet import Unsafe, vet_folder
     path(text)
     full = os.path.abspath(text)
     folder = os.path.dirname(full)
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(f"{text}: no such folder {folder}")
     try:
-        st = os.lstat(full)
-    except FileNotFoundError:
-        return text
-    except OSError as err:
-        raise argparse.ArgumentTypeError(f"{text}: {err.strerror or err}") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise argparse.ArgumentTypeError(f"{text}: a symbolic link, not a regular file")
-    if not stat.S_ISREG(st.st_mode):
-        raise argparse.ArgumentTypeError(f"{text}: {_kind(st.st_mode)}, not a regular file")
+        vet_folder(full, text)
+    except Unsafe as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return text
 
 
@@ -457,12 +431,24 @@ def read_config_file(path: str) -> str:
     def refuse(problem: str) -> UsageError:
         return UsageError(f"config file {path}: {problem}")
 
+    from .vet import Unsafe, resolve
+    if "\0" in path:
+        raise refuse("it holds a NUL byte")
+    if not path:
+        raise refuse("No such file or directory")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        # Every folder and link on the way is checked too (review L3): a
+        # user who could swap a link there would choose bustd's settings.
+        folder, name, _, _ = resolve(os.path.abspath(path))
+    except Unsafe as err:
+        raise refuse(str(err)) from None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+                     | os.O_NOFOLLOW, dir_fd=folder)
     except OSError as err:
         raise refuse(err.strerror or str(err)) from None
-    except ValueError as err:  # a NUL byte in the path
-        raise refuse(str(err)) from None
+    finally:
+        os.close(folder)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -601,6 +587,11 @@ def parse_args(p: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
         if action.option_strings and isinstance(getattr(args, action.dest, None), list):
             raise UsageError(f"argument {'/'.join(action.option_strings)}: invalid value "
                              "'--': a value cannot be '--' alone")
+    if getattr(args, "daemon", False):  # only --daemon writes it
+        try:
+            output_file(args.pid_file)
+        except argparse.ArgumentTypeError as err:
+            raise UsageError(f"argument --pid-file: {err}") from None
     return args
 
 

@@ -23,7 +23,7 @@ from . import __version__, sig
 from .config import ENV, EXIT_CONFIG, EXIT_PIDFILE, EXIT_PROC, ConfigError, decode
 from .log import Log
 from .monitor import Monitor
-from .outputs import attach
+from .outputs import attach, open_hooks
 from .procfs import ProcFS
 
 TYPE_CHECKING = False
@@ -228,6 +228,12 @@ def main() -> int:
         cwd = os.getcwd()  # before --daemon moves to /: a reload reads the options from here
     except OSError:
         cwd = ""
+    try:
+        # Before --daemon forks: a refusal reaches the caller as exit code 2.
+        programs = open_hooks(cfg)
+    except ValueError as err:  # vet.Unsafe: the line names the option and the problem
+        log.error(f"{err}")
+        return EXIT_CONFIG
     if cfg.daemon:
         daemonize(cfg.pid_file, log)
     hangups: list[int] = []  # a SIGHUP before the loop runs: reload once it does
@@ -263,7 +269,7 @@ def main() -> int:
             os.set_blocking(wake_w, False)
             sig.set_wakeup_fd(wake_w)
             monitor.wake_on(wake_r)
-        close_outputs = attach(monitor, cfg, log, os.environ, os.getpid())
+        close_outputs = attach(monitor, cfg, log, os.environ, os.getpid(), programs)
         stop = monitor.stop  # a kill in progress is finished and logged first
         for signum in (sig.SIGTERM, sig.SIGINT):
             sig.signal(signum, lambda signum, frame: stop())

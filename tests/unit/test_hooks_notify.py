@@ -32,7 +32,7 @@ from bustd.notify import Notifier, kill_text, markup_escape, sessions, warn_text
 from bustd.process import Candidate
 from bustd.procfs import Pending
 from bustd.record import KillRecord, Reading, WarnRecord
-from bustd.spawn import MAX_CHILDREN, PATH, Children, spawn, status_text
+from bustd.spawn import MAX_CHILDREN, NOT_YET, PATH, Children, spawn, status_text
 
 HOSTILE = b'$(touch /tmp/pwned) "; rm -rf ~ <a href="x">&'
 
@@ -69,6 +69,16 @@ def script(path: Path, body: str) -> str:
     path.write_text(f"#!/bin/sh\n{body}\n")
     path.chmod(0o755)
     return str(path)
+
+
+def settle(children: Children, timeout: float = 5.0) -> list[int]:
+    """Reap until every spawn under way has started (or failed); return the pids running."""
+    deadline = time.monotonic() + timeout
+    while children.spawning and time.monotonic() < deadline:
+        time.sleep(0.005)
+        children.reap()
+    assert children.spawning == []
+    return sorted(children.running)
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -122,7 +132,7 @@ def test_pre_kill_hook_is_waited_for_when_quick(tmp_path: Path) -> None:
     (tmp_path / "cmdline").write_bytes(b"victim\0--x\0")
     r = record()
     r.cmdline = None  # not read yet: the hook waits a little for it
-    PreKillHook(hook, 1.0, children, out.log)(r, Pending(str(tmp_path / "cmdline"), 4096))
+    PreKillHook(hook, -1, 1.0, children, out.log)(r, Pending(str(tmp_path / "cmdline"), 4096))
     env = read_env(tmp_path / "env")  # written before the call returned
     assert env["BUSTD_NAME"] == HOSTILE.decode() and env["BUSTD_PHASE"] == "pre-kill"
     assert env["BUSTD_CMDLINE"] == "victim --x"
@@ -135,7 +145,7 @@ def test_pre_kill_hook_that_hangs_costs_at_most_the_timeout(tmp_path: Path) -> N
     children = Children(out.log)
     hook = script(tmp_path / "hook", "exec sleep 30")
     start = time.monotonic()
-    PreKillHook(hook, 0.2, children, out.log)(record())
+    PreKillHook(hook, -1, 0.2, children, out.log)(record())
     took = time.monotonic() - start
     assert 0.15 <= took < 0.5, took
     assert "still running after 0.2 s: killing without waiting for it" in out.text()
@@ -156,7 +166,7 @@ def test_pre_kill_hook_whose_spawn_hangs_costs_at_most_the_timeout(
     import bustd.spawn as spawn_module
     real = spawn_module.spawn
 
-    def slow(argv: list[str], env: dict[str, str]) -> int:
+    def slow(argv: list[str], env: dict[str, str], *rest: int) -> int:
         time.sleep(0.6)
         return real(argv, env)
 
@@ -165,7 +175,7 @@ def test_pre_kill_hook_whose_spawn_hangs_costs_at_most_the_timeout(
     children = Children(out.log)
     hook = script(tmp_path / "hook", f'touch "{tmp_path}/ran"')
     start = time.monotonic()
-    PreKillHook(hook, 0.2, children, out.log)(record())
+    PreKillHook(hook, -1, 0.2, children, out.log)(record())
     took = time.monotonic() - start
     assert 0.15 <= took < 0.45, took
     assert "not started after 0.2 s (its executable still being read?): killing without " \
@@ -185,13 +195,13 @@ def test_pre_kill_hook_whose_spawn_fails_in_its_thread_is_logged(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import bustd.spawn as spawn_module
 
-    def refuse(argv: list[str], env: dict[str, str]) -> int:
+    def refuse(argv: list[str], env: dict[str, str], *rest: int) -> int:
         raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
 
     monkeypatch.setattr(spawn_module, "spawn", refuse)
     out = LogLines(tmp_path)
     children = Children(out.log)
-    PreKillHook("/usr/local/bin/hook", 0.2, children, out.log)(record())
+    PreKillHook("/usr/local/bin/hook", -1, 0.2, children, out.log)(record())
     assert "cannot start the pre-kill hook /usr/local/bin/hook for pid 4242 " \
         "(/usr/local/bin/hook): [Errno 11] Resource temporarily unavailable" in out.text()
     assert children.failures == {"pre-kill hook": 1} and children.running == {}
@@ -202,11 +212,12 @@ def test_post_kill_hook_failure_is_logged_when_reaped(tmp_path: Path) -> None:
     clock = [0.0]
     children = Children(out.log, lambda: clock[0])
     hook = script(tmp_path / "hook", "exit 7")
-    post = PostKillHook(hook, children)
+    post = PostKillHook(hook, -1, children)
     post(Check(0.0, MemInfo(1, 1, 0, 0), None, False, 0.0, 0, 0))  # ignored
     assert children.running == {}
     post(record())
-    assert len(children.running) == 1
+    assert len(children.spawning) + len(children.running) == 1  # not waited for
+    settle(children)
     deadline = time.monotonic() + 5
     while children.running and time.monotonic() < deadline:
         children.on_record(Check(0.0, MemInfo(1, 1, 0, 0), None, False, 0.0, 0, 0))
@@ -221,8 +232,9 @@ def test_child_past_its_deadline_is_killed_with_its_session(tmp_path: Path) -> N
     clock = [0.0]
     children = Children(out.log, lambda: clock[0])
     prog = script(tmp_path / "p", f'sleep 30 & echo $! > "{tmp_path}/grandchild"; wait')
-    pid = children.start([prog], {"PATH": PATH}, "test child", "post-kill hook", 10.0)
-    assert pid > 0
+    assert children.start([prog], {"PATH": PATH}, "test child", "post-kill hook",
+                          10.0) == NOT_YET
+    [pid] = settle(children)
     deadline = time.monotonic() + 5
     while not (tmp_path / "grandchild").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -250,7 +262,8 @@ def test_child_that_cannot_start_is_logged_and_counted(tmp_path: Path) -> None:
     out = LogLines(tmp_path)
     children = Children(out.log)
     assert children.start([str(tmp_path / "missing")], {}, "post-kill hook x",
-                          "post-kill hook", 1.0) == -1
+                          "post-kill hook", 1.0) == NOT_YET
+    assert settle(children) == []
     assert "cannot start the post-kill hook x" in out.text()
     assert children.failures == {"post-kill hook": 1}
 
@@ -259,15 +272,17 @@ def test_no_more_than_max_children_run_at_once(tmp_path: Path) -> None:
     out = LogLines(tmp_path)
     children = Children(out.log)
     prog = script(tmp_path / "p", "exec sleep 30")
-    pids = [children.start([prog], {}, "helper", "notification", 60.0)
-            for _ in range(MAX_CHILDREN + 2)]
+    started = [children.start([prog], {}, "helper", "notification", 60.0)
+               for _ in range(MAX_CHILDREN + 2)]
+    pids = settle(children)
     try:
-        assert pids[-2:] == [-1, -1] and min(pids[:-2]) > 0
+        assert started[-2:] == [-1, -1] and set(started[:-2]) == {NOT_YET}
+        assert len(pids) == MAX_CHILDREN
         assert out.text().count(f"{MAX_CHILDREN} children of bustd still run") == 1
     finally:
         for pid in list(children.running):
             children.kill(pid, "test over")
-        for pid in pids[:-2]:
+        for pid in pids:
             os.waitpid(pid, 0)
 
 
@@ -336,7 +351,7 @@ def test_notifier_starts_one_helper_per_session_with_the_text_in_its_environment
     everyone(record(dry=True))  # dry runs are not notified
     assert children.running == {}
     everyone(record())
-    for pid in list(children.running):
+    for pid in settle(children):
         children.wait(pid, 5)
     for uid in (1000, 2000):
         env = read_env(tmp_path / f"env.{uid}")
@@ -351,7 +366,7 @@ def test_notifier_starts_one_helper_per_session_with_the_text_in_its_environment
     (tmp_path / "env.2000").unlink()
     w = WarnRecord(1.0, "memory", "low", reading(), candidate(), uid=2000, exe=b"/x")
     owner(w)
-    for pid in list(children.running):
+    for pid in settle(children):
         children.wait(pid, 5)
     assert not (tmp_path / "env.1000").exists()
     assert read_env(tmp_path / "env.2000")["BUSTD_URGENCY"] == "2"
