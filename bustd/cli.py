@@ -28,15 +28,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn, Sequence
 
-__all__ = ["CHECK", "MAX_CONFIG_BYTES", "RELOAD_MAGIC", "UsageError", "build_config",
-           "check_parser", "config_file_args", "hook", "load_config", "main", "metrics_file",
-           "output_file", "parse_args", "parse_config_line", "parser", "read_config_file",
-           "validate_main"]
+__all__ = ["CHECK", "MAX_CONFIG_BYTES", "MAX_KILL_WAIT", "RELOAD_END", "RELOAD_MAGIC",
+           "UsageError", "build_config", "check_parser", "config_file_args", "grace", "hook",
+           "load_config", "main", "metrics_file", "output_file", "parse_args",
+           "parse_config_line", "parser", "read_config_file", "validate_main"]
 
 CHECK = "check"  # the subcommand: ``bustd check [OPTIONS]``
 # First line of a successful answer of the validate-only mode (the runtime
 # checks it, so a stray line of output is never taken for a Config).
 RELOAD_MAGIC = "bustd-validated 1"
+RELOAD_END = "bustd-end"  # and its last line: an answer cut short is no answer
 
 # A config file is a few hundred bytes; anything near this is a mistake
 # (a log, a device, a disk image) and is refused before it is read.
@@ -45,6 +46,11 @@ MAX_CONFIG_BYTES = 1 << 20
 # compiles it again (monitor.make_rules) at a different depth, so the
 # front end must refuse a pattern nested too deep a little early.
 _REGEX_STACK_MARGIN = 100
+# The longest --grace plus --hook-timeout: the loop reads no memory while it
+# waits for the hook and the SIGTERMed victim, and systemd's watchdog
+# (WatchdogSec=30 in contrib/bustd.service, pinged every 15 s) must still
+# hear from it with EXIT_WAIT (3 s) on top (review L4).
+MAX_KILL_WAIT = 10.0
 
 
 class UsageError(Exception):
@@ -107,6 +113,11 @@ def mib_rate(text: str) -> float:
 def seconds(text: str) -> float:
     """Parse a duration from 0 to one day; raises ArgumentTypeError."""
     return _number(text, 0, 86400, "seconds")
+
+
+def grace(text: str) -> float:
+    """Parse --grace, 0 to MAX_KILL_WAIT seconds; raises ArgumentTypeError."""
+    return _number(text, 0, MAX_KILL_WAIT, "seconds")
 
 
 def _no_nul(text: str) -> None:
@@ -217,8 +228,9 @@ def parser() -> argparse.ArgumentParser:
       help="add 300 to the oom_score of processes whose name matches REGEX")
     a("--avoid", type=regex, metavar="REGEX", default="",
       help="subtract 300 from the oom_score of processes whose name matches REGEX")
-    a("--grace", type=seconds, metavar="SECONDS", default=DEFAULTS["grace"],
-      help="after SIGTERM, wait this long for the exit before SIGKILL (default 0.5)")
+    a("--grace", type=grace, metavar="SECONDS", default=DEFAULTS["grace"],
+      help="after SIGTERM, wait this long for the exit before SIGKILL (default 0.5; at "
+           f"most {MAX_KILL_WAIT:g} together with --hook-timeout)")
     a("-g", "--kill-pgroup", action="store_true",
       help="signal the victim's whole process group (protected members are spared)")
     mode = p.add_mutually_exclusive_group()
@@ -587,6 +599,11 @@ def parse_args(p: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
         if action.option_strings and isinstance(getattr(args, action.dest, None), list):
             raise UsageError(f"argument {'/'.join(action.option_strings)}: invalid value "
                              "'--': a value cannot be '--' alone")
+    wait = getattr(args, "grace", 0.0) + getattr(args, "hook_timeout", 0.0)
+    if wait > MAX_KILL_WAIT:
+        raise UsageError(f"argument --grace: {args.grace:g} s with --hook-timeout "
+                         f"{args.hook_timeout:g} s: more than the {MAX_KILL_WAIT:g} s a kill "
+                         "may wait (the loop and systemd's watchdog keep their rhythm)")
     if getattr(args, "daemon", False):  # only --daemon writes it
         try:
             output_file(args.pid_file)
@@ -825,5 +842,5 @@ def validate_main(argv: Sequence[str]) -> int:
     except Exception as err:
         return _usage_error(err)
     path = "" if args.config is None else args.config
-    sys.stdout.write(f"{RELOAD_MAGIC}\n{_one_line(path)}\n{encode(cfg)}")
+    sys.stdout.write(f"{RELOAD_MAGIC}\n{_one_line(path)}\n{encode(cfg)}\n{RELOAD_END}\n")
     return 0

@@ -24,7 +24,8 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["MAX_LINKS", "Missing", "Unsafe", "open_hook", "resolve", "unsafe", "vet_folder"]
+__all__ = ["MAX_LINKS", "Missing", "Unsafe", "open_append", "open_hook", "replace", "resolve",
+           "unsafe", "vet_folder"]
 
 MAX_LINKS = 40  # links followed in one path (the kernel's own limit, MAXSYMLINKS)
 _PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -229,3 +230,74 @@ def vet_folder(path: str, what: str, euid: int | None = None) -> os.stat_result 
     if problem:
         raise Unsafe(f"{what}: {problem}")
     return st
+
+
+def _writable(st: os.stat_result, what: str) -> None:
+    """Raise Unsafe unless ``st`` is a regular file with one name that root (or we) own."""
+    if not stat.S_ISREG(st.st_mode):
+        raise Unsafe(f"{what}: {_kind(st.st_mode)}, not a regular file: not written")
+    if st.st_nlink != 1:
+        raise Unsafe(f"{what}: {st.st_nlink} hard links to it: not written")
+    if st.st_uid not in (0, os.geteuid()):
+        raise Unsafe(f"{what}: owned by uid {st.st_uid}: not written")
+
+
+def open_append(path: str, mode: int) -> int:
+    """Open ``path`` to append to it (created with ``mode``); return the descriptor.
+
+    Never through a link (O_NOFOLLOW), never waiting (O_NONBLOCK: a FIFO
+    with no reader fails at once), never into a FIFO, a device, a file with
+    another name or one someone else owns: what is there is looked at with
+    lstat before it is opened and with fstat after (review M3). Raises
+    OSError, or Unsafe naming the problem.
+    """
+    try:
+        _writable(os.lstat(path), path)
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                 | os.O_NOCTTY | os.O_CLOEXEC, mode)
+    try:
+        _writable(os.fstat(fd), path)
+        os.set_blocking(fd, True)  # a regular file: the flag only mattered for the open
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def replace(path: str, data: bytes, mode: int, sync: bool = False) -> None:
+    """Write ``data`` to a new file beside ``path`` and rename it over ``path``.
+
+    The temporary name is unpredictable and created with O_EXCL and
+    O_NOFOLLOW, so nothing another user planted (a link, a FIFO, a hard
+    link to a root file) is ever opened; its mode is set to ``mode``
+    whatever the umask. Something other than a regular file with one name
+    at ``path`` is refused, not replaced. With ``sync`` the data reaches
+    the disk before the rename. Raises OSError, or Unsafe naming the problem.
+    """
+    folder, base = os.path.split(path)
+    try:
+        _writable(os.lstat(path), path)
+    except FileNotFoundError:
+        pass
+    tmp = os.path.join(folder, f".{base}.{os.urandom(8).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NOCTTY
+                 | os.O_CLOEXEC, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
