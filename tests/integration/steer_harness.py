@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -213,7 +214,7 @@ def case_outputs_run(top: Path) -> dict[str, Any]:
     as_nobody("mkfifo", str(public / ".fifo.prom.tmp"))
     for name in ("owned", "fifo"):
         m = Metrics(str(public / f"{name}.prom"), Background(), log, ProcFS("/proc"), "some")
-        out[f"metrics_{name}"] = in_time(lambda m=m: m.replace(b"bustd_info 1\n"))
+        out[f"metrics_{name}"] = in_time(partial(m.replace, b"bustd_info 1\n"))
         try:
             out[f"metrics_{name}_owner"] = os.stat(public / f"{name}.prom").st_uid
         except OSError as err:

@@ -431,3 +431,92 @@ def test_parse_header_reads_replies_and_errors_made_by_jeepney() -> None:
 
 def test_sasl_auth_line_is_the_uid_in_hex() -> None:
     assert sasl_auth_line(1000) == b"AUTH EXTERNAL 31303030\r\n"
+
+
+# -- issue 15: nothing waits for an exec, helpers' words, hooks' slots -------------
+
+def test_children_start_without_waiting_for_the_exec(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review M6: a post-kill hook or a helper whose exec takes a second costs the loop none."""
+    import bustd.spawn as spawn_module
+    real = spawn_module.spawn
+
+    def slow(argv: list[str], env: dict[str, str], *rest: int) -> int:
+        time.sleep(1.0)  # an executable paged in from a thrashing disk
+        return real(argv, env, *rest)
+
+    monkeypatch.setattr(spawn_module, "spawn", slow)
+    out = LogLines(tmp_path)
+    children = Children(out.log)
+    hook = script(tmp_path / "hook", "exit 0")
+    start = time.monotonic()
+    PostKillHook(hook, -1, children)(record())
+    assert time.monotonic() - start < 0.5
+    for pid in settle(children):
+        children.wait(pid, 5)
+    assert f"post-kill hook {hook} for pid 4242 (pid " in out.text()
+    assert "done in" in out.text() and children.failures == {}
+
+
+def test_a_helpers_words_stay_inside_bustds_line(tmp_path: Path) -> None:
+    """Review M4: what a helper writes is read by bustd, escaped and bounded, marked as its."""
+    out = LogLines(tmp_path)
+    children = Children(out.log)
+    prog = script(tmp_path / "p", "printf 'org.x\\n<0>emerg: FORGED %s' "
+                                  "\"$(printf '%4000s' '' | tr ' ' x)\" >&2; exit 6")
+    children.start([prog], {"PATH": PATH}, "notification helper for uid 7", "notification",
+                   10.0, notify.explain, capture=True)
+    for pid in settle(children):
+        children.wait(pid, 5)
+    lines = out.text().splitlines()
+    assert not [line for line in lines if line.startswith("<") or "emerg" in line[:20]]
+    (line,) = [line for line in lines if "FORGED" in line]
+    assert line.startswith("warning: notification helper for uid 7 (pid ")
+    assert 'exit 6: the bus answered with an error (no notification service?); it said: ' \
+        '"org.x\\n<0>emerg: FORGED xxx' in line
+    assert len(line) < 800  # bounded
+
+
+def test_helpers_leave_the_hooks_slots_free_and_run_one_per_user(tmp_path: Path) -> None:
+    """Review L7: helpers a user's bus holds can never starve the administrator's hooks."""
+    from bustd.spawn import HOOK_SLOTS
+    out = LogLines(tmp_path)
+    children = Children(out.log)
+    prog = script(tmp_path / "p", "exec sleep 30")
+    try:
+        got = [children.start([prog], {}, f"helper {uid}", "notification", 60.0,
+                              key=f"notify {uid}", spare=HOOK_SLOTS) for uid in range(20)]
+        assert got.count(NOT_YET) == MAX_CHILDREN - HOOK_SLOTS
+        assert children.start([prog], {}, "helper 0 again", "notification", 60.0,
+                              key="notify 0", spare=HOOK_SLOTS) == -1
+        hooks = [children.start([prog], {}, "post-kill hook", "post-kill hook", 60.0)
+                 for _ in range(HOOK_SLOTS)]
+        assert hooks == [NOT_YET] * HOOK_SLOTS
+        assert len(settle(children)) == MAX_CHILDREN
+    finally:
+        settle(children)
+        for pid in list(children.running):
+            children.kill(pid, "test over")
+        for pid in list(children.running):
+            os.waitpid(pid, 0)
+
+
+def test_process_mrelease_that_waits_costs_the_loop_at_most_its_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review M6: process_mrelease waits on the victim's mmap_lock in a thread of its own."""
+    from bustd import kill
+
+    def stuck(fd: int) -> str:
+        time.sleep(2.0)  # a writer holds the victim's mmap_lock (a hung filesystem)
+        return kill.FREED
+
+    monkeypatch.setattr(kill, "_mrelease", stuck)
+    t = kill.Target(os.getpid(), 0)
+    t.fd = os.pidfd_open(os.getpid())
+    try:
+        start = time.monotonic()
+        why = kill.reap(t)
+        assert time.monotonic() - start < kill.MRELEASE_WAIT + 0.5
+        assert why.startswith("process_mrelease still under way")
+    finally:
+        os.close(t.fd)
