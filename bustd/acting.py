@@ -235,14 +235,17 @@ def kill_victim(m: Monitor, victim: Victim, record: KillRecord, first: int) -> s
     said once, then passed over for good); or "failed" (it could not be
     checked or signalled now, e.g. ENOMEM: nothing was sent).
     """
-    from . import kill
+    from . import choose, kill
     c = victim.candidate
     targets = [kill.Target(m.pid, m.starttime) for m in [c, *victim.group]]
     whole = victim.cgroup if m.cfg.kill_cgroup and not victim.blocked else ""
     record.reaction_s = m.clock() - m.woke
     if whole:
-        outcome = kill.signal_targets(m.fs, targets, first, m.cfg.grace,
-                                      m.clock, cgroup=whole, self_pid=m.self_pid)
+        rules = m.rules
+        assert rules is not None
+        outcome = kill.signal_targets(
+            m.fs, targets, first, m.cfg.grace, m.clock, cgroup=whole, self_pid=m.self_pid,
+            vet=lambda pids: choose.vet_members(m.fs, rules, pids, c.pid, {})[1])
     else:
         outcome = kill.signal_targets(m.fs, targets, first, m.cfg.grace, m.clock)
     if m.cfg.kill_cgroup:

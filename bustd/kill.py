@@ -456,15 +456,22 @@ def _open_all(fs: ProcFS, targets: list[Target]) -> None:
         return
 
 
-def kill_cgroup(folder: str, self_pid: int) -> str:
+def kill_cgroup(folder: str, self_pid: int,
+                vet: Callable[[list[int]], str] | None = None) -> str:
     """Kill the cgroup at ``folder`` whole with ``cgroup.kill``; return "" or why not.
 
     Checked once more right before the write: never a cgroup holding bustd
-    itself or PID 1, never the root cgroup (cgroup.refusal). Never raises.
+    itself or PID 1, never the root cgroup (cgroup.refusal), and, with
+    ``vet`` (choose.vet_members), never one holding a process that is
+    protected or cannot be checked, such as one that joined it after the
+    choice (review L2). Never raises.
     """
     from . import cgroup  # only with --kill-cgroup
     try:
-        why = cgroup.refusal(folder, cgroup.members(folder), self_pid)
+        pids = cgroup.members(folder)
+        why = cgroup.refusal(folder, pids, self_pid)
+        if why is None and vet is not None:
+            why = vet(sorted(pids)) or None
     except (OSError, ValueError) as err:
         return f"cannot list its processes: {err}"
     if why is not None:
@@ -480,11 +487,13 @@ def kill_cgroup(folder: str, self_pid: int) -> str:
 
 def signal_targets(fs: ProcFS, targets: Sequence[Target], first: int, grace: float,
                    clock: Callable[[], float], settle: float = KILL_SETTLE,
-                   cgroup: str = "", self_pid: int = 0) -> Outcome:
+                   cgroup: str = "", self_pid: int = 0,
+                   vet: Callable[[list[int]], str] | None = None) -> Outcome:
     """Signal ``targets`` with ``first``; escalate to SIGKILL after ``grace`` s.
 
     ``cgroup``: first kill that cgroup whole (:func:`kill_cgroup`, SIGKILL
-    to all its processes, ``self_pid`` being bustd), then SIGKILL each
+    to all its processes, ``self_pid`` being bustd, ``vet`` its last
+    check of the members), then SIGKILL each
     target, so that one that left the cgroup meanwhile dies too; where the
     cgroup may not be killed whole the targets get ``first`` as usual and
     ``Outcome.cgroup_note`` says why.
@@ -506,7 +515,7 @@ def signal_targets(fs: ProcFS, targets: Sequence[Target], first: int, grace: flo
         start = clock()
         killed = start
         if cgroup:
-            note = kill_cgroup(cgroup, self_pid)
+            note = kill_cgroup(cgroup, self_pid, vet)
             if not note:
                 first = sig.SIGKILL
                 last = first
