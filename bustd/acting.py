@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 __all__ = ["RUNNERS_UP", "WARN_EVERY", "act", "rehearse", "sample", "warn"]
 
 RUNNERS_UP = 3  # candidates named after the victim in the kill line
+# Longest wait for the victim's command line before the signal, without a
+# pre-kill hook (which waits for it itself): the read takes microseconds,
+# more only while the victim's mmap_lock is held (issue 10).
+CMDLINE_HEAD_START = 0.002
 WARN_EVERY = 60.0  # seconds at least between two warnings, even after a recovery
 
 
@@ -166,6 +170,11 @@ def act(m: Monitor, decision: Decision, stall: Stall,
     dry = m.dry
     while victim is not None:
         pending = cmdline_of(m, victim.candidate)
+        if pending is not None and not m.pre_kill:
+            # A victim that dies at once leaves a zombie with an empty command
+            # line (review L1): give the read, a few microseconds unless the
+            # victim's memory lock is held, this long before the signal.
+            pending.result(CMDLINE_HEAD_START)
         record = make_record(m, victim, fresh, reading(m, fresh_mem, stall), dry)
         for hook in m.pre_kill:  # each bounds its own wait (--hook-timeout)
             m._call(hook, record, pending)
@@ -178,6 +187,8 @@ def act(m: Monitor, decision: Decision, stall: Stall,
         if outcome == "failed":
             return MIN_SLEEP  # nothing sent (ENOMEM, no descriptor): try again soon
         record.cmdline = None if pending is None else pending.result(0.05 if dry else 0.1)
+        if not record.cmdline:
+            record.cmdline = None  # a zombie's is empty: unknown, never "" (review L1)
         record.runners_up = runners_up(ranking)
         m.emit(record)
         if dry:
