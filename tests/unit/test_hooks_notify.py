@@ -520,3 +520,24 @@ def test_process_mrelease_that_waits_costs_the_loop_at_most_its_bound(
         assert why.startswith("process_mrelease still under way")
     finally:
         os.close(t.fd)
+
+
+def test_a_hook_runs_from_the_descriptor_it_was_checked_with(tmp_path: Path) -> None:
+    """Review H4, L6: the file checked at start runs, whatever its name leads to later."""
+    from bustd.vet import open_hook
+    folder = tmp_path / "hooks"
+    folder.mkdir()
+    out = tmp_path / "out"
+    script(folder / "a", f'echo "a $(cat /proc/self/oom_score_adj)" > "{out}"')
+    script(folder / "b", f'echo b > "{out}"')
+    (folder / "hook").symlink_to(folder / "a")
+    fd = open_hook(str(folder / "hook"))
+    try:
+        (folder / "new").symlink_to(folder / "b")
+        os.replace(folder / "new", folder / "hook")
+        pid = spawn([str(folder / "hook")], {"PATH": PATH}, fd)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+        assert out.read_text() == "a 0\n"
+    finally:
+        os.close(fd)
