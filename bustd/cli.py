@@ -393,6 +393,22 @@ def output_file(text: str) -> str:
     return text
 
 
+def _pid_file_folders(text: str) -> None:
+    """Check the folders and links above pid file ``text`` as for a hook; raises UsageError.
+
+    What is at the path itself (a FIFO, a directory, a running bustd's pid)
+    and a missing folder are the runtime's to refuse, with exit code 4.
+    """
+    from .vet import Missing, Unsafe, resolve
+    try:
+        folder, _, _, _ = resolve(os.path.abspath(text), last_may_link=False)
+    except Missing:
+        return
+    except Unsafe as err:
+        raise UsageError(f"argument --pid-file: {text}: {err}") from None
+    os.close(folder)
+
+
 def metrics_file(text: str) -> str:
     """Check a metrics file path: as :func:`output_file`, and named ``*.prom``."""
     if not text.endswith(".prom") or text.endswith("/.prom"):
@@ -605,10 +621,7 @@ def parse_args(p: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
                          f"{args.hook_timeout:g} s: more than the {MAX_KILL_WAIT:g} s a kill "
                          "may wait (the loop and systemd's watchdog keep their rhythm)")
     if getattr(args, "daemon", False):  # only --daemon writes it
-        try:
-            output_file(args.pid_file)
-        except argparse.ArgumentTypeError as err:
-            raise UsageError(f"argument --pid-file: {err}") from None
+        _pid_file_folders(args.pid_file)
     return args
 
 

@@ -69,7 +69,10 @@ try:
         ctypes.CDLL(None).prctl(41, 0, 0, 0, 0)
 except (OSError, AttributeError):
     pass
-os.execv(sys.argv[1], sys.argv[2:])
+env = dict(os.environ)
+if sys.argv[2] == "0":
+    env.pop("LC_CTYPE", None)  # set by the interpreter's locale coercion (PEP 538)
+os.execve(sys.argv[1], sys.argv[3:], env)
 """
 PROGRAM_FD = 3  # the number a hook's descriptor gets in its child (see spawn)
 
@@ -98,7 +101,8 @@ def spawn(argv: list[str], env: dict[str, str], program: int = -1, output: int =
         number = PROGRAM_FD if program != PROGRAM_FD else PROGRAM_FD + 1
         actions.append((os.POSIX_SPAWN_DUP2, program, number))
         path = sys.executable or "/usr/bin/python3"
-        args = [path, "-S", "-I", "-c", _TRAMPOLINE, f"/proc/self/fd/{number}", *argv]
+        args = [path, "-S", "-I", "-c", _TRAMPOLINE, f"/proc/self/fd/{number}",
+                "1" if "LC_CTYPE" in env else "0", *argv]
     pid = os.posix_spawn(path, args, env, file_actions=actions,
                          setsigdef=(SIGPIPE, SIGXFSZ), setsid=True)
     try:
