@@ -46,6 +46,10 @@ __all__ = ["RUNNERS_UP", "WARN_EVERY", "act", "gate_for", "held_back", "rehearse
            "victim_kib", "warn"]
 
 RUNNERS_UP = 3  # candidates named after the victim in the kill line
+# Longest wait for the victim's command line before the signal, without a
+# pre-kill hook (which waits for it itself): the read takes microseconds,
+# more only while the victim's mmap_lock is held (issue 10).
+CMDLINE_HEAD_START = 0.002
 WARN_EVERY = 60.0  # seconds at least between two warnings, even after a recovery
 
 
@@ -191,6 +195,11 @@ def act(m: Monitor, decision: Decision, stall: Stall,
     dry = m.dry
     while victim is not None:
         pending = cmdline_of(m, victim.candidate)
+        if pending is not None and not m.pre_kill:
+            # A victim that dies at once leaves a zombie with an empty command
+            # line (review L1): give the read, a few microseconds unless the
+            # victim's memory lock is held, this long before the signal.
+            pending.result(CMDLINE_HEAD_START)
         record = make_record(m, victim, fresh, reading(m, fresh_mem, stall), dry)
         record.expected_kib = victim_kib(victim)
         for hook in m.pre_kill:  # each bounds its own wait (--hook-timeout)
@@ -204,6 +213,8 @@ def act(m: Monitor, decision: Decision, stall: Stall,
         if outcome == "failed":
             return MIN_SLEEP  # nothing sent (ENOMEM, no descriptor): try again soon
         record.cmdline = None if pending is None else pending.result(0.05 if dry else 0.1)
+        if not record.cmdline:
+            record.cmdline = None  # a zombie's is empty: unknown, never "" (review L1)
         record.runners_up = runners_up(ranking)
         if dry:
             m.emit(record)
@@ -315,14 +326,17 @@ def kill_victim(m: Monitor, victim: Victim, record: KillRecord, first: int) -> s
     said once, then passed over for good); or "failed" (it could not be
     checked or signalled now, e.g. ENOMEM: nothing was sent).
     """
-    from . import kill
+    from . import choose, kill
     c = victim.candidate
     targets = [kill.Target(m.pid, m.starttime) for m in [c, *victim.group]]
     whole = victim.cgroup if m.cfg.kill_cgroup and not victim.blocked else ""
     record.reaction_s = m.clock() - m.woke
     if whole:
-        outcome = kill.signal_targets(m.fs, targets, first, m.cfg.grace,
-                                      m.clock, cgroup=whole, self_pid=m.self_pid)
+        rules = m.rules
+        assert rules is not None
+        outcome = kill.signal_targets(
+            m.fs, targets, first, m.cfg.grace, m.clock, cgroup=whole, self_pid=m.self_pid,
+            vet=lambda pids: choose.vet_members(m.fs, rules, pids, c.pid, {})[1])
     else:
         outcome = kill.signal_targets(m.fs, targets, first, m.cfg.grace, m.clock)
     if m.cfg.kill_cgroup:

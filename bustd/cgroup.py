@@ -190,6 +190,10 @@ def leaf_of(proc_cgroup: bytes, mount: tuple[str, str] | None) -> str | None:
     path = parse_proc_cgroup(proc_cgroup)
     if path is None or mount is None:
         return None
+    if ".." in path.split("/"):
+        # A cgroup outside bustd's cgroup namespace (review L2): it would name
+        # a folder above the mount point, or none at all.
+        return None
     root, point = mount
     root = root.rstrip("/")
     if root and not (path == root or path.startswith(root + "/")):

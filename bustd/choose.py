@@ -21,13 +21,14 @@ from .victim import Rules, badness, protected, rank, sort_key
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import re
+    from typing import Iterable
 
     from .cgroup import Units
     from .config import Config
     from .freeable import Shared
 
 __all__ = ["TRACK_TOP", "Ranking", "Victim", "find_victim", "kernel_scales_oom_score",
-           "make_rules", "oom_score_per_kib", "sample", "size"]
+           "make_rules", "oom_score_per_kib", "sample", "size", "vet_members"]
 
 TRACK_TOP = 32  # how many of the largest processes have their size sampled
 
@@ -143,21 +144,8 @@ class Ranking:
             return leaf, [], f"cannot list its processes: {err}"
         blocked = self.units.refusal(leaf, pids, self.rules.self_pid) or ""
         known = {m.pid: m for m in self.candidates}
-        group: list[Candidate] = []
-        for pid in sorted(pids):
-            if pid == c.pid or pid in (1, self.rules.self_pid):
-                continue
-            m = known.get(pid) or Candidate(pid, 0, 0, 0, 0, b"")
-            try:
-                why = protected(m, read_details(self.fs, pid), self.rules)
-            except (NoSuchProcess, ValueError):
-                continue  # gone, or not a candidate (a zombie): nothing to spare
-            if why is not None:
-                # cgroup.kill would kill it too: the cgroup is signalled one by one.
-                blocked = blocked or f"pid {pid} ({safe(m.comm) or '?'}) {why}"
-            elif pid in known:
-                group.append(m)
-        return leaf, group, blocked
+        group, why = vet_members(self.fs, self.rules, pids, c.pid, known)
+        return leaf, group, blocked or why
 
     def _place(self, c: Candidate) -> None:
         """Size ``c`` (at ``ranked[_next]``), re-score it and move it to its place."""
@@ -272,3 +260,37 @@ def size(fs: ProcFS, c: Candidate, shared: Shared | None = None) -> bool:
     if shared is not None:
         shared.note(c)
     return True
+
+
+def vet_members(fs: ProcFS, rules: Rules, pids: Iterable[int], victim: int,
+                known: dict[int, Candidate]) -> tuple[list[Candidate], str]:
+    """Check every member of a cgroup that cgroup.kill would kill with ``victim``.
+
+    Returns the members that are ``known`` candidates, and why the cgroup
+    may not be killed whole ("" when it may): a member that is protected,
+    or one that cannot be checked at all (review L2: it fails closed), such
+    as a process outside bustd's PID namespace (shown as PID 0) or one whose
+    /proc files cannot be read while it is still there. bustd and PID 1 are
+    cgroup.refusal's.
+    """
+    group: list[Candidate] = []
+    blocked = ""
+    for pid in sorted(pids):
+        if pid == victim or pid in (1, rules.self_pid):
+            continue
+        if pid <= 0:
+            blocked = blocked or "it holds a process outside bustd's PID namespace"
+            continue
+        m = known.get(pid) or Candidate(pid, 0, 0, 0, 0, b"")
+        try:
+            why = protected(m, read_details(fs, pid), rules)
+        except (NoSuchProcess, ValueError):
+            if not os.path.exists(fs.path(str(pid))):
+                continue  # gone: nothing to spare
+            why = "cannot be checked (its /proc files are unreadable)"
+        if why is not None:
+            # cgroup.kill would kill it too: the cgroup is signalled one by one.
+            blocked = blocked or f"pid {pid} ({safe(m.comm) or '?'}) {why}"
+        elif pid in known:
+            group.append(m)
+    return group, blocked

@@ -28,15 +28,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn, Sequence
 
-__all__ = ["CHECK", "MAX_CONFIG_BYTES", "RELOAD_MAGIC", "UsageError", "build_config",
-           "check_parser", "config_file_args", "hook", "load_config", "main", "metrics_file",
-           "output_file", "parse_args", "parse_config_line", "parser", "read_config_file",
-           "validate_main"]
+__all__ = ["CHECK", "MAX_CONFIG_BYTES", "MAX_KILL_WAIT", "RELOAD_END", "RELOAD_MAGIC",
+           "UsageError", "build_config", "check_parser", "config_file_args", "grace", "hook",
+           "load_config", "main", "metrics_file", "output_file", "parse_args",
+           "parse_config_line", "parser", "read_config_file", "validate_main"]
 
 CHECK = "check"  # the subcommand: ``bustd check [OPTIONS]``
 # First line of a successful answer of the validate-only mode (the runtime
 # checks it, so a stray line of output is never taken for a Config).
 RELOAD_MAGIC = "bustd-validated 1"
+RELOAD_END = "bustd-end"  # and its last line: an answer cut short is no answer
 
 # A config file is a few hundred bytes; anything near this is a mistake
 # (a log, a device, a disk image) and is refused before it is read.
@@ -45,6 +46,11 @@ MAX_CONFIG_BYTES = 1 << 20
 # compiles it again (monitor.make_rules) at a different depth, so the
 # front end must refuse a pattern nested too deep a little early.
 _REGEX_STACK_MARGIN = 100
+# The longest --grace plus --hook-timeout: the loop reads no memory while it
+# waits for the hook and the SIGTERMed victim, and systemd's watchdog
+# (WatchdogSec=30 in contrib/bustd.service, pinged every 15 s) must still
+# hear from it with EXIT_WAIT (3 s) on top (review L4).
+MAX_KILL_WAIT = 10.0
 
 
 class UsageError(Exception):
@@ -107,6 +113,11 @@ def mib_rate(text: str) -> float:
 def seconds(text: str) -> float:
     """Parse a duration from 0 to one day; raises ArgumentTypeError."""
     return _number(text, 0, 86400, "seconds")
+
+
+def grace(text: str) -> float:
+    """Parse --grace, 0 to MAX_KILL_WAIT seconds; raises ArgumentTypeError."""
+    return _number(text, 0, MAX_KILL_WAIT, "seconds")
 
 
 def _no_nul(text: str) -> None:
@@ -219,8 +230,9 @@ def parser() -> argparse.ArgumentParser:
       help="add 300 to the oom_score of processes whose name matches REGEX")
     a("--avoid", type=regex, metavar="REGEX", default="",
       help="subtract 300 from the oom_score of processes whose name matches REGEX")
-    a("--grace", type=seconds, metavar="SECONDS", default=DEFAULTS["grace"],
-      help="after SIGTERM, wait this long for the exit before SIGKILL (default 0.5)")
+    a("--grace", type=grace, metavar="SECONDS", default=DEFAULTS["grace"],
+      help="after SIGTERM, wait this long for the exit before SIGKILL (default 0.5; at "
+           f"most {MAX_KILL_WAIT:g} together with --hook-timeout)")
     a("-g", "--kill-pgroup", action="store_true",
       help="signal the victim's whole process group (protected members are spared)")
     mode = p.add_mutually_exclusive_group()
@@ -335,78 +347,68 @@ def hook_timeout(text: str) -> float:
     return _number(text, 0, 10, "seconds")
 
 
-def _unsafe(st: os.stat_result, euid: int, what: str) -> str | None:
-    """Return why a file or folder others could change is refused, None if it is safe."""
-    if st.st_uid not in (0, euid):
-        who = "root" if euid == 0 else f"root or uid {euid}"
-        return f"{what} is owned by uid {st.st_uid}, not {who}"
-    sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky_dir:
-        return (f"{what} is writable by group or others "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w it")
-    return None
-
-
 def hook(text: str) -> str:
     """Check a hook: an absolute path to an executable regular file nobody else can change.
 
-    Like sshd's checks of its files: the file and every folder above it
-    (symbolic links resolved) must be owned by root or the user bustd runs
-    as and not writable by group or others (a folder with the sticky bit,
-    such as /tmp, may be). Raises ArgumentTypeError naming the problem.
+    Like sshd's checks of its files: the file, every folder above it and
+    every symbolic link on the way (each checked where it lies, with
+    lstat: vet.py) must be owned by root or the user bustd runs as and not
+    writable by group or others (a folder with the sticky bit, such as
+    /tmp, may be). Raises ArgumentTypeError naming the component and its
+    owner. The runtime checks it again and runs it from the descriptor of
+    that check.
     """
+    from .vet import Unsafe, open_hook
     _no_nul(text)
     if not os.path.isabs(text):
         raise argparse.ArgumentTypeError(
             f"invalid value {text!r}: a hook must be an absolute path")
     try:
-        st = os.stat(text)
-    except OSError as err:
-        raise argparse.ArgumentTypeError(f"{text}: {err.strerror or err}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise argparse.ArgumentTypeError(f"{text}: {_kind(st.st_mode)}, not a regular file")
-    if not st.st_mode & 0o111 or not os.access(text, os.X_OK):
+        os.close(open_hook(text))
+    except Unsafe as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if not os.access(text, os.X_OK):
         raise argparse.ArgumentTypeError(f"{text}: not executable (chmod +x it)")
-    euid = os.geteuid()
-    real = os.path.realpath(text)
-    problem = _unsafe(st, euid, "it")
-    folder = os.path.dirname(real)
-    while problem is None:
-        try:
-            problem = _unsafe(os.stat(folder), euid, f"folder {folder}")
-        except OSError as err:
-            problem = f"folder {folder}: {err.strerror or err}"
-        if folder == os.path.dirname(folder):
-            break
-        folder = os.path.dirname(folder)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(f"{text}: {problem}")
     return text
 
 
 def output_file(text: str) -> str:
-    """Check a file bustd will write: its folder exists; if it exists, a regular file.
+    """Check a file bustd will write (kill log, metrics, pid file).
 
-    A symbolic link is refused (bustd opens it with O_NOFOLLOW): root
-    appending where a link points is how a log file becomes an attack.
-    Raises ArgumentTypeError naming the problem.
+    Its folder, every folder above and every link on the way must be safe
+    as for a hook (vet.py), so nobody else can put a link, a FIFO or a hard
+    link where bustd writes (review M3, L3). The file itself, if it exists,
+    must be a regular file with one name, owned by root (or bustd's user);
+    a symbolic link is refused (bustd opens it with O_NOFOLLOW).
+    Raises ArgumentTypeError naming the component and the problem.
     """
+    from .vet import Unsafe, vet_folder
     path(text)
     full = os.path.abspath(text)
     folder = os.path.dirname(full)
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(f"{text}: no such folder {folder}")
     try:
-        st = os.lstat(full)
-    except FileNotFoundError:
-        return text
-    except OSError as err:
-        raise argparse.ArgumentTypeError(f"{text}: {err.strerror or err}") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise argparse.ArgumentTypeError(f"{text}: a symbolic link, not a regular file")
-    if not stat.S_ISREG(st.st_mode):
-        raise argparse.ArgumentTypeError(f"{text}: {_kind(st.st_mode)}, not a regular file")
+        vet_folder(full, text)
+    except Unsafe as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return text
+
+
+def _pid_file_folders(text: str) -> None:
+    """Check the folders and links above pid file ``text`` as for a hook; raises UsageError.
+
+    What is at the path itself (a FIFO, a directory, a running bustd's pid)
+    and a missing folder are the runtime's to refuse, with exit code 4.
+    """
+    from .vet import Missing, Unsafe, resolve
+    try:
+        folder, _, _, _ = resolve(os.path.abspath(text), last_may_link=False)
+    except Missing:
+        return
+    except Unsafe as err:
+        raise UsageError(f"argument --pid-file: {text}: {err}") from None
+    os.close(folder)
 
 
 def metrics_file(text: str) -> str:
@@ -459,12 +461,24 @@ def read_config_file(path: str) -> str:
     def refuse(problem: str) -> UsageError:
         return UsageError(f"config file {path}: {problem}")
 
+    from .vet import Unsafe, resolve
+    if "\0" in path:
+        raise refuse("it holds a NUL byte")
+    if not path:
+        raise refuse("No such file or directory")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        # Every folder and link on the way is checked too (review L3): a
+        # user who could swap a link there would choose bustd's settings.
+        folder, name, _, _ = resolve(os.path.abspath(path))
+    except Unsafe as err:
+        raise refuse(str(err)) from None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+                     | os.O_NOFOLLOW, dir_fd=folder)
     except OSError as err:
         raise refuse(err.strerror or str(err)) from None
-    except ValueError as err:  # a NUL byte in the path
-        raise refuse(str(err)) from None
+    finally:
+        os.close(folder)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -603,6 +617,13 @@ def parse_args(p: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
         if action.option_strings and isinstance(getattr(args, action.dest, None), list):
             raise UsageError(f"argument {'/'.join(action.option_strings)}: invalid value "
                              "'--': a value cannot be '--' alone")
+    wait = getattr(args, "grace", 0.0) + getattr(args, "hook_timeout", 0.0)
+    if wait > MAX_KILL_WAIT:
+        raise UsageError(f"argument --grace: {args.grace:g} s with --hook-timeout "
+                         f"{args.hook_timeout:g} s: more than the {MAX_KILL_WAIT:g} s a kill "
+                         "may wait (the loop and systemd's watchdog keep their rhythm)")
+    if getattr(args, "daemon", False):  # only --daemon writes it
+        _pid_file_folders(args.pid_file)
     return args
 
 
@@ -836,5 +857,5 @@ def validate_main(argv: Sequence[str]) -> int:
     except Exception as err:
         return _usage_error(err)
     path = "" if args.config is None else args.config
-    sys.stdout.write(f"{RELOAD_MAGIC}\n{_one_line(path)}\n{encode(cfg)}")
+    sys.stdout.write(f"{RELOAD_MAGIC}\n{_one_line(path)}\n{encode(cfg)}\n{RELOAD_END}\n")
     return 0

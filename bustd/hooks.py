@@ -92,12 +92,18 @@ def hook_env(r: KillRecord, phase: str) -> dict[str, str]:
 
 
 class PreKillHook:
-    """Run before each signal; waited for at most ``timeout`` seconds in all."""
+    """Run before each signal; waited for at most ``timeout`` seconds in all.
 
-    __slots__ = ("path", "timeout", "children", "log")
+    ``program`` is the descriptor of the file checked at start
+    (vet.open_hook): that file is run, whatever ``path`` names later.
+    """
 
-    def __init__(self, path: str, timeout: float, children: Children, log: Log) -> None:
+    __slots__ = ("path", "program", "timeout", "children", "log")
+
+    def __init__(self, path: str, program: int, timeout: float, children: Children,
+                 log: Log) -> None:
         self.path = path
+        self.program = program
         self.timeout = timeout
         self.children = children
         self.log = log
@@ -117,7 +123,8 @@ class PreKillHook:
         # which a thrashing disk can make last seconds.
         pid = self.children.start_within([self.path], hook_env(record, "pre-kill"), what,
                                          "pre-kill hook", HOOK_LIMIT,
-                                         self.timeout - (time.monotonic() - start))
+                                         self.timeout - (time.monotonic() - start),
+                                         self.program)
         if pid == NOT_YET:
             self.log.warning(f"{what} not started after {self.timeout:g} s (its executable "
                              "still being read?): killing without waiting for it")
@@ -131,12 +138,16 @@ class PreKillHook:
 
 
 class PostKillHook:
-    """Run after each kill (and dry-run decision); never waited for."""
+    """Run after each kill (and dry-run decision); never waited for, not even its exec.
 
-    __slots__ = ("path", "children")
+    ``program``: as for PreKillHook.
+    """
 
-    def __init__(self, path: str, children: Children) -> None:
+    __slots__ = ("path", "program", "children")
+
+    def __init__(self, path: str, program: int, children: Children) -> None:
         self.path = path
+        self.program = program
         self.children = children
 
     def __call__(self, record: Record) -> None:
@@ -145,4 +156,4 @@ class PostKillHook:
             return
         self.children.start([self.path], hook_env(record, "post-kill"),
                             f"post-kill hook {self.path} for pid {record.pid}",
-                            "post-kill hook", HOOK_LIMIT)
+                            "post-kill hook", HOOK_LIMIT, program=self.program)

@@ -83,6 +83,10 @@ FAILED = "failed"    # could not be checked or signalled (ENOMEM, no descriptor.
 # Target.reaped when process_mrelease succeeded: the memory is freed, or is
 # already being freed by the exit (the kernel answers 0 once exit_mm() ran).
 FREED = "memory released"
+# Longest wait for process_mrelease before the loop goes on (it finishes in
+# its thread); freeing a few GiB takes about 63 ms per GiB unstarved.
+MRELEASE_WAIT = 0.25
+_THREAD_STACK = 256 * 1024  # of the process_mrelease thread (locked by mlockall)
 
 # process_mrelease(2), Linux 5.15: one number on every architecture since
 # the syscall tables were unified at 424, except alpha (which adds 110).
@@ -350,23 +354,55 @@ def release(target: Target) -> None:
         target.fd = -1
 
 
-def reap(target: Target) -> str:
+def reap(target: Target, timeout: float = MRELEASE_WAIT) -> str:
     """Free the memory of a SIGKILLed ``target`` now with process_mrelease(2).
 
     Returns :data:`FREED`, or why not: no pidfd, a kernel before 5.15
     (ENOSYS), a process not dying or sharing its memory (EINVAL), already
-    reaped (ESRCH). Never raises. It may wait for the victim's mmap_lock,
-    which a frozen task never holds and a D-state one rarely holds for
-    writing; memory it frees is memory no second victim must pay for.
+    reaped (ESRCH), or a call still under way after ``timeout`` s. The
+    call runs in a thread of its own on a copy of the pidfd: it takes the
+    victim's mmap_lock, which a writer stuck on a hung filesystem can hold
+    for good, and the loop must decide again meanwhile (review M6); the
+    thread ends by itself when the call does. Never raises.
     """
     if target.fd < 0:
         return "no pidfd for process_mrelease"
+    import _thread
+
+    try:
+        fd = os.dup(target.fd)  # close-on-exec, as every dup
+    except OSError as err:
+        return f"process_mrelease: {os.strerror(err.errno or 0)}"
+    done = _thread.allocate_lock()
+    done.acquire()
+    result = ["process_mrelease still under way (the victim's memory lock is held)"]
+
+    def call() -> None:
+        try:
+            result[0] = _mrelease(fd)
+        finally:
+            os.close(fd)
+            done.release()
+
+    old = _thread.stack_size(_THREAD_STACK)
+    try:
+        _thread.start_new_thread(call, ())
+    except RuntimeError:  # no thread to spare: call it here
+        call()
+    finally:
+        _thread.stack_size(old)
+    done.acquire(True, max(0.0, timeout))
+    return result[0]
+
+
+def _mrelease(fd: int) -> str:
+    """Call process_mrelease(2) on pidfd ``fd``; return FREED or why not."""
     import ctypes  # loaded once by the runtime (lock_memory); free here
 
     nr = _NR_PROCESS_MRELEASE_ALPHA if os.uname().machine == "alpha" else _NR_PROCESS_MRELEASE
     libc = ctypes.CDLL(None, use_errno=True)
     # syscall(2) reads longs: pass longs, not ctypes' default ints.
-    if libc.syscall(ctypes.c_long(nr), ctypes.c_long(target.fd), ctypes.c_long(0)) == 0:
+    if libc.syscall(ctypes.c_long(nr), ctypes.c_long(fd), ctypes.c_long(0)) == 0:
         return FREED
     err = ctypes.get_errno()
     if err == errno.ENOSYS:
@@ -420,15 +456,22 @@ def _open_all(fs: ProcFS, targets: list[Target]) -> None:
         return
 
 
-def kill_cgroup(folder: str, self_pid: int) -> str:
+def kill_cgroup(folder: str, self_pid: int,
+                vet: Callable[[list[int]], str] | None = None) -> str:
     """Kill the cgroup at ``folder`` whole with ``cgroup.kill``; return "" or why not.
 
     Checked once more right before the write: never a cgroup holding bustd
-    itself or PID 1, never the root cgroup (cgroup.refusal). Never raises.
+    itself or PID 1, never the root cgroup (cgroup.refusal), and, with
+    ``vet`` (choose.vet_members), never one holding a process that is
+    protected or cannot be checked, such as one that joined it after the
+    choice (review L2). Never raises.
     """
     from . import cgroup  # only with --kill-cgroup
     try:
-        why = cgroup.refusal(folder, cgroup.members(folder), self_pid)
+        pids = cgroup.members(folder)
+        why = cgroup.refusal(folder, pids, self_pid)
+        if why is None and vet is not None:
+            why = vet(sorted(pids)) or None
     except (OSError, ValueError) as err:
         return f"cannot list its processes: {err}"
     if why is not None:
@@ -444,11 +487,13 @@ def kill_cgroup(folder: str, self_pid: int) -> str:
 
 def signal_targets(fs: ProcFS, targets: Sequence[Target], first: int, grace: float,
                    clock: Callable[[], float], settle: float = KILL_SETTLE,
-                   cgroup: str = "", self_pid: int = 0) -> Outcome:
+                   cgroup: str = "", self_pid: int = 0,
+                   vet: Callable[[list[int]], str] | None = None) -> Outcome:
     """Signal ``targets`` with ``first``; escalate to SIGKILL after ``grace`` s.
 
     ``cgroup``: first kill that cgroup whole (:func:`kill_cgroup`, SIGKILL
-    to all its processes, ``self_pid`` being bustd), then SIGKILL each
+    to all its processes, ``self_pid`` being bustd, ``vet`` its last
+    check of the members), then SIGKILL each
     target, so that one that left the cgroup meanwhile dies too; where the
     cgroup may not be killed whole the targets get ``first`` as usual and
     ``Outcome.cgroup_note`` says why.
@@ -470,7 +515,7 @@ def signal_targets(fs: ProcFS, targets: Sequence[Target], first: int, grace: flo
         start = clock()
         killed = start
         if cgroup:
-            note = kill_cgroup(cgroup, self_pid)
+            note = kill_cgroup(cgroup, self_pid, vet)
             if not note:
                 first = sig.SIGKILL
                 last = first

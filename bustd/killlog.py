@@ -152,16 +152,17 @@ class KillLog:
     def append(self, line: bytes) -> None:
         """Append ``line`` with one write (logs failures, never raises OSError)."""
         data = (b"\n" if self.torn else b"") + line
+        from .vet import open_append
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                         | os.O_NOFOLLOW | os.O_NOCTTY, 0o640)
+            fd = open_append(self.path, 0o640)  # never a FIFO, a device, a link (review M3)
             try:
                 written = os.write(fd, data)
             finally:
                 os.close(fd)
-        except OSError as err:
+        except (OSError, ValueError) as err:  # ValueError: vet.Unsafe, named
             if not self.failing:
-                self.log.warning(f"cannot write kill log {self.path}: {err.strerror or err}")
+                self.log.warning(f"cannot write kill log {self.path}: "
+                                 f"{getattr(err, 'strerror', None) or err}")
             self.failing = True
             return
         if self.failing:

@@ -13,8 +13,6 @@ first kill. See README.md for the series and a sample alert rule.
 
 from __future__ import annotations
 
-import os
-
 from . import __version__, sig
 from .background import Background
 from .held import Held, read_held
@@ -237,28 +235,15 @@ class Metrics:
 
     def replace(self, data: bytes) -> None:
         """Write ``data`` to a temporary file and rename it over the path (logs failures)."""
-        folder, base = os.path.split(self.path)
-        tmp = os.path.join(folder, f".{base}.tmp")
+        from .vet import replace
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-                         | os.O_NOFOLLOW | os.O_NOCTTY, 0o644)
-            try:
-                os.fchmod(fd, 0o644)  # node_exporter reads it as another user, whatever the umask
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-            os.rename(tmp, self.path)
-        except OSError as err:
+            # node_exporter reads it as another user: 0644 whatever the umask.
+            replace(self.path, data, 0o644)
+        except (OSError, ValueError) as err:  # ValueError: vet.Unsafe, named
             if not self.failing:
                 self.log.warning(f"cannot write metrics file {self.path}: "
-                                 f"{err.strerror or err}")
+                                 f"{getattr(err, 'strerror', None) or err}")
             self.failing = True
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             return
         if self.failing:
             self.log.info(f"metrics file {self.path} written again")

@@ -70,13 +70,19 @@ if TYPE_CHECKING:
         """A reading of the config file under way (reload.Reload)."""
 
         fd: int
+        pid: int
         deadline: float
+        killed: bool
 
         def read(self) -> bool: ...
+
+        def diagnostics(self) -> list[str]: ...
 
         def finish(self) -> tuple[Config, str]: ...
 
         def cancel(self) -> None: ...
+
+        def kill(self) -> None: ...
 
     Record = Union[KillRecord, WarnRecord, "Check"]
 
@@ -195,6 +201,7 @@ class Monitor:
         self.reloader: Callable[[float], Reloading] | None = None
         self.reload_wanted = False
         self.reloading: Reloading | None = None
+        self.reload_left: list[Reloading] = []  # front ends ended but not reaped yet
         self.wake_fd = -1
         self.open_psi()
 
@@ -732,6 +739,9 @@ class Monitor:
             if self.reloading is not None and self.clock() >= self.reloading.deadline:
                 from .reload import give_up
                 give_up(self)
+            if self.reload_left:
+                from .reload import reap_left
+                reap_left(self)
 
 
 def _drain(fd: int) -> None:

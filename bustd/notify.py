@@ -22,7 +22,7 @@ import sys
 
 from . import sig
 from .log import safe, size
-from .spawn import PATH, Children
+from .spawn import HOOK_SLOTS, PATH, Children
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -145,6 +145,10 @@ class Notifier:
         env = {"PATH": PATH, "BUSTD_SUMMARY": summary, "BUSTD_BODY": body,
                "BUSTD_URGENCY": str(urgency)}
         for uid, gid, bus in sessions(self.root, owner if self.owner_only else None):
+            # Its output is read by bustd, never left on bustd's stderr: the
+            # error it reports comes from the user's bus (review M4). One
+            # helper per user at a time, never in the hooks' slots (L7).
             self.children.start([self.python, "-S", "-I", self.helper, str(uid), str(gid), bus],
                                 env, f"notification helper for uid {uid}", "notification",
-                                HELPER_LIMIT, explain)
+                                HELPER_LIMIT, explain, capture=True, key=f"notify {uid}",
+                                spare=HOOK_SLOTS)

@@ -8,6 +8,8 @@ $NOTIFY_SOCKET is), so an unused output costs the daemon nothing.
 
 from __future__ import annotations
 
+import os  # already loaded by the runtime: costs nothing
+
 from .config import Config
 from .log import Log
 
@@ -17,14 +19,40 @@ if TYPE_CHECKING:
 
     from .monitor import Monitor
 
-__all__ = ["DRAIN", "attach"]
+__all__ = ["DRAIN", "attach", "open_hooks"]
 
 DRAIN = 2.0  # seconds a stopping bustd waits for queued kill-log lines
 
 
+def open_hooks(cfg: Config) -> dict[str, int]:
+    """Return a descriptor of each hook of ``cfg``, by path, checked once for good.
+
+    The hooks are run from these descriptors (spawn.spawn), so what was
+    checked here is what runs at every kill, whatever happens to the path
+    later (review H4). Raises vet.Unsafe naming the option and the problem.
+    """
+    programs: dict[str, int] = {}
+    if not (cfg.pre_kill_hook or cfg.post_kill_hook):
+        return programs
+    from .vet import Unsafe, open_hook
+    for option, path in (("--pre-kill-hook", cfg.pre_kill_hook),
+                         ("--post-kill-hook", cfg.post_kill_hook)):
+        if path and path not in programs:
+            try:
+                programs[path] = open_hook(path)
+            except Unsafe as err:
+                for fd in programs.values():
+                    os.close(fd)
+                raise Unsafe(f"{option}: {err}") from None
+    return programs
+
+
 def attach(monitor: Monitor, cfg: Config, log: Log, environ: Mapping[str, str],
-           pid: int) -> Callable[[], None]:
+           pid: int, programs: Mapping[str, int]) -> Callable[[], None]:
     """Add the outputs ``cfg`` and ``environ`` ask for to ``monitor``; return a closer.
+
+    ``programs`` maps each hook's path to the descriptor it was checked
+    and opened with at start (:func:`open_hooks`).
 
     The closer (call it once, when bustd stops) waits up to DRAIN seconds
     for queued kill-log lines and tells systemd bustd is stopping.
@@ -38,12 +66,13 @@ def attach(monitor: Monitor, cfg: Config, log: Log, environ: Mapping[str, str],
     if cfg.pre_kill_hook:
         from .hooks import PreKillHook
         assert children is not None
-        monitor.pre_kill.append(PreKillHook(cfg.pre_kill_hook, cfg.hook_timeout, children,
-                                            log))
+        monitor.pre_kill.append(PreKillHook(cfg.pre_kill_hook, programs[cfg.pre_kill_hook],
+                                            cfg.hook_timeout, children, log))
     if cfg.post_kill_hook:
         from .hooks import PostKillHook
         assert children is not None
-        monitor.outputs.append(PostKillHook(cfg.post_kill_hook, children))
+        monitor.outputs.append(PostKillHook(cfg.post_kill_hook, programs[cfg.post_kill_hook],
+                                            children))
     if cfg.notify:
         from .notify import Notifier
         assert children is not None

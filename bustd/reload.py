@@ -5,9 +5,10 @@ front end in its validate-only mode (``python3 -S -I bustd/validate.py CWD
 ARGS``, see cli.validate_main) with ``os.posix_spawn`` (``subprocess``
 would cost 2.5 MiB of resident memory for good) and the original arguments,
 so the file is read and validated exactly as at start and options on the
-command line still override it. The child's stdout and stderr are one pipe,
-read without blocking between checks; the answer is the encoded Config, or
-the one line naming what is wrong. A child that does not answer within
+command line still override it. The child's stdout (the answer: the
+encoded Config between two marker lines) and its stderr (the diagnostics:
+the one line naming what is wrong, any warning) are two pipes, read
+without blocking between checks; the child is never waited for. A child that does not answer within
 :data:`TIMEOUT` seconds is killed (it is our own child, named by its PID).
 :func:`take_answer` applies a good answer to the Monitor (:func:`reconfigure`),
 so that code too stays out of a daemon that is never reloaded.
@@ -16,7 +17,6 @@ so that code too stays out of a daemon that is never reloaded.
 from __future__ import annotations
 
 import os
-import time  # already loaded by the runtime: costs nothing
 
 from . import sig
 from .config import DEFAULTS, Config, ConfigError, decode
@@ -26,12 +26,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .monitor import Monitor
 
-__all__ = ["FIXED_AT_START", "MAX_ANSWER", "MAGIC", "TIMEOUT", "Reload", "ReloadError", "give_up",
-           "parse_answer", "reconfigure", "take_answer"]
+__all__ = ["END", "FIXED_AT_START", "MAX_ANSWER", "MAGIC", "TIMEOUT", "Reload", "ReloadError",
+           "give_up", "parse_answer", "reap_left", "reconfigure", "take_answer"]
 
 TIMEOUT = 10.0  # seconds the front end may take (it needs about 0.1 s)
 MAX_ANSWER = 1 << 20  # an answer is a few hundred bytes: more is not an answer
 MAGIC = b"bustd-validated 1"  # cli.RELOAD_MAGIC: the first line of a good answer
+END = b"bustd-end"  # cli.RELOAD_END: its last line (an answer cut short is no answer)
 _ERROR_PREFIX = "bustd: error: "
 # Settings a reload cannot change: they shaped the process at start (its
 # pid file, whether it forked, the tree its descriptors are open on, the
@@ -45,64 +46,112 @@ class ReloadError(Exception):
     """The config could not be read again; the message is the one line to log."""
 
 
-def parse_answer(status: int, data: bytes) -> tuple[Config, str]:
-    """Return (Config, config file path or "") from the front end's exit ``status`` and output.
+def parse_answer(status: int | None, data: bytes, said: bytes = b"") -> tuple[Config, str]:
+    """Return (Config, config file path or "") from the front end's answer.
 
-    Raises ReloadError with one line: the front end's own error line (which
-    names the file, the line and the option), or what went wrong.
+    ``data`` is what it wrote to stdout, the answer: MAGIC, the path, the
+    encoded Config and END, whole, or nothing; ``said`` is its stderr, the
+    diagnostics (its one error line; a warning a regex gave, review M5),
+    which never decide whether an answer is good. ``status`` is its exit
+    status (-N: killed by N), None if it has not been reaped yet (the
+    answer alone counts then). Raises ReloadError with one line: the front
+    end's own error line (which names the file, the line and the option),
+    or what went wrong.
     """
-    if status == 0 and data.startswith(MAGIC + b"\n"):
-        _, path, encoded = data.decode("utf-8", "replace").split("\n", 2)
+    good_status = status is None or status == 0
+    if good_status and data.startswith(MAGIC + b"\n") and data.endswith(b"\n" + END + b"\n"):
+        body = data[len(MAGIC) + 1:-len(END) - 2].decode("utf-8", "replace")
+        path, _, encoded = body.partition("\n")
         try:
             return decode(encoded), path
         except ConfigError as err:
             raise ReloadError(f"{err} (was bustd upgraded? restart it)") from None
-    lines = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
-    if not lines:
-        why = (f"exited with status {status}" if status >= 0
-               else f"was killed by {sig.name(-status)}")
-        raise ReloadError(f"the front end {why} and said nothing")
-    last = lines[-1].strip()
-    if last.startswith(_ERROR_PREFIX):
-        last = last[len(_ERROR_PREFIX):]
-    if len(lines) > 1 and not lines[-1].startswith(_ERROR_PREFIX):
-        last = f"the front end failed (status {status}): {last}"
-    raise ReloadError(last[:500])
+    lines = [line for line in said.decode("utf-8", "replace").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(_ERROR_PREFIX)]
+    if errors:
+        raise ReloadError(errors[-1][len(_ERROR_PREFIX):].strip()[:500])
+    how = ("had not exited" if status is None
+           else f"exited with status {status}" if status >= 0
+           else f"was killed by {sig.name(-status)}")
+    if lines:
+        raise ReloadError(f"the front end failed ({how}): {lines[-1].strip()}"[:500])
+    if data:
+        raise ReloadError(f"the front end gave no answer ({how})")
+    raise ReloadError(f"the front end {how} and said nothing")
 
 
 class Reload:
     """One run of the front end in validate-only mode, read between checks.
 
-    ``fd`` is the read end of the child's output (poll it for POLLIN);
-    :meth:`read` takes what has arrived, :meth:`finish` gives the answer
-    once :meth:`read` said the output ended, :meth:`cancel` ends it early.
-    Raises OSError from the constructor if the child cannot be started.
+    ``fd`` is the read end of the child's stdout, its answer (poll it for
+    POLLIN); its stderr, the diagnostics, comes on a pipe of its own
+    (review M5). :meth:`read` takes what has arrived, :meth:`finish` gives
+    the answer once :meth:`read` said the output ended, :meth:`cancel` ends
+    it early. Neither ever waits for the child: one not reaped yet keeps
+    ``pid`` (> 0) for a later :func:`reap_left` (review M6). Raises OSError
+    from the constructor if the child cannot be started.
     """
 
-    __slots__ = ("pid", "fd", "deadline", "data", "done")
+    __slots__ = ("pid", "fd", "err_fd", "deadline", "data", "said", "done", "killed")
 
     def __init__(self, python: str, script: str, cwd: str, argv: list[str], now: float,
                  timeout: float = TIMEOUT) -> None:
-        read_end, write_end = os.pipe()  # both close-on-exec; dup2 clears it in the child
+        read_end, write_end = os.pipe()  # all close-on-exec; dup2 clears it in the child
         try:
+            err_read, err_write = os.pipe()
+        except BaseException:
+            os.close(read_end)
+            os.close(write_end)
+            raise
+        try:
+            # A session of its own: nothing it starts outlives a kill of it (review L6).
             self.pid = os.posix_spawn(
                 python, [python, "-S", "-I", script, cwd, *argv], dict(os.environ),
                 file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                               (os.POSIX_SPAWN_DUP2, write_end, 1),
-                              (os.POSIX_SPAWN_DUP2, write_end, 2)])
+                              (os.POSIX_SPAWN_DUP2, err_write, 2)],
+                setsid=True)
         except BaseException:
             os.close(read_end)
+            os.close(err_read)
             raise
         finally:
             os.close(write_end)
+            os.close(err_write)
+        try:  # it would keep bustd's -1000 (review L6); it also resets it itself
+            fd = os.open(f"/proc/{self.pid}/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
         os.set_blocking(read_end, False)
+        os.set_blocking(err_read, False)
         self.fd = read_end
+        self.err_fd = err_read
         self.deadline = now + timeout
         self.data = b""
+        self.said = b""
         self.done = False
+        self.killed = False
+
+    def _read_said(self) -> None:
+        """Take what the child wrote to stderr so far (at most MAX_ANSWER is kept)."""
+        while self.err_fd >= 0:
+            try:
+                chunk = os.read(self.err_fd, 65536)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            if not chunk:
+                return
+            self.said = (self.said + chunk)[:MAX_ANSWER]
 
     def read(self) -> bool:
-        """Read what the child wrote so far; return True once its output has ended."""
+        """Read what the child wrote so far; return True once its answer has ended."""
+        self._read_said()  # never let its stderr fill and stop it
         while not self.done:
             try:
                 chunk = os.read(self.fd, 65536)
@@ -117,46 +166,79 @@ class Reload:
         return True
 
     def finish(self) -> tuple[Config, str]:
-        """Reap the child; return (Config, config file path or "").
+        """Reap the child if it has exited; return (Config, config file path or "").
 
         Call once :meth:`read` returned True. Raises ReloadError naming what
         is wrong (the front end's one line for a bad file).
         """
-        status = self._reap()
-        return parse_answer(status, self.data)
+        self._read_said()
+        status = self._close(reap=True)
+        return parse_answer(status, self.data, self.said)
 
-    def cancel(self) -> None:
-        """Kill the child (our own, by its PID) and reap it."""
+    def diagnostics(self) -> list[str]:
+        """Return the lines the child wrote to stderr, escaped, at most 5 of 300 characters."""
+        from .log import safe
+        lines = [safe(line.strip(), 300) for line in self.said.splitlines() if line.strip()]
+        return lines[:5]
+
+    def kill(self) -> None:
+        """Send the child (our own, by its PID, not reaped yet) SIGKILL."""
+        self.killed = True
         if self.pid > 0:
             try:
                 os.kill(self.pid, sig.SIGKILL)
             except ProcessLookupError:
                 pass
-        self._reap()
 
-    def _reap(self) -> int:
-        """Close the pipe, wait for the child; return its exit status (-N: killed by N)."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        if self.pid <= 0:
-            return -1
-        pid, self.pid = self.pid, -1
-        if not self.done:  # cancelled: it is dying of SIGKILL
-            return _exit_code(os.waitpid(pid, 0)[1])
-        # The output ended: the child is exiting. Give it a moment, then make sure.
-        for _ in range(50):
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.01)
-        else:
-            try:
-                os.kill(pid, sig.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _, status = os.waitpid(pid, 0)
-        return _exit_code(status)
+    def cancel(self) -> None:
+        """Kill the child; reap it if it is already gone."""
+        self.kill()
+        self._close(reap=True)
+
+    def _close(self, reap: bool) -> int | None:
+        """Close the pipes and reap the child without waiting; return its exit status.
+
+        Returns -N when killed by signal N, None when it has not exited yet
+        (it keeps ``pid`` then: see :func:`reap_left`).
+        """
+        for fd in (self.fd, self.err_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.err_fd = -1
+        if not reap or self.pid <= 0:
+            return None
+        gone, status = _reap_now(self.pid)
+        if gone:
+            self.pid = -1
+        return status
+
+
+def _reap_now(pid: int) -> tuple[bool, int | None]:
+    """Reap child ``pid`` if it has exited, never waiting; return (gone, exit status or None)."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True, None  # reaped already: nothing more to learn
+    if not done:
+        return False, None
+    return True, _exit_code(status)
+
+
+def reap_left(m: Monitor) -> None:
+    """Reap the front ends that had not exited when their reload ended (never waits).
+
+    One that gave its answer is exiting; one still there at its deadline
+    is sent SIGKILL (once). One in uninterruptible sleep (a hung NFS
+    mount) may take long to die even so: the loop never waits for it.
+    """
+    now = m.clock()
+    for r in list(m.reload_left):
+        if r.pid > 0 and not r.killed and now >= r.deadline:
+            r.kill()
+        if r.pid > 0 and _reap_now(r.pid)[0]:
+            r.pid = -1
+        if r.pid <= 0:
+            m.reload_left.remove(r)
 
 
 def _exit_code(status: int) -> int:
@@ -214,6 +296,11 @@ def take_answer(m: Monitor) -> None:
     except (ReloadError, OSError) as err:
         m.log.error(f"reload failed, running configuration kept: {err}")
         return
+    finally:
+        if r.pid > 0:
+            m.reload_left.append(r)
+    for line in r.diagnostics():  # a warning the front end gave: marked as its own
+        m.log.info(f"reload: the front end said: {line}")
     changed = reconfigure(m, cfg)
     source = path or "the command line (no --config)"
     what = (", ".join(f"{k}={getattr(m.cfg, k)!r}" for k in changed)
@@ -226,5 +313,7 @@ def give_up(m: Monitor) -> None:
     r = m.end_reload()
     if r is not None:
         r.cancel()
+        if r.pid > 0:
+            m.reload_left.append(r)
         m.log.error("reload failed, running configuration kept: the front end gave "
                     "no answer in time")

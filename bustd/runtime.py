@@ -23,7 +23,7 @@ from . import __version__, sig
 from .config import ENV, EXIT_CONFIG, EXIT_PIDFILE, EXIT_PROC, ConfigError, decode
 from .log import Log
 from .monitor import Monitor
-from .outputs import attach
+from .outputs import attach, open_hooks
 from .procfs import ProcFS
 
 TYPE_CHECKING = False
@@ -94,7 +94,8 @@ def check_pid_file(pid_file: str, log: Log) -> None:
         return SystemExit(EXIT_PIDFILE)
 
     try:
-        fd = os.open(pid_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        fd = os.open(pid_file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+                     | os.O_NOFOLLOW)
     except FileNotFoundError:
         return
     except OSError as err:
@@ -123,18 +124,13 @@ def check_pid_file(pid_file: str, log: Log) -> None:
 
 
 def _write_pid_file(pid_file: str) -> None:
-    """Write this process's pid to ``pid_file`` atomically; raises OSError."""
-    tmp = f"{pid_file}.{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        os.replace(tmp, pid_file)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write this process's pid to ``pid_file`` atomically; raises OSError or ValueError.
+
+    Through a new file of an unpredictable name, never a name another user
+    could have planted (vet.replace, review M3).
+    """
+    from .vet import replace
+    replace(pid_file, f"{os.getpid()}\n".encode(), 0o644, sync=True)
 
 
 def daemonize(pid_file: str, log: Log) -> None:
@@ -164,8 +160,9 @@ def daemonize(pid_file: str, log: Log) -> None:
     os.close(null)
     try:
         _write_pid_file(pid_file)
-    except OSError as err:
-        log.error(f"pid file {pid_file}: {os.strerror(err.errno or 0)}")
+    except (OSError, ValueError) as err:  # ValueError: vet.Unsafe, which names the file
+        log.error(f"pid file {pid_file}: {os.strerror(err.errno or 0)}"
+                  if isinstance(err, OSError) else str(err))
         _report(status_w, EXIT_PIDFILE)
         raise SystemExit(EXIT_PIDFILE) from None
     _report(status_w, 0)
@@ -263,6 +260,12 @@ def main() -> int:
         cwd = os.getcwd()  # before --daemon moves to /: a reload reads the options from here
     except OSError:
         cwd = ""
+    try:
+        # Before --daemon forks: a refusal reaches the caller as exit code 2.
+        programs = open_hooks(cfg)
+    except ValueError as err:  # vet.Unsafe: the line names the option and the problem
+        log.error(f"{err}")
+        return EXIT_CONFIG
     if cfg.daemon:
         daemonize(cfg.pid_file, log)
     hangups: list[int] = []  # a SIGHUP before the loop runs: reload once it does
@@ -298,7 +301,7 @@ def main() -> int:
             os.set_blocking(wake_w, False)
             sig.set_wakeup_fd(wake_w)
             monitor.wake_on(wake_r)
-        close_outputs = attach(monitor, cfg, log, os.environ, os.getpid())
+        close_outputs = attach(monitor, cfg, log, os.environ, os.getpid(), programs)
         stop = monitor.stop  # a kill in progress is finished and logged first
 
         def on_stop(signum: int, frame: object) -> None:

@@ -35,6 +35,9 @@ __all__ = ["MASKED", "PACKAGE_CHECKS", "START_KEYS", "exposure", "first_entry", 
            "judge_package", "kernel_args", "sandbox_properties", "wrapper"]
 
 MASKED = ("systemd-tmpfiles-setup.service", "systemd-timesyncd.service")
+# systemd-analyze security's exposure of contrib/bustd.service (systemd 252)
+# before issue 15 added process_mrelease and the writable slices: no worse.
+MAX_EXPOSURE = 2.3
 NOBODY = 65534
 # [Service] settings that shape start-up and restarts, not the sandbox: left
 # out when the check runs in a transient unit with bustd.service's sandbox.
@@ -206,13 +209,38 @@ def judge(result: dict[str, Any] | None, out_dir: str) -> list[tuple[str, list[s
             f.append(f"the kill line does not name the hog's user and executable: {line!r}")
     out.append(("hardening", f, f"hog killed {r.get('hog_dead_after_s')} s after it started; "
                 f"check saw {len((check or {}).get('candidates', []))} candidates"))
-    # systemd's own judgement of the unit.
+    # The kill path's calls pass the sandbox (issue 15): EPERM is the seccomp
+    # filter, EROFS a read-only /sys/fs/cgroup.
+    f = []
+    probe = r.get("probe")
+    expected = {"pidfd_open": ("OK",), "pidfd_send_signal": ("OK",),
+                "process_mrelease_live": ("EINVAL",),
+                "process_mrelease_killed": ("OK", "ESRCH", "EINVAL"), "cgroup_kill": ("OK",)}
+    if not isinstance(probe, dict):
+        f.append(f"sandbox probe: rc {rc('probe-in-sandbox')}: "
+                 f"{steps.get('probe-in-sandbox', {}).get('err', '')[-300:]}")
+    else:
+        for call, allowed in expected.items():
+            if probe.get(call) not in allowed:
+                f.append(f"{call}: {probe.get(call)} under the unit, not "
+                         f"{' or '.join(allowed)}")
+        if r.get("probe_cgroup_target_exit") != -9:
+            f.append(f"cgroup.kill left its target: {r.get('probe_cgroup_target_exit')}")
+    for bad_line in ("not a pidfd", "process_mrelease: Operation not permitted",
+                     "cgroup.kill: Read-only"):
+        if first_entry(entries, bad_line) is not None:
+            f.append(f"journal: {bad_line!r}")
+    out.append(("kill-calls", f, f"in the unit's sandbox: {probe}"))
+    # systemd's own judgement of the unit: the hardening stays.
     f = []
     score = exposure(str(steps.get("security", {}).get("out", "")))
     if rc("verify") != 0:
         f.append(f"systemd-analyze verify: {steps.get('verify', {}).get('err', '')[-300:]}")
     if score is None:
         f.append("no exposure level from systemd-analyze security")
+    elif score[0] > MAX_EXPOSURE:
+        f.append(f"exposure {score[0]} {score[1]}, above {MAX_EXPOSURE} (the unit's level "
+                 "before issue 15)")
     out.append(("security", f, "systemd-analyze security: "
                 + (f"{score[0]} {score[1]}" if score else "?")))
     return out + judge_package(r)

@@ -18,6 +18,8 @@ then, in order:
 2. runs ``bustd check --json`` in a transient unit with every [Service]
    setting of bustd.service but the start-up ones (the same sandbox), with
    processes of another user running: every /proc/PID must be readable;
+   then sandbox_probe.py there: pidfd_open, pidfd_send_signal,
+   process_mrelease and cgroup.kill must pass the sandbox (issue 15);
 3. ``systemctl reload`` with a changed config file, then a bad one;
 4. starts a hog as user nobody and waits for bustd to kill it;
 5. ``systemd-analyze verify`` and ``security`` on the unit;
@@ -365,6 +367,34 @@ def run(repo: str) -> None:
         results["check"] = json.loads(check["out"])
     except ValueError:
         results["check"] = None
+    # 2b. The calls of the kill path in the same sandbox (issue 15): pidfds,
+    # process_mrelease (not in @system-service), cgroup.kill (under
+    # ProtectControlGroups=yes), on the probe's own children and a cgroup
+    # made here for it.
+    cg = "/sys/fs/cgroup/system.slice/bustd-e2e-probe"
+    os.makedirs(cg, exist_ok=True)
+    target = start_as(0, ["/bin/sleep", "3600"])
+    with open(f"{cg}/cgroup.procs", "w") as f:
+        f.write(str(target.pid))
+    probe = step("probe-in-sandbox", sh(
+        "systemd-run", "--wait", "--pipe", "--quiet", "--unit", "bustd-probe-e2e",
+        *(f"--property={p}" for p in props), "/usr/bin/python3",
+        f"{repo}/tests/e2e/sandbox_probe.py", cg, timeout=180))
+    try:
+        results["probe"] = json.loads(probe["out"])
+    except ValueError:
+        results["probe"] = None
+    try:
+        target.wait(10)
+        results["probe_cgroup_target_exit"] = target.returncode
+    except subprocess.TimeoutExpired:
+        target.kill()
+        target.wait()
+        results["probe_cgroup_target_exit"] = "alive"
+    try:
+        os.rmdir(cg)
+    except OSError:
+        pass
     # 3. Reload: a changed file applies, a bad one changes nothing.
     with open("/etc/bustd.conf", "a") as f:
         f.write("\n# e2e: a change to apply with systemctl reload\nreport = 600\n")

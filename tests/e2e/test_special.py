@@ -219,7 +219,7 @@ def systemd_result() -> dict[str, Any]:
     result: dict[str, Any] = {
         "errors": [], "systemd": "systemd 252 (252.39-1~deb12u2)", "active_after_s": 40.0,
         "steps": {"enable-now": ok, "check-in-sandbox": ok, "reload-good": ok,
-                  "reload-bad": ok, "verify": ok, "stop": ok,
+                  "reload-bad": ok, "verify": ok, "stop": ok, "probe-in-sandbox": ok,
                   "security": {**ok, "out": SECURITY}},
         "state_after_start": state, "state_after_reloads": state, "state_after_kill": state,
         "state_after_stop": {**state, "ActiveState": "inactive", "SubState": "dead",
@@ -232,6 +232,9 @@ def systemd_result() -> dict[str, Any]:
                                  {"pid": 331, "uid": 1, "exe": "/usr/bin/sleep"}],
                   "skipped": [{"pid": 1, "kind": "pid1", "reason": "PID 1"}]},
         "idle_memory_kib": {"VmRSS": 7280, "RssAnon": 3000, "RssFile": 4280},
+        "probe": {"pidfd_open": "OK", "pidfd_send_signal": "OK", "process_mrelease_live": "EINVAL",
+                  "process_mrelease_killed": "OK", "cgroup_kill": "OK"},
+        "probe_cgroup_target_exit": -9,
         "package": package_facts(),
     }
     for name in ("pkg-install", "pkg-check", "pkg-upgrade",
@@ -281,10 +284,11 @@ def package_facts() -> dict[str, Any]:
 def test_systemd_run_that_went_right_passes() -> None:
     verdicts = systemd_cases.judge(systemd_result(), "/out")
     assert [name for name, _, _ in verdicts] == ["active", "journal", "reload", "hardening",
-                                                 "security", *systemd_cases.PACKAGE_CHECKS]
-    assert [f for _, f, _ in verdicts] == [[]] * 10
-    assert verdicts[4][2] == "systemd-analyze security: 2.1 OK"
-    assert verdicts[5][2] == ("0.1.0: idle VmRSS/RssAnon 7624/3100 KiB installed, "
+                                                 "kill-calls", "security",
+                                                 *systemd_cases.PACKAGE_CHECKS]
+    assert [f for _, f, _ in verdicts] == [[]] * 11
+    assert verdicts[5][2] == "systemd-analyze security: 2.1 OK"
+    assert verdicts[6][2] == ("0.1.0: idle VmRSS/RssAnon 7624/3100 KiB installed, "
                               "7280/3000 KiB from the checkout; 3 .pyc")
 
 
@@ -331,6 +335,16 @@ def _mutate(r: dict[str, Any], what: str) -> str:
     if what == "no-score":
         r["steps"]["security"]["out"] = ""
         return "security"
+    if what == "mrelease-filtered":
+        r["probe"]["process_mrelease_live"] = "EPERM"
+        return "kill-calls"
+    if what == "cgroup-read-only":
+        r["probe"]["cgroup_kill"] = "EROFS"
+        r["probe_cgroup_target_exit"] = "alive"
+        return "kill-calls"
+    if what == "no-probe":
+        del r["probe"]
+        return "kill-calls"
     p = r["package"]
     broken: dict[str, tuple[str, Any]] = {
         "pkg-install-rc": ("package-install", lambda: r["steps"]["pkg-install"].update(rc=1)),
@@ -361,6 +375,7 @@ def _mutate(r: dict[str, Any], what: str) -> str:
 @pytest.mark.parametrize("what", ["not-active", "restarted", "kill-priority", "no-kill-line",
                                   "bad-reload-kept", "reload-rc", "polled", "unreadable",
                                   "exe-hidden", "kernel-killed-hog", "mlockall", "no-score",
+                                  "mrelease-filtered", "cgroup-read-only", "no-probe",
                                   "pkg-install-rc", "pkg-disabled", "pkg-no-pyc", "pkg-fat",
                                   "pkg-not-measured",
                                   "pkg-from-checkout", "pkg-no-build", "pkg-hog-lived",
@@ -397,7 +412,7 @@ def test_judge_reads_the_run_folder(tmp_path: Path) -> None:
     sd = tmp_path / "systemd" / "r1"
     sd.mkdir(parents=True)
     outcomes = special.judge("systemd", str(sd), 1)
-    assert len(outcomes) == 10 and all("no result.json" in o.failed for o in outcomes)
+    assert len(outcomes) == 11 and all("no result.json" in o.failed for o in outcomes)
     # The guest's own complaint, from the console, says why there is none.
     (sd / "console.log").write_text(
         "[systemd-guest    58.0] stop: rc 0 in 0.53 s\n"

@@ -90,6 +90,9 @@ BAD = [
     (["--psi-mem", "101"], "--psi-mem", "'101'"),
     (["--psi-mem", "-0.1"], "--psi-mem", "'-0.1'"),
     (["--grace", "86401"], "--grace", "'86401'"),
+    (["--grace", "10.5"], "--grace", "expected seconds from 0 to 10"),  # review L4
+    (["--grace", "9", "--hook-timeout", "2"], "--grace", "9 s with --hook-timeout 2 s: more "
+     "than the 10 s a kill may wait"),
     (["--grace", "nan"], "--grace", "'nan'"),
     (["--grace", "1s"], "--grace", "'1s'"),
     (["-r", "-5"], "-r/--report", "'-5'"),

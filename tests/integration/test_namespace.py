@@ -111,7 +111,7 @@ def test_sigterm_ignored_escalates_to_sigkill_after_grace() -> None:
 def test_kill_levels_send_sigkill_at_once() -> None:
     result = run({
         "children": [{"name": "hog", "mib": 600, "ignore_term": True}],
-        "bustd": ["-m", "100,100", "-s", "100,100", "--grace", "30"], "settle": 1})
+        "bustd": ["-m", "100,100", "-s", "100,100", "--grace", "9"], "settle": 1})
     kills = kill_lines(result["log"])
     assert kills and "name=hog signal" not in kills[0]
     assert "signal=SIGKILL" in kills[0]

@@ -318,3 +318,49 @@ def test_a_cgroup_kill_without_the_file_is_enoent(cg: FakeCgroup) -> None:
     with pytest.raises(OSError) as err:
         cgroup.kill(leaf)
     assert err.value.errno == errno.ENOENT
+
+
+# -- issue 15: cgroup mode fails closed (review L2) ------------------------------------
+
+def test_leaf_of_refuses_a_path_outside_the_cgroup_namespace() -> None:
+    mount = ("/", "/sys/fs/cgroup")
+    assert leaf_of(b"0::/../../other.slice/x.service\n", mount) is None
+    assert leaf_of(b"0::/a/../b\n", mount) is None
+    assert leaf_of(b"0::/a..b/c\n", mount) == "/sys/fs/cgroup/a..b/c"  # a name, not ".."
+
+
+def test_members_that_cannot_be_checked_block_a_whole_cgroup_kill(tmp_path: Path) -> None:
+    from bustd.choose import vet_members
+    from bustd.procfs import ProcFS
+    from bustd.victim import Rules
+    fake = FakeProc(tmp_path / "proc")
+    fake.add(100, b"victim")
+    fake.add(101, b"sshd", exe=b"/usr/sbin/sshd")
+    fake.add(102, b"worker")
+    os.makedirs(tmp_path / "proc" / "103")  # there, but nothing in it can be read
+    fs, rules = ProcFS(str(tmp_path / "proc")), Rules(7, ["sshd"])
+    assert vet_members(fs, rules, [100, 102], 100, {})[1] == ""
+    assert vet_members(fs, rules, [100, 104], 100, {})[1] == ""  # 104 is gone
+    assert "pid 101 (?) " in vet_members(fs, rules, [100, 101, 102], 100, {})[1]
+    assert vet_members(fs, rules, [100, 103], 100, {})[1] == (
+        "pid 103 (?) cannot be checked (its /proc files are unreadable)")
+    assert vet_members(fs, rules, [0, 100], 100, {})[1] == (
+        "it holds a process outside bustd's PID namespace")
+
+
+def test_kill_cgroup_checks_the_members_again_right_before_the_write(tmp_path: Path) -> None:
+    from bustd import kill
+    cg = FakeCgroup(tmp_path / "cg")
+    cg.write("a.service", "cgroup.procs", b"100\n101\n")
+    cg.write("a.service", "cgroup.type", b"domain\n")
+    cg.write("a.service", "cgroup.kill", b"")
+    folder = cg.path("a.service")
+    seen: list[list[int]] = []
+
+    def vet(pids: list[int]) -> str:
+        seen.append(pids)
+        return "pid 101 (sshd) matches --unkillables"  # it joined after the choice
+
+    assert kill.kill_cgroup(folder, 7, vet) == "pid 101 (sshd) matches --unkillables"
+    assert seen == [[100, 101]]
+    assert cg.read("a.service", "cgroup.kill") == b""  # never written

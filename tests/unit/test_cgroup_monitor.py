@@ -216,7 +216,8 @@ class Recorder:
         self.calls: list[dict[str, object]] = []
 
     def __call__(self, fs: ProcFS, targets: list[kill.Target], first: int, grace: float,
-                 clock: object, cgroup: str = "", self_pid: int = 0) -> kill.Outcome:
+                 clock: object, cgroup: str = "", self_pid: int = 0,
+                 vet: object = None) -> kill.Outcome:
         self.calls.append({"pids": [t.pid for t in targets], "first": first,
                            "cgroup": cgroup, "self_pid": self_pid})
         for t in targets:

@@ -32,7 +32,7 @@ from bustd.notify import Notifier, kill_text, markup_escape, sessions, warn_text
 from bustd.process import Candidate
 from bustd.procfs import Pending
 from bustd.record import KillRecord, Reading, WarnRecord
-from bustd.spawn import MAX_CHILDREN, PATH, Children, spawn, status_text
+from bustd.spawn import MAX_CHILDREN, NOT_YET, PATH, Children, spawn, status_text
 
 HOSTILE = b'$(touch /tmp/pwned) "; rm -rf ~ <a href="x">&'
 
@@ -69,6 +69,16 @@ def script(path: Path, body: str) -> str:
     path.write_text(f"#!/bin/sh\n{body}\n")
     path.chmod(0o755)
     return str(path)
+
+
+def settle(children: Children, timeout: float = 5.0) -> list[int]:
+    """Reap until every spawn under way has started (or failed); return the pids running."""
+    deadline = time.monotonic() + timeout
+    while children.spawning and time.monotonic() < deadline:
+        time.sleep(0.005)
+        children.reap()
+    assert children.spawning == []
+    return sorted(children.running)
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -129,7 +139,7 @@ def test_pre_kill_hook_is_waited_for_when_quick(tmp_path: Path) -> None:
     (tmp_path / "cmdline").write_bytes(b"victim\0--x\0")
     r = record()
     r.cmdline = None  # not read yet: the hook waits a little for it
-    PreKillHook(hook, 1.0, children, out.log)(r, Pending(str(tmp_path / "cmdline"), 4096))
+    PreKillHook(hook, -1, 1.0, children, out.log)(r, Pending(str(tmp_path / "cmdline"), 4096))
     env = read_env(tmp_path / "env")  # written before the call returned
     assert env["BUSTD_NAME"] == HOSTILE.decode() and env["BUSTD_PHASE"] == "pre-kill"
     assert env["BUSTD_CMDLINE"] == "victim --x"
@@ -142,7 +152,7 @@ def test_pre_kill_hook_that_hangs_costs_at_most_the_timeout(tmp_path: Path) -> N
     children = Children(out.log)
     hook = script(tmp_path / "hook", "exec sleep 30")
     start = time.monotonic()
-    PreKillHook(hook, 0.2, children, out.log)(record())
+    PreKillHook(hook, -1, 0.2, children, out.log)(record())
     took = time.monotonic() - start
     assert 0.15 <= took < 0.5, took
     assert "still running after 0.2 s: killing without waiting for it" in out.text()
@@ -163,7 +173,7 @@ def test_pre_kill_hook_whose_spawn_hangs_costs_at_most_the_timeout(
     import bustd.spawn as spawn_module
     real = spawn_module.spawn
 
-    def slow(argv: list[str], env: dict[str, str]) -> int:
+    def slow(argv: list[str], env: dict[str, str], *rest: int) -> int:
         time.sleep(0.6)
         return real(argv, env)
 
@@ -172,7 +182,7 @@ def test_pre_kill_hook_whose_spawn_hangs_costs_at_most_the_timeout(
     children = Children(out.log)
     hook = script(tmp_path / "hook", f'touch "{tmp_path}/ran"')
     start = time.monotonic()
-    PreKillHook(hook, 0.2, children, out.log)(record())
+    PreKillHook(hook, -1, 0.2, children, out.log)(record())
     took = time.monotonic() - start
     assert 0.15 <= took < 0.45, took
     assert "not started after 0.2 s (its executable still being read?): killing without " \
@@ -192,13 +202,13 @@ def test_pre_kill_hook_whose_spawn_fails_in_its_thread_is_logged(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import bustd.spawn as spawn_module
 
-    def refuse(argv: list[str], env: dict[str, str]) -> int:
+    def refuse(argv: list[str], env: dict[str, str], *rest: int) -> int:
         raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
 
     monkeypatch.setattr(spawn_module, "spawn", refuse)
     out = LogLines(tmp_path)
     children = Children(out.log)
-    PreKillHook("/usr/local/bin/hook", 0.2, children, out.log)(record())
+    PreKillHook("/usr/local/bin/hook", -1, 0.2, children, out.log)(record())
     assert "cannot start the pre-kill hook /usr/local/bin/hook for pid 4242 " \
         "(/usr/local/bin/hook): [Errno 11] Resource temporarily unavailable" in out.text()
     assert children.failures == {"pre-kill hook": 1} and children.running == {}
@@ -209,11 +219,12 @@ def test_post_kill_hook_failure_is_logged_when_reaped(tmp_path: Path) -> None:
     clock = [0.0]
     children = Children(out.log, lambda: clock[0])
     hook = script(tmp_path / "hook", "exit 7")
-    post = PostKillHook(hook, children)
+    post = PostKillHook(hook, -1, children)
     post(Check(0.0, MemInfo(1, 1, 0, 0), None, False, 0.0, 0, 0))  # ignored
     assert children.running == {}
     post(record())
-    assert len(children.running) == 1
+    assert len(children.spawning) + len(children.running) == 1  # not waited for
+    settle(children)
     deadline = time.monotonic() + 5
     while children.running and time.monotonic() < deadline:
         children.on_record(Check(0.0, MemInfo(1, 1, 0, 0), None, False, 0.0, 0, 0))
@@ -228,8 +239,9 @@ def test_child_past_its_deadline_is_killed_with_its_session(tmp_path: Path) -> N
     clock = [0.0]
     children = Children(out.log, lambda: clock[0])
     prog = script(tmp_path / "p", f'sleep 30 & echo $! > "{tmp_path}/grandchild"; wait')
-    pid = children.start([prog], {"PATH": PATH}, "test child", "post-kill hook", 10.0)
-    assert pid > 0
+    assert children.start([prog], {"PATH": PATH}, "test child", "post-kill hook",
+                          10.0) == NOT_YET
+    [pid] = settle(children)
     deadline = time.monotonic() + 5
     while not (tmp_path / "grandchild").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -257,7 +269,8 @@ def test_child_that_cannot_start_is_logged_and_counted(tmp_path: Path) -> None:
     out = LogLines(tmp_path)
     children = Children(out.log)
     assert children.start([str(tmp_path / "missing")], {}, "post-kill hook x",
-                          "post-kill hook", 1.0) == -1
+                          "post-kill hook", 1.0) == NOT_YET
+    assert settle(children) == []
     assert "cannot start the post-kill hook x" in out.text()
     assert children.failures == {"post-kill hook": 1}
 
@@ -266,15 +279,17 @@ def test_no_more_than_max_children_run_at_once(tmp_path: Path) -> None:
     out = LogLines(tmp_path)
     children = Children(out.log)
     prog = script(tmp_path / "p", "exec sleep 30")
-    pids = [children.start([prog], {}, "helper", "notification", 60.0)
-            for _ in range(MAX_CHILDREN + 2)]
+    started = [children.start([prog], {}, "helper", "notification", 60.0)
+               for _ in range(MAX_CHILDREN + 2)]
+    pids = settle(children)
     try:
-        assert pids[-2:] == [-1, -1] and min(pids[:-2]) > 0
+        assert started[-2:] == [-1, -1] and set(started[:-2]) == {NOT_YET}
+        assert len(pids) == MAX_CHILDREN
         assert out.text().count(f"{MAX_CHILDREN} children of bustd still run") == 1
     finally:
         for pid in list(children.running):
             children.kill(pid, "test over")
-        for pid in pids[:-2]:
+        for pid in pids:
             os.waitpid(pid, 0)
 
 
@@ -343,7 +358,7 @@ def test_notifier_starts_one_helper_per_session_with_the_text_in_its_environment
     everyone(record(dry=True))  # dry runs are not notified
     assert children.running == {}
     everyone(record())
-    for pid in list(children.running):
+    for pid in settle(children):
         children.wait(pid, 5)
     for uid in (1000, 2000):
         env = read_env(tmp_path / f"env.{uid}")
@@ -358,7 +373,7 @@ def test_notifier_starts_one_helper_per_session_with_the_text_in_its_environment
     (tmp_path / "env.2000").unlink()
     w = WarnRecord(1.0, "memory", "low", reading(), candidate(), uid=2000, exe=b"/x")
     owner(w)
-    for pid in list(children.running):
+    for pid in settle(children):
         children.wait(pid, 5)
     assert not (tmp_path / "env.1000").exists()
     assert read_env(tmp_path / "env.2000")["BUSTD_URGENCY"] == "2"
@@ -423,3 +438,113 @@ def test_parse_header_reads_replies_and_errors_made_by_jeepney() -> None:
 
 def test_sasl_auth_line_is_the_uid_in_hex() -> None:
     assert sasl_auth_line(1000) == b"AUTH EXTERNAL 31303030\r\n"
+
+
+# -- issue 15: nothing waits for an exec, helpers' words, hooks' slots -------------
+
+def test_children_start_without_waiting_for_the_exec(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review M6: a post-kill hook or a helper whose exec takes a second costs the loop none."""
+    import bustd.spawn as spawn_module
+    real = spawn_module.spawn
+
+    def slow(argv: list[str], env: dict[str, str], *rest: int) -> int:
+        time.sleep(1.0)  # an executable paged in from a thrashing disk
+        return real(argv, env, *rest)
+
+    monkeypatch.setattr(spawn_module, "spawn", slow)
+    out = LogLines(tmp_path)
+    children = Children(out.log)
+    hook = script(tmp_path / "hook", "exit 0")
+    start = time.monotonic()
+    PostKillHook(hook, -1, children)(record())
+    assert time.monotonic() - start < 0.5
+    for pid in settle(children):
+        children.wait(pid, 5)
+    assert f"post-kill hook {hook} for pid 4242 (pid " in out.text()
+    assert "done in" in out.text() and children.failures == {}
+
+
+def test_a_helpers_words_stay_inside_bustds_line(tmp_path: Path) -> None:
+    """Review M4: what a helper writes is read by bustd, escaped and bounded, marked as its."""
+    out = LogLines(tmp_path)
+    children = Children(out.log)
+    prog = script(tmp_path / "p", "printf 'org.x\\n<0>emerg: FORGED %s' "
+                                  "\"$(printf '%4000s' '' | tr ' ' x)\" >&2; exit 6")
+    children.start([prog], {"PATH": PATH}, "notification helper for uid 7", "notification",
+                   10.0, notify.explain, capture=True)
+    for pid in settle(children):
+        children.wait(pid, 5)
+    lines = out.text().splitlines()
+    assert not [line for line in lines if line.startswith("<") or "emerg" in line[:20]]
+    (line,) = [line for line in lines if "FORGED" in line]
+    assert line.startswith("warning: notification helper for uid 7 (pid ")
+    assert 'exit 6: the bus answered with an error (no notification service?); it said: ' \
+        '"org.x\\n<0>emerg: FORGED xxx' in line
+    assert len(line) < 800  # bounded
+
+
+def test_helpers_leave_the_hooks_slots_free_and_run_one_per_user(tmp_path: Path) -> None:
+    """Review L7: helpers a user's bus holds can never starve the administrator's hooks."""
+    from bustd.spawn import HOOK_SLOTS
+    out = LogLines(tmp_path)
+    children = Children(out.log)
+    prog = script(tmp_path / "p", "exec sleep 30")
+    try:
+        got = [children.start([prog], {}, f"helper {uid}", "notification", 60.0,
+                              key=f"notify {uid}", spare=HOOK_SLOTS) for uid in range(20)]
+        assert got.count(NOT_YET) == MAX_CHILDREN - HOOK_SLOTS
+        assert children.start([prog], {}, "helper 0 again", "notification", 60.0,
+                              key="notify 0", spare=HOOK_SLOTS) == -1
+        hooks = [children.start([prog], {}, "post-kill hook", "post-kill hook", 60.0)
+                 for _ in range(HOOK_SLOTS)]
+        assert hooks == [NOT_YET] * HOOK_SLOTS
+        assert len(settle(children)) == MAX_CHILDREN
+    finally:
+        settle(children)
+        for pid in list(children.running):
+            children.kill(pid, "test over")
+        for pid in list(children.running):
+            os.waitpid(pid, 0)
+
+
+def test_process_mrelease_that_waits_costs_the_loop_at_most_its_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review M6: process_mrelease waits on the victim's mmap_lock in a thread of its own."""
+    from bustd import kill
+
+    def stuck(fd: int) -> str:
+        time.sleep(2.0)  # a writer holds the victim's mmap_lock (a hung filesystem)
+        return kill.FREED
+
+    monkeypatch.setattr(kill, "_mrelease", stuck)
+    t = kill.Target(os.getpid(), 0)
+    t.fd = os.pidfd_open(os.getpid())
+    try:
+        start = time.monotonic()
+        why = kill.reap(t)
+        assert time.monotonic() - start < kill.MRELEASE_WAIT + 0.5
+        assert why.startswith("process_mrelease still under way")
+    finally:
+        os.close(t.fd)
+
+
+def test_a_hook_runs_from_the_descriptor_it_was_checked_with(tmp_path: Path) -> None:
+    """Review H4, L6: the file checked at start runs, whatever its name leads to later."""
+    from bustd.vet import open_hook
+    folder = tmp_path / "hooks"
+    folder.mkdir()
+    out = tmp_path / "out"
+    script(folder / "a", f'echo "a $(cat /proc/self/oom_score_adj)" > "{out}"')
+    script(folder / "b", f'echo b > "{out}"')
+    (folder / "hook").symlink_to(folder / "a")
+    fd = open_hook(str(folder / "hook"))
+    try:
+        (folder / "new").symlink_to(folder / "b")
+        os.replace(folder / "new", folder / "hook")
+        pid = spawn([str(folder / "hook")], {"PATH": PATH}, fd)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+        assert out.read_text() == "a 0\n"
+    finally:
+        os.close(fd)

@@ -94,7 +94,8 @@ def test_the_comparison_can_fail() -> None:
     assert missing != text
     assert disagreements(missing) == [
         "OPTIONS --grace: --help ('SECONDS', 'after SIGTERM, wait this long for the exit "
-        "before SIGKILL (default 0.5)'), man page None"]
+        "before SIGKILL (default 0.5; at most 10 together with --hook-timeout)'), man page "
+        "None"]
     extra = text.replace(".SH CHECK OPTIONS\n",
                          ".TP\n\\fB\\-\\-frobnicate\\fR\nfrob\n.SH CHECK OPTIONS\n")
     assert disagreements(extra) == [

@@ -500,7 +500,8 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     "mem": _pair(0, 100), "swap": _pair(0, 100),
     "mem-size": _pair(0, 2**53, whole=True), "swap-size": _pair(0, 2**53, whole=True),
     "psi": _numbers(0, 100).map(repr), "psi-mem": _numbers(0, 100).map(repr),
-    "grace": _numbers(0, 86400).map(repr), "report": _numbers(0, 86400).map(repr),
+    # --grace: at most 10 s with the default --hook-timeout of 0.2 s (review L4).
+    "grace": _numbers(0, 9.8).map(repr), "report": _numbers(0, 86400).map(repr),
     "psi-duration": _numbers(0, 86400).map(repr), "watch": _numbers(0, 100).map(repr),
     "psi-metric": st.sampled_from(_CHOICES["psi_metric"]),
     "rank": st.sampled_from(_CHOICES["rank"]),

@@ -51,7 +51,7 @@ def write_conf(path: Path, text: str) -> Path:
 
 
 def answer(cfg: Config, path: str = "/etc/bustd.conf") -> bytes:
-    return f"{cli.RELOAD_MAGIC}\n{path}\n{encode(cfg)}".encode()
+    return f"{cli.RELOAD_MAGIC}\n{path}\n{encode(cfg)}\n{cli.RELOAD_END}\n".encode()
 
 
 # --- the front end's validate-only mode ------------------------------------------
@@ -106,19 +106,30 @@ def test_validate_without_a_config_file_answers_no_path() -> None:
 def test_parse_answer() -> None:
     cfg = Config(mem_term_percent=3.0, ignore="a\nb\\c")
     assert parse_answer(0, answer(cfg)) == (cfg, "/etc/bustd.conf")
+    assert parse_answer(None, answer(cfg)) == (cfg, "/etc/bustd.conf")  # not reaped yet
     with pytest.raises(ReloadError, match=r"^/etc/b.conf:2: unknown option 'x'$"):
-        parse_answer(2, b"bustd: error: /etc/b.conf:2: unknown option 'x'\n")
-    with pytest.raises(ReloadError, match=r"^the front end failed \(status 1\): "
+        parse_answer(2, b"", b"bustd: error: /etc/b.conf:2: unknown option 'x'\n")
+    with pytest.raises(ReloadError, match=r"^the front end failed \(exited with status 1\): "
                                           r"ZeroDivisionError: oops$"):
-        parse_answer(1, b"Traceback (most recent call last):\n  File x\nZeroDivisionError: oops\n")
+        parse_answer(1, b"", b"Traceback (most recent call last):\n  File x\n"
+                             b"ZeroDivisionError: oops\n")
     with pytest.raises(ReloadError, match=r"^the front end exited with status 0 and said nothing$"):
         parse_answer(0, b"")
     with pytest.raises(ReloadError, match=r"^the front end was killed by SIGKILL and said"):
         parse_answer(-9, b"")
     with pytest.raises(ReloadError, match=r"bad line 'new_option.*\(was bustd upgraded\? restart"):
-        parse_answer(0, answer(cfg) + b"\nnew_option\t1")
-    with pytest.raises(ReloadError, match=r"^odd$"):
+        parse_answer(0, answer(cfg).replace(b"\nbustd-end", b"\nnew_option\t1\nbustd-end"))
+    with pytest.raises(ReloadError, match=r"^the front end gave no answer"):
         parse_answer(0, b"odd\n")  # exit 0 without the magic line is no answer
+    with pytest.raises(ReloadError, match=r"^the front end gave no answer \(had not exited\)"):
+        parse_answer(None, answer(cfg)[:-12])  # cut short: never read as a Config
+
+
+def test_a_warning_on_stderr_never_breaks_a_good_answer() -> None:
+    """Review M5: the answer and the diagnostics are two channels."""
+    cfg = Config(ignore="[[a]")
+    warning = b"bustd/cli.py:133: FutureWarning: Possible nested set at position 1\n"
+    assert parse_answer(0, answer(cfg), warning) == (cfg, "/etc/bustd.conf")
 
 
 # --- the spawned reader -------------------------------------------------------------
@@ -149,7 +160,8 @@ def test_reader_passes_cwd_and_argv_and_returns_the_config(tmp_path: Path) -> No
     drive(r)
     assert r.finish() == (Config(grace=2.0), "/x.conf")
     assert (tmp_path / "args").read_text() == "-S -I /pkg/bustd/validate.py /start -c a b.conf\n"
-    assert r.fd == -1 and r.pid == -1
+    assert r.fd == -1
+    reap_all([r])
 
 
 def test_reader_reports_the_error_line_from_stderr(tmp_path: Path) -> None:
@@ -162,11 +174,13 @@ def test_reader_reports_the_error_line_from_stderr(tmp_path: Path) -> None:
 
 
 def test_reader_gives_the_child_no_stdin(tmp_path: Path) -> None:
-    python = fake_python(tmp_path, "if read x; then echo got; else echo none; fi; exit 3\n")
+    python = fake_python(tmp_path, "if read x; then echo got >&2; else echo none >&2; fi; "
+                                   "exit 3\n")
     r = Reload(python, "v.py", "", [], 0.0)
     drive(r)
-    with pytest.raises(ReloadError, match=r"^none$"):
+    with pytest.raises(ReloadError, match=r"^the front end failed \(.*\): none$"):
         r.finish()
+    reap_all([r])
 
 
 def test_reader_cancel_kills_and_reaps_its_child(tmp_path: Path,
@@ -177,10 +191,13 @@ def test_reader_cancel_kills_and_reaps_its_child(tmp_path: Path,
     assert r.deadline == 105.0
     pid = r.pid
     assert not r.read()
-    r.cancel()
-    with pytest.raises(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # already reaped
+    start = time.monotonic()
+    r.cancel()  # never waits: reaped now, or by reap_left at a later check
+    assert time.monotonic() - start < 0.1
     assert r.fd == -1
+    reap_all([r])
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped
 
 
 def test_reader_stops_at_a_megabyte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,8 +206,48 @@ def test_reader_stops_at_a_megabyte(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     allow_killing(monkeypatch, r)
     drive(r)
     assert len(r.data) <= reload.MAX_ANSWER
-    with pytest.raises(ReloadError, match=r"^the front end failed"):
-        r.finish()  # the child is killed once it does not exit by itself
+    with pytest.raises(ReloadError, match=r"^the front end gave no answer"):
+        r.finish()
+    reap_all([r])  # killed by reap_left, as the loop does
+
+
+class Left:
+    """The part of a Monitor reap_left uses."""
+
+    def __init__(self, left: list[Reload]) -> None:
+        self.reload_left = left
+        self.clock = lambda: 0.0  # before every deadline: only cancel() kills
+
+
+def reap_all(rs: list[Reload], limit: float = 10.0) -> None:
+    """Call reap_left as the loop does until every child is reaped."""
+    m = Left([r for r in rs if r.pid > 0])
+    deadline = time.monotonic() + limit
+    while m.reload_left:
+        assert time.monotonic() < deadline, "a child was never reaped"
+        reload.reap_left(m)  # type: ignore[arg-type]
+        time.sleep(0.01)
+
+
+def test_a_front_end_that_will_not_die_never_holds_up_the_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review M6: a child stuck after its answer (or its timeout) is reaped later."""
+    python = fake_python(tmp_path, f"cat {tmp_path}/answer; exec sleep 60\n")
+    (tmp_path / "answer").write_bytes(answer(Config(grace=2.0)))
+    r = Reload(python, "v.py", "", [], 0.0)
+    allow_killing(monkeypatch, r)
+    poller = select.poll()
+    poller.register(r.fd, select.POLLIN)
+    deadline = time.monotonic() + 10
+    while len(r.data) < len(answer(Config(grace=2.0))):
+        assert time.monotonic() < deadline
+        poller.poll(100)
+        r.read()
+    assert not r.read()  # the answer is whole but the child holds stdout open
+    start = time.monotonic()
+    r.cancel()
+    assert time.monotonic() - start < 0.1
+    reap_all([r])
 
 
 def test_reader_without_an_interpreter_raises_oserror(tmp_path: Path) -> None:
@@ -213,6 +270,19 @@ def test_reader_with_the_real_front_end(tmp_path: Path) -> None:
         r.finish()
     assert str(err.value) == (f"{conf}:2: argument -m/--mem: invalid value '600': "
                               "expected percentages from 0 to 100")
+
+
+def test_a_pattern_start_up_accepts_reloads_too(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review M5: re.compile warns about '[[a]' on stderr; the reload still works."""
+    conf = write_conf(tmp_path / "b.conf", "ignore = [[a]\n")
+    r = Reload(sys.executable, VALIDATE, str(tmp_path), ["-c", "b.conf"], 0.0)
+    allow_killing(monkeypatch, r)
+    drive(r)
+    cfg, path = r.finish()
+    assert (cfg.ignore, path) == ("[[a]", str(conf))
+    assert any("FutureWarning" in line for line in r.diagnostics()), r.said
+    reap_all([r])
 
 
 def test_reload_and_runtime_never_import_argparse() -> None:
@@ -322,6 +392,14 @@ class FakeReload:
         self.outcome = outcome
         self.cancelled = False
         self.reads = 0
+        self.pid = -1
+        self.killed = False
+
+    def diagnostics(self) -> list[str]:
+        return []
+
+    def kill(self) -> None:
+        self.killed = True
 
     def read(self) -> bool:
         self.reads += 1
