@@ -254,6 +254,25 @@ SCENARIOS: dict[int, Scenario] = {
     8: absorb(8, 8, 260),
     9: absorb(9, 24, 150),
     10: absorb(10, 64, 120),
+    11: Scenario(
+        id=11,
+        name="shared-memory database + grower",
+        zram_mib=0,
+        timeout_s=90,
+        procs=(
+            BYSTANDER,
+            Proc("database", "idle", "shmdb", size_of_available=0.5),
+            Proc("grower", "hog", "leak", rate_mib_s=24),
+        ),
+        expect_largest="database",
+        notes=(
+            "a database's layout (issue 13): a 0.5 x MemAvailable shared segment "
+            "filled by the postmaster and mapped whole by three backends, each showing "
+            "all of it in its RSS, beside a leak of 24 MiB/s. Killing a database process "
+            "frees none of the segment: only the grower may die (the database exits if "
+            "a backend dies)."
+        ),
+    ),
 }
 
 

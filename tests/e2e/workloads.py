@@ -10,6 +10,10 @@ Run only inside the throwaway test VM (the guest driver starts them):
                                                    allocate up to N MiB while working
                                                    on the first H MiB; then hold N and
                                                    keep working on H
+  workloads.py shmdb --mib N --backends K          a database's layout: one shared
+                                                   segment of N MiB (a memfd) filled
+                                                   here and mapped whole by K backends;
+                                                   exits 1 if a backend dies
   workloads.py probe --out FILE [--interval-ms 50] spawn /bin/true like a shell
 
 Pages are filled with a pattern whose first `--random` share of each 4 KiB page
@@ -215,6 +219,48 @@ class Probe:
             time.sleep(self.interval)
 
 
+def cmd_shmdb(args: argparse.Namespace) -> None:
+    """Fill a --mib MiB shared segment, fork --backends that map all of it; never returns.
+
+    Like PostgreSQL's shared buffers: every process shows the whole segment
+    in its RSS (RssShmem), and killing any one of them frees none of it.
+    The "postmaster" exits 1 as soon as a backend dies, so the driver sees
+    the loss.
+    """
+    import mmap
+
+    size = args.mib * MIB
+    fd = os.memfd_create("shared_buffers")
+    os.ftruncate(fd, size)
+    seg = mmap.mmap(fd, size)
+    block = pattern_block(args.random)
+    chunk = (block * (CHUNK // len(block) + 1))[:CHUNK]
+    for off in range(0, size, CHUNK):
+        seg[off:off + CHUNK] = chunk[: min(CHUNK, size - off)]
+
+    def keep_hot() -> None:
+        while True:
+            for off in range(0, size, PAGE):
+                seg[off]  # map (and keep resident) every page
+            time.sleep(args.touch_s)
+
+    backends = []
+    for _ in range(args.backends):
+        pid = os.fork()
+        if pid == 0:
+            keep_hot()
+        backends.append(pid)
+    while True:
+        for off in range(0, size, PAGE):
+            seg[off]
+        for pid in backends:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                print(f"backend {pid} died", flush=True)
+                os._exit(1)
+        time.sleep(args.touch_s)
+
+
 def cmd_probe(args: argparse.Namespace) -> None:
     """Run the interactive probe; never returns."""
     Probe(args.out, args.interval_ms / 1000).run()
@@ -227,7 +273,7 @@ def main(argv: list[str]) -> int:
     """
     parser = argparse.ArgumentParser(prog="workloads.py")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("hold", "leak", "grow", "workingset", "absorb"):
+    for name in ("hold", "leak", "grow", "workingset", "absorb", "shmdb"):
         p = sub.add_parser(name)
         p.add_argument("--mib", type=int, default=0)
         p.add_argument("--rate", type=float, default=0.0)
@@ -235,6 +281,7 @@ def main(argv: list[str]) -> int:
         p.add_argument("--touch-s", type=float, default=1.0 if name != "absorb" else 0.5)
         p.add_argument("--done", default="")
         p.add_argument("--hot-mib", type=int, default=0)
+        p.add_argument("--backends", type=int, default=3)
     p = sub.add_parser("probe")
     p.add_argument("--out", required=True)
     p.add_argument("--interval-ms", type=float, default=50.0)
@@ -245,6 +292,7 @@ def main(argv: list[str]) -> int:
         "grow": cmd_grow,
         "workingset": cmd_workingset,
         "absorb": cmd_absorb,
+        "shmdb": cmd_shmdb,
         "probe": cmd_probe,
     }
     commands[args.cmd](args)
