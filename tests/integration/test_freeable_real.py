@@ -11,6 +11,7 @@ victim's memory is freed (``margin_of``). Host allocations stay under 600 MiB.
 from __future__ import annotations
 
 import os
+import sys
 
 from tests.integration.scenario import kill_lines, run
 
@@ -80,7 +81,7 @@ def test_the_real_interpreter_by_name_is_protected() -> None:
     # The same rule protects an executable no other user can replace: the
     # root-owned interpreter in root-owned folders. The copy in /tmp (root's
     # own, but /tmp is writable by all) is not protected by its name.
-    real = os.path.basename(os.path.realpath(os.sys.executable))
+    real = os.path.basename(os.path.realpath(sys.executable))
     result = run({
         "children": [{"name": "real", "mib": 300},
                      {"name": "copy", "mib": 100, "exe": real}],
