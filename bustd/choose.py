@@ -264,11 +264,11 @@ class Ranking:
                 self._place(c)
                 continue
             if c.session and not c.deferred:
-                c.deferred = True
                 j = self._other_than_session()
                 if j >= 0:
                     ranked.insert(self._next, ranked.pop(j))
                     continue
+                c.deferred = True  # nothing else frees enough: its own turn now
                 if c.freeable_kib < self.need_kib:
                     ranked.append(ranked.pop(self._next))
                     continue
