@@ -196,7 +196,8 @@ def test_version_and_help() -> None:
     assert out.returncode == 0
     for option in ("--mem", "--swap", "--mem-size", "--swap-size", "--psi", "--psi-metric",
                    "--psi-mem", "--sort-by-rss", "--unkillables", "--ignore", "--prefer",
-                   "--avoid", "--default-avoid", "--grace", "--kill-pgroup", "--no-daemon", "--daemon",
+                   "--avoid", "--default-avoid", "--grace", "--kill-pgroup", "--no-daemon",
+                   "--daemon",
                    "--pid-file", "--dry-run", "--report", "--verbose", "--version",
                    "--proc-root", "--print-config", "--config"):
         assert option in out.stdout, option
