@@ -17,13 +17,16 @@ MiB as KIND says, prints "ready" and sleeps until killed. KIND:
   holds the memory (review M1).
 """
 
-import ctypes
-import mmap
 import os
 import signal
 import sys
-import threading
 import time
+
+# Only built-in modules at the top: a child run with argv[0] elsewhere
+# (/usr/sbin/sshd) may not find the interpreter's extension modules.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import mmap
 
 MIB = 1 << 20
 PAGE = 4096
@@ -35,6 +38,7 @@ def touch(buf: "bytearray | mmap.mmap") -> None:
 
 
 def shared_database(mib: int, backends: int) -> None:
+    import mmap
     fd = os.memfd_create("shared_buffers")
     os.ftruncate(fd, mib * MIB)
     seg = mmap.mmap(fd, mib * MIB)
@@ -64,6 +68,7 @@ def shared_database(mib: int, backends: int) -> None:
 
 
 def file_reader(mib: int, path: str) -> None:
+    import mmap
     if not os.path.exists(path) or os.path.getsize(path) != mib * MIB:
         with open(path, "wb") as f:
             block = os.urandom(MIB)
@@ -98,6 +103,8 @@ def grower(mib: int, rate: float) -> None:
 
 
 def zombie_leader(mib: int) -> None:
+    import ctypes
+    import threading
     ready = threading.Event()
 
     def hold() -> None:
