@@ -3,9 +3,13 @@
 What a kill frees (shared memory, page cache), zombie leaders sized by their
 live threads, and name rules no other user can forge (a copy of the
 interpreter named ``sshd``, run as ``nobody``). The harness (harness.py)
-runs as PID 1 of the namespace, so bustd sees and signals only its children;
-the thresholds make the start an emergency that ends once the expected
-victim's memory is freed (``margin_of``). Host allocations stay under 600 MiB.
+runs as PID 1 of the namespace, so bustd sees and signals only its children.
+The thresholds (``-m 100 -s 100``) make every check an emergency, so the
+first kill is the ranking's choice whatever other work on the host does to
+MemAvailable (a margin of a few dozen MiB, as ``margin_of`` sets, is lost in
+the noise of a VM running beside); the kills after it go down the ranking,
+so only the first is judged, and what must never die is checked alive.
+Host allocations stay under 600 MiB.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import sys
 
 from tests.integration.scenario import kill_lines, run
 
+ALWAYS = ("-m", "100", "-s", "100")  # an emergency at every check
+
 
 def first_kill(result: dict[str, object]) -> str:
-    """The first kill line. Later ones, if the host's other work kept
-    MemAvailable below the forced level, are kills in vain: issue 14's."""
+    """The first kill line: the ranking's choice."""
     kills = kill_lines(str(result["log"]))
     assert kills, result["log"]
     return kills[0]
@@ -37,7 +42,7 @@ def test_shared_segment_database_beside_a_private_process() -> None:
     result = run({
         "children": [{"name": "database", "mib": 240, "kind": "shm=3"},
                      {"name": "app", "mib": 200}],
-        "bustd": [], "margin_of": "app", "settle": 3})
+        "bustd": [*ALWAYS], "settle": 3})
     kill = first_kill(result)
     assert f"pid={result['pids']['app']} name=app" in kill
     assert 195 <= frees_mib(kill) <= 230, kill
@@ -45,7 +50,7 @@ def test_shared_segment_database_beside_a_private_process() -> None:
     runners = kill.split("runners-up: ")[1].split("; cmdline=")[0].split(", ")
     assert len(runners) == 3 and all("name=database" in r for r in runners), kill
     assert all(frees_mib(r) < 20 for r in runners), kill
-    assert "shmem=0 KiB" in kill and not result["alive"]["app"]
+    assert "shmem=0 KiB" in kill
 
 
 def test_file_mapping_reader_beside_a_grower(tmp_path: object) -> None:
@@ -55,11 +60,11 @@ def test_file_mapping_reader_beside_a_grower(tmp_path: object) -> None:
     result = run({
         "children": [{"name": "reader", "mib": 300, "kind": f"file={path}"},
                      {"name": "grower", "mib": 200, "kind": "grow=8"}],
-        "bustd": [], "margin_of": "grower", "settle": 3})
+        "bustd": [*ALWAYS], "settle": 3})
     kill = first_kill(result)
     assert f"pid={result['pids']['grower']} name=grower" in kill
     assert "name=reader" in kill.split("runners-up: ")[1], kill
-    assert not result["alive"]["grower"]
+
 
 
 def test_a_copy_named_sshd_run_by_nobody_is_not_protected() -> None:
@@ -69,12 +74,11 @@ def test_a_copy_named_sshd_run_by_nobody_is_not_protected() -> None:
     result = run({
         "children": [{"name": "sshd", "mib": 300, "exe": "sshd", "user": "nobody"},
                      {"name": "rootapp", "mib": 60}],
-        "bustd": ["-u", "sshd", "--ignore", "^sshd$", "--avoid", "sshd"],
-        "margin_of": "sshd", "settle": 3})
+        "bustd": ["-u", "sshd", "--ignore", "^sshd$", "--avoid", "sshd", *ALWAYS], "settle": 3})
     kill = first_kill(result)
     assert f"pid={result['pids']['sshd']} name=sshd" in kill
     assert "uid=65534" in kill and "matches --" not in result["log"]
-    assert not result["alive"]["sshd"]
+
 
 
 def test_the_real_interpreter_by_name_is_protected() -> None:
@@ -85,10 +89,13 @@ def test_the_real_interpreter_by_name_is_protected() -> None:
     result = run({
         "children": [{"name": "real", "mib": 300},
                      {"name": "copy", "mib": 100, "exe": real}],
-        "bustd": ["-u", real], "margin_of": "copy", "settle": 3})
+        "bustd": ["-u", real, *ALWAYS], "settle": 3})
     kill = first_kill(result)
     assert f"pid={result['pids']['copy']} name=copy" in kill
+    # The protected one is never killed, however long the emergency lasts.
     assert result["alive"]["real"] and not result["alive"]["copy"]
+    assert "name=real" not in "".join(kill_lines(result["log"]))
+    assert "no process may be killed" in result["log"]
 
 
 def test_zombie_leader_with_a_live_thread_is_sized_and_killed() -> None:
@@ -97,8 +104,8 @@ def test_zombie_leader_with_a_live_thread_is_sized_and_killed() -> None:
     result = run({
         "children": [{"name": "zleader", "mib": 250, "kind": "zombie"},
                      {"name": "small", "mib": 80}],
-        "bustd": ["--rank", "rss"], "margin_of": "zleader", "settle": 3})
+        "bustd": ["--rank", "rss", *ALWAYS], "settle": 3})
     kill = first_kill(result)
     assert f"pid={result['pids']['zleader']} name=zleader" in kill
     assert frees_mib(kill) >= 240, kill
-    assert not result["alive"]["zleader"]
+    assert "exited after" in kill  # signalled and gone, threads and all
