@@ -363,7 +363,7 @@ def proc_argv(proc: scenarios.Proc, mib: int, here: str, done: str, hot_mib: int
         "--done",
         done,
     ]
-    if proc.kind == "absorb":
+    if proc.kind in ("absorb", "session"):
         argv += ["--hot-mib", str(hot_mib)]
     return argv
 

@@ -54,7 +54,8 @@ class Proc:
     possible). random_fraction is the share of each 4 KiB page filled with
     random bytes, the rest zeros: 0.25 compresses about 4:1 in zram, 1.0 not
     at all. hot_of_available (kind "absorb"): the share of MemAvailable the
-    process keeps working on once it reached its size.
+    process keeps working on once it reached its size; kind "session": the
+    share of MemAvailable it grows to.
     """
 
     name: str
@@ -271,6 +272,26 @@ SCENARIOS: dict[int, Scenario] = {
             "all of it in its RSS, beside a leak of 24 MiB/s. Killing a database process "
             "frees none of the segment: only the grower may die (the database exits if "
             "a backend dies)."
+        ),
+    ),
+    12: Scenario(
+        id=12,
+        name="growing session process + grower",
+        zram_mib=0,
+        timeout_s=90,
+        procs=(
+            BYSTANDER,
+            Proc("gnome-shell", "idle", "session", size_of_available=0.3, rate_mib_s=24,
+                 hot_of_available=0.7),
+            Proc("app", "hog", "leak", rate_mib_s=24),
+        ),
+        expect_largest="gnome-shell",
+        notes=(
+            "a process installed in the guest as /usr/bin/gnome-shell (root's, in an "
+            "overlay of /usr/bin; on the default avoid list) holds 0.3 x MemAvailable, "
+            "then grows at 24 MiB/s up to 0.7 x, beside an app leaking 24 MiB/s: the "
+            "session process is the largest and grows as fast, but the app frees what "
+            "the emergency needs, so only the app may die (issue 13)."
         ),
     ),
 }

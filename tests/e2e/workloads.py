@@ -14,6 +14,10 @@ Run only inside the throwaway test VM (the guest driver starts them):
                                                    segment of N MiB (a memfd) filled
                                                    here and mapped whole by K backends;
                                                    exits 1 if a backend dies
+  workloads.py session --mib N --rate R --hot-mib C  as /usr/bin/gnome-shell (installed
+                                                   in the guest over an overlay of
+                                                   /usr/bin): allocate N MiB, then
+                                                   grow at R MiB/s up to C MiB, hold
   workloads.py probe --out FILE [--interval-ms 50] spawn /bin/true like a shell
 
 Pages are filled with a pattern whose first `--random` share of each 4 KiB page
@@ -261,6 +265,49 @@ def cmd_shmdb(args: argparse.Namespace) -> None:
         time.sleep(args.touch_s)
 
 
+SESSION_EXE = "/usr/bin/gnome-shell"  # on bustd's default avoid list
+
+
+def cmd_session(args: argparse.Namespace) -> None:
+    """Become /usr/bin/gnome-shell and run ``grow-on``; never returns.
+
+    The guest's root is the host's, read-only: a tmpfs-backed overlay on
+    /usr/bin (root's, mode 755, like the real folder) takes a copy of this
+    interpreter under the session's path, so /proc/PID/exe is a root-owned
+    /usr/bin/gnome-shell, as on a desktop.
+    """
+    import shutil
+    import subprocess
+
+    with open("/proc/1/cmdline", "rb") as f:
+        if b"virtme" not in f.read():
+            raise SystemExit("workloads.py session mounts over /usr/bin: only in the test VM")
+    if not os.path.exists(SESSION_EXE):
+        base = "/run/e2e-session"
+        for sub in ("upper", "work"):
+            os.makedirs(f"{base}/{sub}", mode=0o755, exist_ok=True)
+        os.chmod(f"{base}/upper", 0o755)
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                        f"lowerdir=/usr/bin,upperdir={base}/upper,workdir={base}/work",
+                        "/usr/bin"], check=True)
+        shutil.copy2(os.path.realpath(sys.executable), SESSION_EXE)
+        os.chmod(SESSION_EXE, 0o755)
+    os.execv(SESSION_EXE, [SESSION_EXE, os.path.abspath(__file__), "grow-on",
+                           "--mib", str(args.mib), "--rate", str(args.rate),
+                           "--random", str(args.random), "--hot-mib", str(args.hot_mib)])
+
+
+def cmd_grow_on(args: argparse.Namespace) -> None:
+    """Allocate --mib at once, then --rate MiB/s up to --hot-mib, hold; never returns."""
+    alloc = Allocator(args.random, 0)
+    alloc.fill(args.mib)
+    alloc.rate = args.rate
+    alloc.start = time.monotonic() - len(alloc.chunks) / args.rate
+    while len(alloc.chunks) < args.hot_mib:
+        alloc.step()
+    hold_forever(alloc.chunks, args.touch_s)
+
+
 def cmd_probe(args: argparse.Namespace) -> None:
     """Run the interactive probe; never returns."""
     Probe(args.out, args.interval_ms / 1000).run()
@@ -273,7 +320,8 @@ def main(argv: list[str]) -> int:
     """
     parser = argparse.ArgumentParser(prog="workloads.py")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("hold", "leak", "grow", "workingset", "absorb", "shmdb"):
+    for name in ("hold", "leak", "grow", "workingset", "absorb", "shmdb", "session",
+                 "grow-on"):
         p = sub.add_parser(name)
         p.add_argument("--mib", type=int, default=0)
         p.add_argument("--rate", type=float, default=0.0)
@@ -293,6 +341,8 @@ def main(argv: list[str]) -> int:
         "workingset": cmd_workingset,
         "absorb": cmd_absorb,
         "shmdb": cmd_shmdb,
+        "session": cmd_session,
+        "grow-on": cmd_grow_on,
         "probe": cmd_probe,
     }
     commands[args.cmd](args)
