@@ -236,15 +236,23 @@ class Ranking:
 
     def _other_than_session(self) -> int:
         """Return the index of the first candidate after ``_next`` that may be
-        killed, is not on the default avoid list and frees ``need_kib``; -1 if none."""
+        killed, is not on the default avoid list and frees ``need_kib``; -1 if none.
+
+        One that ``--avoid`` also shifts is taken only if no other does.
+        """
+        shifted = -1
         for j in range(self._next + 1, len(self.ranked)):
             m = self.ranked[j]
             if not self._frees_enough(m):
                 continue
             d, why = self.verdict(m)
-            if d is not None and why is None and not m.session:
+            if d is None or why is not None or m.session:
+                continue
+            if not m.avoid_shift:
                 return j
-        return -1
+            if shifted < 0:
+                shifted = j
+        return shifted
 
     def next(self) -> Victim | None:
         """Return the next victim in rank order, or None when none is left."""

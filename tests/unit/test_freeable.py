@@ -370,3 +370,17 @@ def test_the_default_list_matches_nothing_without_the_very_file(fake: FakeProc) 
     ranking = Ranking(fake.fs, cands, r, PER_KIB)
     victim = ranking.next()
     assert victim is not None and not victim.candidate.session
+
+
+
+def test_a_session_process_yields_first_to_one_not_avoided(fake: FakeProc) -> None:
+    # The app (500 MiB) is also --avoid'ed: the session process yields first to
+    # the worker (300 MiB), which nothing avoids, then to the app.
+    session_tree(fake, 500)
+    fake.set_exe(P + 1, os.path.realpath("/usr/bin/env").encode())
+    fake.add(P + 3, b"worker", rss_kib=300 * MIB, shmem_kib=0, oom_score=666 + 20)
+    cands = sample(fake.fs, Tracker(), 1.0, frozenset(), set(), False)
+    r = rules(default_avoid=[SESSION.decode()], avoid=re.compile("^env$"))
+    got = [v.candidate.pid for v in iter(Ranking(fake.fs, cands, r, PER_KIB,
+                                                  need_kib=100 * MIB).next, None)]
+    assert got == [P + 3, P + 1, P, P + 2]
