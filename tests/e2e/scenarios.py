@@ -294,6 +294,23 @@ SCENARIOS: dict[int, Scenario] = {
             "the emergency needs, so only the app may die (issue 13)."
         ),
     ),
+    13: Scenario(
+        id=13,
+        name="shared-memory database faulting in + grower",
+        zram_mib=0,
+        timeout_s=90,
+        procs=(
+            BYSTANDER,
+            Proc("database", "idle", "shmdb", size_of_available=0.5, rate_mib_s=40),
+            Proc("grower", "hog", "leak", rate_mib_s=24),
+        ),
+        expect_largest="database",
+        notes=(
+            "scenario 11 with one backend mapping the shared segment at 40 MiB/s, "
+            "faster than the grower leaks: its RSS grows fastest while a kill of it "
+            "frees nothing (issue 13). Only the grower may die."
+        ),
+    ),
 }
 
 

@@ -10,9 +10,11 @@ Run only inside the throwaway test VM (the guest driver starts them):
                                                    allocate up to N MiB while working
                                                    on the first H MiB; then hold N and
                                                    keep working on H
-  workloads.py shmdb --mib N --backends K          a database's layout: one shared
+  workloads.py shmdb --mib N --backends K [--rate R]
+                                                   a database's layout: one shared
                                                    segment of N MiB (a memfd) filled
-                                                   here and mapped whole by K backends;
+                                                   here and mapped whole by K backends
+                                                   (the last at R MiB/s if given);
                                                    exits 1 if a backend dies
   workloads.py session --mib N --rate R --hot-mib C  as /usr/bin/gnome-shell (installed
                                                    in the guest over an overlay of
@@ -248,10 +250,25 @@ def cmd_shmdb(args: argparse.Namespace) -> None:
                 seg[off]  # map (and keep resident) every page
             time.sleep(args.touch_s)
 
+    def fault_in() -> None:
+        # A backend that maps the segment at --rate MiB/s: its RSS grows
+        # while it frees nothing (issue 13: "ranked as the top grower").
+        step = PAGE * 256  # 1 MiB
+        start = time.monotonic()
+        for n, off in enumerate(range(0, size, step)):
+            delay = start + n / args.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            for page in range(off, min(size, off + step), PAGE):
+                seg[page]
+        keep_hot()
+
     backends = []
-    for _ in range(args.backends):
+    for i in range(args.backends):
         pid = os.fork()
         if pid == 0:
+            if args.rate > 0 and i == args.backends - 1:
+                fault_in()
             keep_hot()
         backends.append(pid)
     while True:
