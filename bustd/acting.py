@@ -91,7 +91,7 @@ def ranked(m: Monitor, cands: list[Candidate], log: Log | None = None) -> choose
     # oom_score is the kernel's badness against the machine's RAM + swap,
     # with --cgroup too: growth is priced in the same units.
     return Ranking(m.fs, cands, m.rules, oom_score_per_kib(m.machine, m.scaled),
-                   cfg.kill_pgroup, log, m.units, cfg.kill_cgroup, m.shared)
+                   cfg.kill_pgroup, log, m.units, cfg.kill_cgroup, m.shared, m.need_kib)
 
 
 def rehearse(m: Monitor, cands: list[Candidate]) -> None:

@@ -26,7 +26,14 @@ import unicodedata
 from typing import Any, Callable
 
 from . import __version__, sig
-from .choose import Ranking, kernel_scales_oom_score, make_rules, oom_score_per_kib, sample
+from .choose import (
+    Ranking,
+    kernel_scales_oom_score,
+    make_rules,
+    oom_score_per_kib,
+    sample,
+)
+from .choose import size as size_now
 from .config import DEFAULTS, Config
 from .decide import THRASH_IN_OUT, avail_name, decide, thrashing, thresholds, watch_level
 from .growth import Tracker
@@ -35,7 +42,7 @@ from .log import safe, size
 from .meminfo import MemInfo, parse_swap_traffic, read_meminfo
 from .monitor import PAGE_MIB
 from .pressure import Pressure, StallMeter, read_pressure
-from .process import PF_KTHREAD, Candidate, parse_stat, read_status
+from .process import PF_KTHREAD, Candidate, parse_stat
 from .procfs import NoSuchProcess, ProcFS
 from .zram import Zram, effective_swap, read_zram
 
@@ -191,6 +198,8 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
     me = os.getpid() if self_pid is None else self_pid
     rules = make_rules(cfg, me)
     tracker = Tracker()
+    from .freeable import ROLLUP_MIN_KIB, Shared
+    shared = Shared(fs)
     # --cgroup: the cgroup's memory, pressure and swap-ins, its processes only,
     # as the daemon reads them (cgroup.py, Monitor.read_mem).
     cg = None
@@ -236,16 +245,28 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
             except (OSError, ValueError):
                 return None, None
 
+        def own_shmem(found: list[Candidate]) -> list[Candidate]:
+            # The daemon reads smaps_rollup in the background while watching;
+            # the check reads it now for the sized processes holding shared
+            # memory, so it shows what the daemon would count as theirs alone.
+            for c in found:
+                if c.sized and c.shmem_kib >= ROLLUP_MIN_KIB and shared.learn(c.pid,
+                                                                             c.starttime):
+                    size_now(fs, c, shared)
+            return found
+
         def scan(now: float) -> list[Candidate]:
             if cg is None:
-                return sample(fs, tracker, now, frozenset((me,)), set(), rules.shifts)
+                found = sample(fs, tracker, now, frozenset((me,)), set(), rules.shifts,
+                               shared=shared)
+                return own_shmem(found)
             from .cgroup import members
             leaves = members(cg.path)
             found = sample(fs, tracker, now, frozenset((me,)), set(), rules.shifts,
-                           sorted(leaves))
+                           sorted(leaves), shared)
             for c in found:
                 c.cgroup = leaves.get(c.pid, "")
-            return found
+            return own_shmem(found)
 
         read_meminfo(mem_fd)  # fail early (exit 3) on a tree without memory figures
         figures = read_cgroup()  # and on a cgroup without memory files
@@ -309,8 +330,9 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
             mount = None
         units = Units(fs, mount)
     # Growth is priced against the machine's RAM + swap, as oom_score is.
+    need = max(0, int(t.mem_term - eff.available))  # what a kill must free (as the daemon)
     ranking = Ranking(fs, cands, rules, oom_score_per_kib(machine, kernel_scales_oom_score()),
-                      cfg.kill_pgroup, None, units, cfg.kill_cgroup)
+                      cfg.kill_pgroup, None, units, cfg.kill_cgroup, shared, need)
     victims = []
     while True:
         v = ranking.next()
@@ -318,7 +340,8 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
             break
         victims.append(v)
     skipped: list[dict[str, Any]] = [
-        {"pid": c.pid, "name": _text(c.comm), "kind": "protected", "reason": why}
+        {"pid": c.pid, "name": _text(c.comm), "kind": "protected",
+         "reason": why + (f"; {ranking.notes[c.pid]}" if c.pid in ranking.notes else "")}
         for c, why in ranking.skipped]
     skipped += [{"pid": c.pid, "name": _text(c.comm), "kind": "bustd",
                  "reason": "is a running bustd (a daemon never kills itself)"} for c in daemons]
@@ -335,19 +358,20 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
     listed = []
     for i, v in enumerate(victims[:top] if top else victims, 1):
         c, d = v.candidate, v.details
-        try:
-            st = read_status(fs, c.pid)
-            rss, swap = st.rss_kib, st.swap_kib
-        except (NoSuchProcess, ValueError):
-            rss, swap = c.rss_kib, c.swap_kib
+        size_now(fs, c, shared)  # its sizes now, as the kill record reads them
         known = c.growth_s > 0
         listed.append({
             "rank": i, "pid": c.pid, "name": _text(c.comm), "exe": _text(d.exe),
-            "uid": d.uid, "user": _user(d.uid), "rss_kib": rss, "swap_kib": swap,
+            "uid": d.uid, "user": _user(d.uid), "freeable_kib": c.freeable_kib,
+            "rss_kib": c.rss_kib, "swap_kib": c.swap_kib, "shmem_kib": c.shmem_kib,
+            "own_shmem_kib": c.own_shmem_kib, "file_kib": c.file_kib,
             "growth_kib": c.growth_kib if known else None,
             "growth_s": c.growth_s if known else None,
             "oom_score": c.oom_score, "oom_score_adj": d.oom_score_adj,
-            "score": round(c.badness, 1), "group": [m.pid for m in v.group]})
+            "score": round(c.badness, 1), "group": [m.pid for m in v.group],
+            "avoided": ("--default-avoid" if c.session else "--avoid" if c.avoid_shift
+                        else None),
+            "note": ranking.notes.get(c.pid)})
 
     # What holds memory outside processes, and whether the daemon's checks
     # of progress (progress.py) would hold the kill back: with no kills
@@ -433,6 +457,7 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
         "candidates_total": len(victims),
         "candidates": listed,
         "skipped": skipped,
+        "need_kib": need,
     }
 
 
@@ -570,6 +595,11 @@ def to_text(r: dict[str, Any]) -> str:
     extras = "".join((", process groups" if t["kill_pgroup"] else "",
                       ", DRY RUN" if t["dry_run"] else ""))
     out += _field("ranking", f"by {t['rank']}{extras}")
+    listed = [g for g in r["settings"]["default_avoid"].split("|") if g]
+    out += _field("avoided", f"{len(listed)} executables of the default avoid list "
+                             "(--default-avoid; --print-config shows them), yielding to "
+                             f"any candidate that frees {size(r['need_kib'])}"
+                  if listed else "no default avoid list (--default-avoid '')")
     d = r["decision"]
     out.append("")
     if d["action"] == "none":
@@ -586,17 +616,25 @@ def to_text(r: dict[str, Any]) -> str:
     growth = f"; growth over {r['interval_s']:.1f} s" if r["interval_s"] else ""
     out += _para(f"candidates in kill order ({len(cands)} of {r['candidates_total']}{growth}):")
     if cands:
-        out.append(f"{'PID':>7} {'NAME':<15} {'USER':<8} {'RSS':>6} {'SWAP':>6} "
+        out.append(f"{'PID':>7} {'NAME':<15} {'USER':<8} {'FREES':>6} {'SWAP':>6} "
                    f"{'GROWTH':>6} {'OOM':>5} {'ADJ':>5} {'SCORE':>7}")
     for c in cands:
         g = "?" if c["growth_kib"] is None else "+" + _short(c["growth_kib"])
         out.append(f"{c['pid']:>7} {_cut(c['name'], 15)} {_cut(c['user'], 8)} "
-                   f"{_short(c['rss_kib']):>6} {_short(c['swap_kib']):>6} {g:>6} "
+                   f"{_short(c['freeable_kib']):>6} {_short(c['swap_kib']):>6} {g:>6} "
                    f"{c['oom_score']:>5} {c['oom_score_adj']:>5} {c['score']:>7.0f}")
         group = f" (+{len(c['group'])} of its group)" if c["group"] else ""
         exe = _cut(c["exe"], WIDTH - 8 - len(group), keep_end=True) if c["exe"] \
             else "(executable unknown)"
         out.append(f"{'':8}{exe.rstrip()}{group}")
+        own = f" (its own {_short(c['own_shmem_kib'])})" if c["own_shmem_kib"] else ""
+        holds = (f"holds RSS {_short(c['rss_kib'])}: shmem {_short(c['shmem_kib'])}{own}, "
+                 f"file {_short(c['file_kib'])}")
+        if c["avoided"]:
+            holds += f"; avoided ({c['avoided']})"
+        out.append(f"{'':8}{_cut(holds, WIDTH - 8).rstrip()}")
+        if c["note"]:
+            out.append(f"{'':8}{_cut(c['note'], WIDTH - 8).rstrip()}")
     users = [x for x in r["skipped"] if x["kind"] in ("protected", "bustd", "self")]
     out.append("")
     out += _para(f"never killed ({len(users)}):")

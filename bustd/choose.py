@@ -14,9 +14,18 @@ import os
 from .growth import Tracker
 from .log import Log, safe
 from .meminfo import MemInfo
-from .process import Candidate, Details, read_details, read_status, scan
+from .process import Candidate, Details, read_details, read_status, read_trust, scan
 from .procfs import NoSuchProcess, ProcFS
-from .victim import Rules, badness, protected, rank, sort_key
+from .victim import (
+    Rules,
+    avoided,
+    badness,
+    name_matches,
+    protected,
+    rank,
+    sort_key,
+    why_not,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -79,25 +88,42 @@ class Ranking:
     :meth:`next` returns the next candidate that may be killed (its details
     are read only now, in rank order, until one may be killed); protected
     ones are logged at debug level and kept in ``skipped`` with the reason.
-    A candidate the sample did not size (not among the largest) is sized
-    when its turn comes and put back in its place: its scan's RSS was an
-    upper bound of what it frees (issue 13), so no process outranks a
-    sized one by shared memory or page cache.
+    Whatever only lowers a rank is learnt when a candidate's turn comes,
+    and the candidate is put back in its place (its score so far was an
+    upper bound, so no other is passed over wrongly):
+
+    - its sizes, if the sample did not size it (its scan's RSS counted
+      shared memory and page cache, issue 13);
+    - ``--avoid``, once its executable is read and the match verified
+      (process.Trust: a name no user can forge);
+    - the default avoid list: such a process is passed over while a later
+      candidate that is not on it frees at least ``need_kib`` (what the
+      emergency needs: MemAvailable back above the SIGTERM level; 0, any
+      candidate, when unknown); if none does, it comes next if it frees
+      that much itself, else after every other candidate.
+
+    ``notes``: PID -> why a rule its name matches did not count (for check).
     """
 
     __slots__ = ("fs", "ranked", "candidates", "rules", "kill_pgroup", "log", "skipped",
-                 "units", "kill_cgroup", "shared", "score_per_kib", "_next", "_tried")
+                 "units", "kill_cgroup", "shared", "score_per_kib", "need_kib", "notes",
+                 "_next", "_tried", "_details", "_why")
 
     def __init__(self, fs: ProcFS, candidates: list[Candidate], rules: Rules,
                  score_per_kib: float, kill_pgroup: bool = False,
                  log: Log | None = None, units: Units | None = None,
-                 kill_cgroup: bool = False, shared: Shared | None = None) -> None:
+                 kill_cgroup: bool = False, shared: Shared | None = None,
+                 need_kib: int = 0) -> None:
         self.fs = fs
         self.candidates = candidates
         self.ranked = rank(candidates, rules, score_per_kib)
         self.shared = shared
         self.score_per_kib = score_per_kib
+        self.need_kib = need_kib
+        self.notes: dict[int, str] = {}
         self._tried: set[int] = set()  # PIDs sized here (or that could not be)
+        self._details: dict[int, Details | None] = {}  # read once (None: gone)
+        self._why: dict[int, str | None] = {}  # why protected (None: killable)
         self.rules = rules
         self.kill_pgroup = kill_pgroup
         self.log = log
@@ -114,20 +140,45 @@ class Ranking:
         if self.log is not None:
             self.log.debug(f"skipping pid={c.pid} name={safe(c.comm)}: {why}")
 
-    def _killable(self, c: Candidate) -> Details | None:
+    def verdict(self, c: Candidate) -> tuple[Details | None, str | None]:
+        """Read ``c``'s details once and return them with why it is protected.
+
+        (None, None) if it is gone. Verifies its name matches (process.Trust,
+        read only when a rule's pattern matches the name) and sets
+        ``c.avoid_shift`` and ``c.session``.
+        """
+        if c.pid in self._details:
+            return self._details[c.pid], self._why.get(c.pid)
         try:
-            details = read_details(self.fs, c.pid)
+            d: Details | None = read_details(self.fs, c.pid)
         except (NoSuchProcess, ValueError):
+            d = None
+        self._details[c.pid] = d
+        if d is None:
+            return None, None
+        matches = name_matches(d.exe, self.rules)
+        trust = read_trust(self.fs, c.pid, d.exe) if matches else None
+        c.avoid_shift, c.session = avoided(matches, trust)
+        note = why_not(matches, trust)
+        if note:
+            self.notes[c.pid] = note
+        why = protected(c, d, self.rules, trust, matches)
+        self._why[c.pid] = why
+        return d, why
+
+    def _killable(self, c: Candidate) -> Details | None:
+        d, why = self.verdict(c)
+        if d is None:
             return None
-        why = protected(c, details, self.rules)
         if why is None and c.cgroup and self.units is not None and not self.units.holds(
                 c.cgroup, c.pid):
             # Listed in the watched subtree by the scan; still there now that
             # its start time is known (the pidfd re-checks that), so a PID
             # reused outside the subtree is never chosen.
             why = f"is no longer in cgroup {c.cgroup}"
+            self._why[c.pid] = why
         if why is None:
-            return details
+            return d
         self._skip(c, why)
         return None
 
@@ -148,11 +199,7 @@ class Ranking:
         return leaf, group, blocked or why
 
     def _place(self, c: Candidate) -> None:
-        """Size ``c`` (at ``ranked[_next]``), re-score it and move it to its place."""
-        self._tried.add(c.pid)
-        if not size(self.fs, c, self.shared):
-            return
-        c.badness = badness(c, self.rules, self.score_per_kib)
+        """Move ``c`` (at ``ranked[_next]``), whose score fell, down to its place."""
         key = sort_key(self.rules.policy)
         ranked, i = self.ranked, self._next
         mine = key(c)
@@ -161,17 +208,68 @@ class Ranking:
             i += 1
         ranked[i] = c
 
+    def _size(self, c: Candidate) -> None:
+        self._tried.add(c.pid)
+        if size(self.fs, c, self.shared):
+            c.badness = badness(c, self.rules, self.score_per_kib)
+            self._place(c)
+
+    def _frees_enough(self, c: Candidate) -> bool:
+        if c.freeable_kib < self.need_kib:
+            return False  # an upper bound until sized: certainly not enough
+        if not c.sized and c.pid not in self._tried:
+            self._tried.add(c.pid)
+            if size(self.fs, c, self.shared):
+                c.badness = badness(c, self.rules, self.score_per_kib)
+        return c.freeable_kib >= self.need_kib
+
+    def _other_than_session(self) -> int:
+        """Return the index of the first candidate after ``_next`` that may be
+        killed, is not on the default avoid list and frees ``need_kib``; -1 if none.
+
+        One that ``--avoid`` also shifts is taken only if no other does.
+        """
+        shifted = -1
+        for j in range(self._next + 1, len(self.ranked)):
+            m = self.ranked[j]
+            if not self._frees_enough(m):
+                continue
+            d, why = self.verdict(m)
+            if d is None or why is not None or m.session:
+                continue
+            if not m.avoid_shift:
+                return j
+            if shifted < 0:
+                shifted = j
+        return shifted
+
     def next(self) -> Victim | None:
         """Return the next victim in rank order, or None when none is left."""
-        while self._next < len(self.ranked):
-            c = self.ranked[self._next]
+        ranked = self.ranked
+        while self._next < len(ranked):
+            c = ranked[self._next]
             if not c.sized and c.pid not in self._tried:
-                self._place(c)
+                self._size(c)
                 continue
-            self._next += 1
+            fresh = c.pid not in self._details
             details = self._killable(c)
             if details is None:
+                self._next += 1
                 continue
+            if fresh and c.avoid_shift:
+                c.badness = badness(c, self.rules, self.score_per_kib)
+                self._place(c)
+                continue
+            if c.session and not c.deferred:
+                j = self._other_than_session()
+                if j >= 0:
+                    ranked.insert(self._next, ranked.pop(j))
+                    continue
+                c.deferred = True  # nothing else frees enough: its own turn now
+                if c.freeable_kib < self.need_kib:
+                    ranked.append(ranked.pop(self._next))
+                    continue
+            self._next += 1
             if self.kill_cgroup:
                 leaf, members, blocked = self._cgroup_group(c)
                 return Victim(c, details, members, leaf, blocked)
@@ -180,11 +278,9 @@ class Ranking:
                 for m in self.candidates:
                     if m.pgrp != c.pgrp or m is c:
                         continue
-                    try:
-                        if protected(m, read_details(self.fs, m.pid), self.rules) is None:
-                            group.append(m)
-                    except (NoSuchProcess, ValueError):
-                        continue
+                    d, why = self.verdict(m)
+                    if d is not None and why is None:
+                        group.append(m)
             return Victim(c, details, group, c.cgroup)
         return None
 
@@ -210,7 +306,7 @@ def make_rules(cfg: Config, self_pid: int) -> Rules:
     """Return the victim Rules of ``cfg`` (regexes compiled here)."""
     return Rules(self_pid, [g.strip() for g in cfg.unkillables.split("|") if g.strip()],
                  _compile(cfg.ignore), _compile(cfg.prefer), _compile(cfg.avoid),
-                 cfg.rank)
+                 cfg.rank, [g for g in cfg.default_avoid.split("|") if g])
 
 
 def sample(fs: ProcFS, tracker: Tracker, now: float, skip: frozenset[int],
@@ -283,11 +379,15 @@ def vet_members(fs: ProcFS, rules: Rules, pids: Iterable[int], victim: int,
             continue
         m = known.get(pid) or Candidate(pid, 0, 0, 0, 0, b"")
         try:
-            why = protected(m, read_details(fs, pid), rules)
+            d = read_details(fs, pid)
         except (NoSuchProcess, ValueError):
             if not os.path.exists(fs.path(str(pid))):
                 continue  # gone: nothing to spare
-            why = "cannot be checked (its /proc files are unreadable)"
+            why: str | None = "cannot be checked (its /proc files are unreadable)"
+        else:
+            matches = name_matches(d.exe, rules)
+            trust = read_trust(fs, pid, d.exe) if matches else None
+            why = protected(m, d, rules, trust, matches)
         if why is not None:
             # cgroup.kill would kill it too: the cgroup is signalled one by one.
             blocked = blocked or f"pid {pid} ({safe(m.comm) or '?'}) {why}"

@@ -168,6 +168,20 @@ def globs(text: str) -> str:
     return "|".join(items)
 
 
+def real_paths(text: str) -> str:
+    """Return a ``path|path`` list of absolute path globs (see :func:`globs`).
+
+    Raises ArgumentTypeError for an entry that does not start with '/'.
+    """
+    text = globs(text)
+    bad = [g for g in text.split("|") if text and not g.startswith("/")]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {bad[0]!r}: expected real paths (starting with '/') "
+            "separated by '|'")
+    return text
+
+
 def path(text: str) -> str:
     """Check a file or folder path (not empty, no NUL byte); raises ArgumentTypeError."""
     _no_nul(text)
@@ -223,13 +237,23 @@ def parser() -> argparse.ArgumentParser:
     a("--sort-by-rss", action="store_const", const="rss", dest="rank",
       help="same as --rank rss (compatibility)")
     a("-u", "--unkillables", type=globs, metavar="'GLOB|GLOB'", default="",
-      help="never kill processes whose name or program matches one of these globs")
+      help="never kill processes whose executable matches one of these globs: the whole "
+           "real path for a glob with a '/', else the name of a root-owned executable in "
+           "root-owned folders (what no other user can forge)")
     a("--ignore", type=regex, metavar="REGEX", default="",
-      help="never kill processes whose name matches REGEX")
+      help="never kill processes whose executable matches REGEX (as --unkillables: "
+           "the whole path with a '/', else the name of a root-owned executable)")
     a("--prefer", type=regex, metavar="REGEX", default="",
-      help="add 300 to the oom_score of processes whose name matches REGEX")
+      help="add 300 to the oom_score of processes whose executable matches REGEX")
     a("--avoid", type=regex, metavar="REGEX", default="",
-      help="subtract 300 from the oom_score of processes whose name matches REGEX")
+      help="subtract 300 from the oom_score of processes whose executable matches REGEX "
+           "(as --ignore)")
+    a("--default-avoid", type=real_paths, metavar="'PATH|PATH'",
+      default=DEFAULTS["default_avoid"],
+      help="executables (real paths, globs) avoided unless no other candidate frees "
+           "what the emergency needs; the default lists init, display servers, "
+           "compositors, desktop shells, session and display managers, logind, D-Bus, sshd "
+           "and package managers (see --print-config); '' clears it")
     a("--grace", type=grace, metavar="SECONDS", default=DEFAULTS["grace"],
       help="after SIGTERM, wait this long for the exit before SIGKILL (default 0.5; at "
            f"most {MAX_KILL_WAIT:g} together with --hook-timeout)")
@@ -655,7 +679,8 @@ def build_config(args: argparse.Namespace) -> Config:
         swapin_rate=args.swapin_rate,
         watch_percent=args.watch, rank=args.rank,
         unkillables=args.unkillables, ignore=args.ignore, prefer=args.prefer,
-        avoid=args.avoid, grace=args.grace, kill_pgroup=args.kill_pgroup,
+        avoid=args.avoid, default_avoid=args.default_avoid, grace=args.grace,
+        kill_pgroup=args.kill_pgroup,
         dry_run=args.dry_run or root != "/proc", daemon=args.daemon,
         pid_file=os.path.abspath(args.pid_file), report=args.report,
         verbose=args.verbose, proc_root=root, sys_root=os.path.normpath(args.sys_root),

@@ -7,7 +7,7 @@ to the lean runtime through one environment variable (:func:`encode` and
 
 from __future__ import annotations
 
-__all__ = ["DEFAULTS", "ENV", "EXIT_CONFIG", "EXIT_PIDFILE", "EXIT_PROC", "Config",
+__all__ = ["DEFAULTS", "DEFAULT_AVOID", "ENV", "EXIT_CONFIG", "EXIT_PIDFILE", "EXIT_PROC", "Config",
            "ConfigError", "decode", "encode"]
 
 ENV = "BUSTD_CONFIG"  # how the front end hands the Config to the runtime
@@ -15,6 +15,48 @@ ENV = "BUSTD_CONFIG"  # how the front end hands the Config to the runtime
 EXIT_CONFIG = 2
 EXIT_PROC = 3
 EXIT_PIDFILE = 4
+
+# The default avoid list (--default-avoid), by real path: what a desktop or a
+# server cannot lose (peers.md: Fedora's earlyoom list, nohang's desktop
+# config; the original bustd's issue 11 killed pacman and gnome-shell).
+# Globs on the whole path; /bin, /sbin and /lib are symbolic links to their
+# /usr folders on merged-/usr systems, where the real path is the /usr one.
+DEFAULT_AVOID = (  # one string, not a tuple: the runtime holds it for good
+    # init and the user manager, logind, the D-Bus daemon
+    "/usr/lib/systemd/systemd|/lib/systemd/systemd|/sbin/init|/usr/sbin/init|"
+    "/usr/lib/systemd/systemd-logind|/lib/systemd/systemd-logind|"
+    "/usr/bin/dbus-daemon|/bin/dbus-daemon|/usr/bin/dbus-broker|"
+    "/usr/bin/dbus-broker-launch|"
+    # remote logins
+    "/usr/sbin/sshd|/usr/bin/sshd|/usr/lib/openssh/sshd-session|"
+    "/usr/libexec/openssh/sshd-session|/usr/lib/ssh/sshd-session|"
+    # display servers
+    "/usr/bin/Xorg|/usr/lib/xorg/Xorg|/usr/libexec/Xorg|/usr/bin/Xwayland|"
+    # compositors and desktop shells
+    "/usr/bin/gnome-shell|/usr/bin/mutter|/usr/bin/plasmashell|/usr/bin/kwin_x11|"
+    "/usr/bin/kwin_wayland|/usr/bin/ksmserver|/usr/bin/startplasma-wayland|"
+    "/usr/bin/startplasma-x11|/usr/bin/cinnamon|/usr/bin/muffin|/usr/bin/xfwm4|"
+    "/usr/bin/xfce4-session|/usr/bin/xfce4-panel|/usr/bin/xfdesktop|/usr/bin/marco|"
+    "/usr/bin/mate-session|/usr/bin/mate-panel|/usr/bin/lxqt-session|"
+    "/usr/bin/openbox|/usr/bin/sway|/usr/bin/weston|/usr/bin/Hyprland|"
+    "/usr/bin/labwc|/usr/bin/i3|/usr/bin/budgie-wm|/usr/bin/budgie-panel|"
+    "/usr/bin/phoc|/usr/bin/phosh|/usr/libexec/phosh|"
+    # session and display managers
+    "/usr/libexec/gnome-session-binary|/usr/lib/gnome-session-binary|"
+    "/usr/libexec/gnome-session-ctl|/usr/lib/gnome-session/gnome-session-binary|"
+    "/usr/sbin/gdm|/usr/sbin/gdm3|/usr/libexec/gdm-session-worker|"
+    "/usr/lib/gdm3/gdm-session-worker|/usr/libexec/gdm-wayland-session|"
+    "/usr/lib/gdm3/gdm-wayland-session|/usr/libexec/gdm-x-session|"
+    "/usr/lib/gdm3/gdm-x-session|/usr/bin/sddm|/usr/bin/sddm-helper|"
+    "/usr/lib/x86_64-linux-gnu/sddm/sddm-helper|/usr/libexec/sddm-helper|"
+    "/usr/sbin/lightdm|/usr/bin/lightdm|/usr/bin/slim|"
+    # package managers in the middle of a transaction
+    "/usr/bin/dpkg|/usr/bin/apt|/usr/bin/apt-get|/usr/lib/apt/methods/*|"
+    "/usr/bin/rpm|/usr/bin/dnf5|/usr/bin/zypper|/usr/bin/pacman|/usr/bin/yay|"
+    "/usr/bin/pamac|/usr/bin/pamac-daemon|/sbin/apk|/usr/sbin/apk|"
+    "/usr/libexec/packagekitd|/usr/lib/packagekit/packagekitd|/usr/bin/flatpak|"
+    "/usr/libexec/flatpak-system-helper"
+)
 
 # name -> default. The default's type is the field's type; None means an
 # optional number (int KiB or float seconds, see _OPTIONAL).
@@ -38,6 +80,7 @@ DEFAULTS: dict[str, object] = {
     "ignore": "",
     "prefer": "",
     "avoid": "",
+    "default_avoid": DEFAULT_AVOID,
     "grace": 0.5,
     "kill_pgroup": False,
     "dry_run": False,
@@ -94,6 +137,7 @@ class Config:
     ignore: str
     prefer: str
     avoid: str
+    default_avoid: str
     grace: float
     kill_pgroup: bool
     dry_run: bool

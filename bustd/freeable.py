@@ -145,9 +145,19 @@ class Shared:
 
     def _read_all(self, wanted: list[tuple[int, int]]) -> None:
         for pid, starttime in wanted:
-            own = self.read_own(pid, starttime)
-            if own is not None:
-                self._own[pid] = (starttime, own)
+            self.learn(pid, starttime)
+
+    def learn(self, pid: int, starttime: int) -> bool:
+        """Read ``pid``'s rollup now and remember its own shared memory.
+
+        Returns whether a figure was learnt. Blocks on the target's
+        mmap_lock (see :meth:`read_own`).
+        """
+        own = self.read_own(pid, starttime)
+        if own is None:
+            return False
+        self._own[pid] = (starttime, own)
+        return True
 
     def read_own(self, pid: int, starttime: int) -> int | None:
         """Read ``pid``'s rollup now; return its own shared memory (KiB).

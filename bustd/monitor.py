@@ -146,6 +146,7 @@ class Monitor:
         self.units: Units | None = None  # victims' cgroups (--cgroup, --kill-cgroup; see arm)
         self.tracker: Tracker | None = None
         self.shared: Shared | None = None  # what RSS holds that a kill would not free
+        self.need_kib = 0  # what a kill must free to end the emergency (while watching)
         self.dry = cfg.dry_run or not cfg.live  # a fake tree is never signalled
         self.meter = StallMeter()
         self.swapins = RateMeter()  # pswpin, pages
@@ -545,6 +546,9 @@ class Monitor:
             from . import acting  # loaded with choose, kill and record (see arm)
             self.faults_at_wake = own_major_faults()
             mem = self.effective(mem)
+            # What a kill must free to lift MemAvailable above the SIGTERM
+            # level: the default avoid list yields to a candidate that frees it.
+            self.need_kib = max(0, int(thresholds(cfg, mem).mem_term - mem.available))
             cands = acting.sample(self, now)
             self.scan_s = self.clock() - now
             if not self.watching:

@@ -15,9 +15,9 @@ import os
 
 from .procfs import NoSuchProcess, ProcFS
 
-__all__ = ["Candidate", "Details", "StatFields", "Status", "live_thread", "parse_stat",
-           "parse_status", "parse_status_uid", "read_details", "read_starttime", "read_status",
-           "scan"]
+__all__ = ["Candidate", "Details", "StatFields", "Status", "Trust", "live_thread", "parse_stat",
+           "parse_status", "parse_status_uid", "read_details", "read_exe",
+           "read_starttime", "read_status", "read_trust", "scan"]
 
 # /proc/PID/stat field numbers from proc(5), counted from 1. Parsing splits the
 # line at the *last* ')' because the comm field may contain spaces and
@@ -170,7 +170,8 @@ class Candidate:
 
     __slots__ = ("pid", "oom_score", "rss_kib", "starttime", "pgrp", "comm", "exe",
                  "freeable_kib", "swap_kib", "shmem_kib", "file_kib", "own_shmem_kib",
-                 "kept_kib", "sized", "growth_kib", "growth_s", "badness", "cgroup")
+                 "kept_kib", "sized", "growth_kib", "growth_s", "badness", "cgroup",
+                 "avoid_shift", "session", "deferred")
 
     def __init__(self, pid: int, oom_score: int, rss_kib: int, starttime: int,
                  pgrp: int, comm: bytes) -> None:
@@ -192,6 +193,10 @@ class Candidate:
         self.growth_s = 0.0
         self.badness = float(oom_score)
         self.cgroup = ""  # --cgroup: the folder of the cgroup the scan found it in
+        # Set by choose.Ranking once its executable's name matches were verified:
+        self.avoid_shift = False  # --avoid applies
+        self.session = False  # on the default avoid list
+        self.deferred = False  # passed over once for another candidate
 
     def size(self, st: Status, own_shmem_kib: int = 0) -> None:
         """Fill in the sizes from its ``status`` (``st``) and the shared memory
@@ -233,21 +238,101 @@ class Details:
 
 
 def read_exe(fs: ProcFS, pid: int) -> bytes:
-    """Return the real path of ``pid``'s executable, b"" when it has none.
+    """Return the real path of ``pid``'s executable, b"" when it cannot be read.
 
     ``/proc/PID/exe`` is set by the kernel at exec and cannot be changed by
     the process (unlike ``comm`` and ``argv[0]``), so rules that protect
-    match it. A replaced binary's `` (deleted)`` suffix is dropped. Raises
-    NoSuchProcess if the process is gone; unreadable (another user's process
-    when bustd is not root, a zombie) gives b"".
+    match it. A zombie leader's is read from a live thread (its own link is
+    gone with its memory, review L5). A replaced binary's `` (deleted)``
+    suffix is dropped. Raises NoSuchProcess if the process is gone;
+    unreadable (another user's process when bustd is not root) gives b"".
     """
     try:
         path = fs.readlink_pid(pid, "exe")
     except NoSuchProcess:
         if not fs.exists_pid(pid):
             raise
-        return b""
+        path = b""
+        try:
+            live = live_thread(fs, pid)
+            if live is not None:
+                path = fs.readlink_pid(pid, f"task/{live[0]}/exe")
+        except NoSuchProcess:
+            pass
+        if not path:
+            return b""
     return path[:-len(_DELETED)] if path.endswith(_DELETED) else path
+
+
+class Trust:
+    """Whether a process's executable is what its path says, and whether only
+    root could have put it there (issue 13: name rules nobody can forge).
+
+    ``same``: the file the process runs is the file at ``exe`` as bustd sees
+    it (same device and inode; or replaced on disk, with no link left), so
+    a full-path rule may match it: a user's bind mount in a mount namespace
+    of their own cannot make another file look like ``/usr/sbin/sshd``.
+    ``root_only``: ``same``, owned by root, not writable by group or others,
+    in folders (up to ``/``) owned by root and not writable by group or
+    others, so a basename rule may match it: no other user can have copied,
+    linked or replaced it. ``why`` says what failed ("" when both hold).
+    """
+
+    __slots__ = ("same", "root_only", "why")
+
+    def __init__(self, same: bool, root_only: bool, why: str) -> None:
+        self.same = same
+        self.root_only = root_only
+        self.why = why
+
+
+_UNSAFE_MODE = 0o022  # writable by group or others
+
+
+def read_trust(fs: ProcFS, pid: int, exe: bytes) -> Trust:
+    """Return the Trust of ``pid``'s executable ``exe`` (its real path).
+
+    Reads ``stat`` of ``/proc/PID/exe`` (the running file), of ``exe`` and
+    of each folder above it; called only when a rule's pattern matches the
+    name, never for every process. Never raises: what cannot be read is
+    not trusted, and ``why`` says so.
+    """
+    import stat as st_mod
+    text = exe.decode("utf-8", "replace")
+    if not exe:
+        return Trust(False, False, "its executable cannot be read")
+    try:
+        running = os.stat(fs.path(f"{pid}/exe"))
+    except OSError as err:
+        return Trust(False, False, f"its executable cannot be read ({err.strerror})")
+    try:
+        there = os.stat(exe)
+        same = (there.st_dev, there.st_ino) == (running.st_dev, running.st_ino)
+    except OSError:
+        same = False
+    if not same and running.st_nlink != 0:
+        return Trust(False, False, f"it does not run the file at {text} (another mount "
+                                   "namespace, or the file was replaced)")
+    if running.st_uid != 0:
+        return Trust(True, False, f"its executable {text} is owned by uid {running.st_uid}")
+    if running.st_mode & _UNSAFE_MODE:
+        return Trust(True, False, f"its executable {text} is writable by group or others")
+    folder = exe
+    while True:
+        folder = folder.rsplit(b"/", 1)[0] or b"/"
+        name = folder.decode("utf-8", "replace")
+        try:
+            f = os.lstat(folder)
+        except OSError as err:
+            return Trust(True, False, f"folder {name} cannot be read ({err.strerror})")
+        if not st_mod.S_ISDIR(f.st_mode):
+            return Trust(True, False, f"{name} is not a folder")
+        if f.st_uid != 0:
+            return Trust(True, False, f"folder {name} is owned by uid {f.st_uid}")
+        if f.st_mode & _UNSAFE_MODE:
+            return Trust(True, False, f"folder {name} is writable by group or others")
+        if folder == b"/":
+            return Trust(True, True, "")
 
 
 def live_thread(fs: ProcFS, pid: int) -> tuple[int, StatFields] | None:

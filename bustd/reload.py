@@ -271,7 +271,8 @@ def reconfigure(m: Monitor, new: Config) -> list[str]:
     if new.sys_root != old.sys_root:
         m.sys = ProcFS(new.sys_root)
         m.zram_failed = False
-    if m.armed and {"unkillables", "ignore", "prefer", "avoid", "rank"} & set(changed):
+    if m.armed and {"unkillables", "ignore", "prefer", "avoid", "default_avoid",
+                    "rank"} & set(changed):
         from .choose import make_rules
         m.rules = make_rules(new, m.self_pid)
     if m.armed and new.kill_cgroup and m.units is None:

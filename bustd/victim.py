@@ -22,17 +22,34 @@ one whose size is shared memory or page cache is ranked by what it frees.
 ``--prefer``/``--avoid`` add or subtract :data:`PREFER_SHIFT` to the score in
 every policy. Ties go to the larger freeable size, then the younger process (later
 start time), then the higher PID, so the order of the candidates never
-changes the choice.
+changes the choice. A process on the default avoid list (``--default-avoid``,
+config.DEFAULT_AVOID: init, display servers, compositors and desktop shells,
+session and display managers, logind, the D-Bus daemon, sshd, package
+managers) is avoided, not
+unkillable: it is passed over while another candidate frees what the
+emergency needs (choose.Ranking).
 
-Name rules (``--unkillables``, ``--ignore``, ``--prefer``, ``--avoid``) match
-the executable (the real path of ``/proc/PID/exe``, which a process cannot
-change, unlike ``comm`` and ``argv[0]``): its basename, or the full path when
-the pattern contains a ``/``.
+Name rules (``--unkillables``, ``--ignore``, ``--prefer``, ``--avoid``,
+``--default-avoid``) match the executable (the real path of
+``/proc/PID/exe``, which a process cannot change, unlike ``comm`` and
+``argv[0]``), in a way no other user can forge (issue 13; process.Trust):
+
+- a pattern with a ``/`` matches the whole path (a glob in full, a regex with
+  ``fullmatch``), and only if the process runs the very file at that path as
+  bustd sees it (not a file bind-mounted there in a mount namespace of the
+  user's own);
+- a pattern without ``/`` matches the basename, and only if the executable
+  is owned by root, in folders owned by root, none of them writable by group
+  or others: a copy of an interpreter named ``~/bin/sshd`` matches nothing.
+
+``--prefer`` needs neither: preferring a process only hurts its owner. An
+executable that cannot be read cannot be told apart: with ``--unkillables``
+or ``--ignore`` set it is spared (review L5) and the reason says so.
 """
 
 from __future__ import annotations
 
-from .process import Candidate, Details
+from .process import Candidate, Details, Trust
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,8 +63,11 @@ if TYPE_CHECKING:
 
         def search(self, string: str) -> object: ...
 
-__all__ = ["HORIZON_S", "POLICIES", "PREFER_SHIFT", "Rules", "badness", "exe_text",
-           "glob_match", "protected", "rank", "sort_key"]
+        def fullmatch(self, string: str) -> object: ...
+
+__all__ = ["HORIZON_S", "POLICIES", "PREFER_SHIFT", "Rules", "avoided",
+           "badness", "exe_text", "glob_match", "name_matches", "protected", "rank",
+           "sort_key", "why_not"]
 
 # Shift applied to oom_score by --prefer/--avoid; oom_score runs 0..~1333 on
 # kernels >= 5.9, so 300 moves a process well past its peers (as earlyoom).
@@ -63,11 +83,13 @@ POLICIES = ("growth", "oom_score", "rss")
 class Rules:
     """Who may not be killed, who is preferred or avoided, and the ranking policy."""
 
-    __slots__ = ("self_pid", "unkillables", "ignore", "prefer", "avoid", "policy")
+    __slots__ = ("self_pid", "unkillables", "ignore", "prefer", "avoid", "policy",
+                 "default_avoid")
 
     def __init__(self, self_pid: int, unkillables: Sequence[str] = (),
                  ignore: Pattern | None = None, prefer: Pattern | None = None,
-                 avoid: Pattern | None = None, policy: str = "growth") -> None:
+                 avoid: Pattern | None = None, policy: str = "growth",
+                 default_avoid: Sequence[str] = ()) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown ranking policy {policy!r}")
         self.self_pid = self_pid
@@ -76,11 +98,17 @@ class Rules:
         self.prefer = prefer
         self.avoid = avoid
         self.policy = policy
+        self.default_avoid = tuple(default_avoid)
 
     @property
     def shifts(self) -> bool:
-        """Whether ranking needs each candidate's executable (--prefer/--avoid)."""
-        return self.prefer is not None or self.avoid is not None
+        """Whether ranking needs every candidate's executable (--prefer).
+
+        --avoid and the default avoid list only lower a process's rank, so
+        they are applied when its turn comes (choose.Ranking), without
+        reading every executable at every sample.
+        """
+        return self.prefer is not None
 
 
 def exe_text(exe: bytes, pattern: str) -> str:
@@ -159,8 +187,56 @@ def _class_match(pattern: str, start: int, ch: str) -> tuple[int, bool]:
     return i + 1, matched != negate
 
 
-def _matches(rule: Pattern | None, exe: bytes | None) -> bool:
-    return rule is not None and rule.search(exe_text(exe or b"", rule.pattern)) is not None
+def _rule_matches(rule: Pattern, exe: bytes) -> bool:
+    """Whether regex ``rule`` matches ``exe`` by name (the whole path with a '/')."""
+    text = exe_text(exe, rule.pattern)
+    found = rule.fullmatch(text) if "/" in rule.pattern else rule.search(text)
+    return found is not None
+
+
+def _glob_matches(pattern: str, exe: bytes) -> bool:
+    return glob_match(pattern, exe_text(exe, pattern))
+
+
+def _trusted(pattern: str, trust: Trust | None) -> bool:
+    """Whether a name match of ``pattern`` counts for an executable with ``trust``."""
+    if trust is None:
+        return False
+    return trust.same if "/" in pattern else trust.root_only
+
+
+def name_matches(exe: bytes, rules: Rules) -> list[tuple[str, str]]:
+    """Return the protecting rules whose pattern matches ``exe`` by name alone.
+
+    Each as (option, pattern): ``--unkillables``, ``--ignore``, ``--avoid``
+    and ``--default-avoid``, before any check that the executable is what
+    it says (process.Trust). Empty when ``exe`` is unknown.
+    """
+    if not exe:
+        return []
+    out = [("--unkillables", g) for g in rules.unkillables if _glob_matches(g, exe)]
+    if rules.ignore is not None and _rule_matches(rules.ignore, exe):
+        out.append(("--ignore", rules.ignore.pattern))
+    if rules.avoid is not None and _rule_matches(rules.avoid, exe):
+        out.append(("--avoid", rules.avoid.pattern))
+    out += [("--default-avoid", g) for g in rules.default_avoid if _glob_matches(g, exe)]
+    return out
+
+
+def avoided(matches: list[tuple[str, str]], trust: Trust | None) -> tuple[bool, bool]:
+    """Return (by ``--avoid``, by the default avoid list) for the name ``matches``
+    of one executable (:func:`name_matches`) and its ``trust``."""
+    return (any(o == "--avoid" and _trusted(p, trust) for o, p in matches),
+            any(o == "--default-avoid" and _trusted(p, trust) for o, p in matches))
+
+
+def why_not(matches: list[tuple[str, str]], trust: Trust | None) -> str:
+    """Return why name ``matches`` do not count ("" if every one does): for check."""
+    failed = [f"{o} {p!r}" for o, p in matches if not _trusted(p, trust)]
+    if not failed:
+        return ""
+    reason = trust.why if trust is not None and trust.why else "its executable is unverified"
+    return f"matches {', '.join(failed)} by name only: {reason}"
 
 
 def badness(c: Candidate, rules: Rules, score_per_kib: float) -> float:
@@ -172,9 +248,9 @@ def badness(c: Candidate, rules: Rules, score_per_kib: float) -> float:
     the ``growth`` policy.
     """
     score = c.oom_score - c.kept_kib * score_per_kib
-    if _matches(rules.prefer, c.exe):
+    if rules.prefer is not None and c.exe and _rule_matches(rules.prefer, c.exe):
         score += PREFER_SHIFT
-    if _matches(rules.avoid, c.exe):
+    if c.avoid_shift:  # set by choose.Ranking once the match was verified
         score -= PREFER_SHIFT
     if rules.policy == "growth":
         score += HORIZON_S * c.rate_kib_s * score_per_kib
@@ -199,11 +275,15 @@ def rank(candidates: Sequence[Candidate], rules: Rules,
     return sorted(candidates, key=sort_key(rules.policy), reverse=True)
 
 
-def protected(c: Candidate, d: Details, rules: Rules) -> str | None:
+def protected(c: Candidate, d: Details, rules: Rules, trust: Trust | None = None,
+              matches: list[tuple[str, str]] | None = None) -> str | None:
     """Return why ``c`` must not be killed, or None if it may be.
 
     Never: bustd itself, PID 1, ``oom_score_adj`` -1000 (the kernel's own
-    "never kill"), an executable matching ``--unkillables`` or ``--ignore``.
+    "never kill"), an executable matching ``--unkillables`` or ``--ignore``
+    in a way no user can forge (``trust`` of ``d.exe``, read by the caller
+    when ``matches``, :func:`name_matches`, names a rule), or one that
+    cannot be read while such rules are set (cannot tell: review L5).
     """
     if c.pid == rules.self_pid:
         return "is bustd itself"
@@ -211,9 +291,12 @@ def protected(c: Candidate, d: Details, rules: Rules) -> str | None:
         return "is PID 1"
     if d.oom_score_adj <= -1000:
         return "has oom_score_adj -1000"
-    for pattern in rules.unkillables:
-        if glob_match(pattern, exe_text(d.exe, pattern)):
-            return f"matches --unkillables {pattern!r}"
-    if _matches(rules.ignore, d.exe):
-        return "matches --ignore"
+    if not d.exe and (rules.unkillables or rules.ignore is not None):
+        return ("its executable cannot be read: cannot tell whether --unkillables or "
+                "--ignore match")
+    if matches is None:
+        matches = name_matches(d.exe, rules)
+    for option, pattern in matches:
+        if option in ("--unkillables", "--ignore") and _trusted(pattern, trust):
+            return f"matches {option} {pattern!r}"
     return None

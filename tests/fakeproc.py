@@ -127,12 +127,15 @@ class FakeProc:
             pgrp: int = 0, flags: int = 0x400000, starttime: int = 1000,
             rss_kib: int = 100 * PAGE_KIB, oom_score: int = 100, oom_score_adj: int = 0,
             uid: int = 1000, cmdline: bytes | None = None, exe: bytes | None = None,
-            swap_kib: int = 0, threads: int = 1) -> None:
+            swap_kib: int = 0, threads: int = 1, shmem_kib: int | None = None,
+            file_kib: int = 0) -> None:
         """Create ``PID/`` with stat, oom_score, oom_score_adj, status, statm, cmdline, exe.
 
         ``cmdline`` defaults to ``/usr/bin/<comm>``; pass the NUL-separated argv.
         ``exe`` (the symbolic link's target) defaults to ``/usr/bin/<comm>``;
-        b"" leaves the link out (unreadable, as for a zombie).
+        b"" leaves the link out (unreadable, as for a zombie). ``shmem_kib``
+        and ``file_kib`` split the RSS: status then has RssAnon, RssFile and
+        RssShmem lines (as since Linux 4.5); without ``shmem_kib`` it has none.
         """
         rss_pages = rss_kib // PAGE_KIB
         os.makedirs(self.path(str(pid)), exist_ok=True)
@@ -142,10 +145,13 @@ class FakeProc:
         self.write(f"{pid}/oom_score_adj", b"%d\n" % oom_score_adj)
         self.write(f"{pid}/status", b"Name:\t%s\nUmask:\t0022\nState:\tS (sleeping)\n"
                    b"Tgid:\t%d\nPid:\t%d\nPPid:\t%d\nUid:\t%d\t%d\t%d\t%d\n"
-                   b"Gid:\t100\t100\t100\t100\nVmRSS:\t%d kB\nVmSwap:\t%d kB\n"
+                   b"Gid:\t100\t100\t100\t100\nVmRSS:\t%d kB\n%sVmSwap:\t%d kB\n"
                    b"Threads:\t%d\n"
-                   % (comm[:15], pid, pid, ppid, uid, uid, uid, uid, rss_kib, swap_kib,
-                      threads))
+                   % (comm[:15], pid, pid, ppid, uid, uid, uid, uid, rss_kib,
+                      b"" if shmem_kib is None else
+                      b"RssAnon:\t%d kB\nRssFile:\t%d kB\nRssShmem:\t%d kB\n"
+                      % (rss_kib - shmem_kib - file_kib, file_kib, shmem_kib),
+                      swap_kib, threads))
         self.write(f"{pid}/statm", b"%d %d 50 10 0 80 0\n" % (rss_pages * 4, rss_pages))
         argv = b"/usr/bin/" + comm + b"\0" if cmdline is None else cmdline
         self.write(f"{pid}/cmdline", argv)
@@ -164,9 +170,23 @@ class FakeProc:
         with open(self.path(f"{pid}/status"), "rb") as f:
             text = f.read()
         lines = [line for line in text.split(b"\n")
-                 if not line.startswith((b"VmRSS:", b"VmSwap:")) and line]
+                 if not line.startswith((b"VmRSS:", b"VmSwap:", b"RssAnon:")) and line]
         lines += [b"VmRSS:\t%d kB" % rss_kib, b"VmSwap:\t%d kB" % swap_kib]
+        if b"\nRssShmem:" in text:  # the shared part stays, the growth is private
+            held = sum(int(line.split()[1]) for line in lines
+                       if line.startswith((b"RssFile:", b"RssShmem:")))
+            lines.append(b"RssAnon:\t%d kB" % (rss_kib - held))
         self.write(f"{pid}/status", b"\n".join(lines) + b"\n")
+    def set_rollup(self, pid: int, pss_shmem_kib: int) -> None:
+        """Write ``PID/smaps_rollup`` with that ``Pss_Shmem`` (Linux >= 5.14 lines)."""
+        self.write(f"{pid}/smaps_rollup",
+                   b"00400000-7ffc00000000 ---p 00000000 00:00 0    [rollup]\n"
+                   b"Rss:              300000 kB\nPss:              120000 kB\n"
+                   b"Pss_Dirty:         10000 kB\nPss_Anon:          10000 kB\n"
+                   b"Pss_File:           1000 kB\nPss_Shmem:       %8d kB\n"
+                   b"Shared_Clean:       2000 kB\nSwap:                 0 kB\n"
+                   % pss_shmem_kib)
+
     def remove(self, pid: int) -> None:
         """Remove ``PID/`` as if the process had exited and been reaped."""
         shutil.rmtree(self.path(str(pid)))

@@ -368,7 +368,7 @@ def proc_argv(proc: scenarios.Proc, mib: int, here: str, done: str, hot_mib: int
         "--done",
         done,
     ]
-    if proc.kind == "absorb":
+    if proc.kind in ("absorb", "session"):
         argv += ["--hot-mib", str(hot_mib)]
     return argv
 
@@ -404,7 +404,7 @@ def zram_texts(devices: list[str]) -> list[tuple[str, str]]:
     ]
 
 
-TMPFS = "/run/e2e-tmpfs"  # scenario 11's tmpfs (a mount of its own in the guest)
+TMPFS = "/run/e2e-tmpfs"  # scenario 14's tmpfs (a mount of its own in the guest)
 
 
 def fill_tmpfs(leave_pct: float) -> int:

@@ -54,7 +54,8 @@ class Proc:
     possible). random_fraction is the share of each 4 KiB page filled with
     random bytes, the rest zeros: 0.25 compresses about 4:1 in zram, 1.0 not
     at all. hot_of_available (kind "absorb"): the share of MemAvailable the
-    process keeps working on once it reached its size.
+    process keeps working on once it reached its size; kind "session": the
+    share of MemAvailable it grows to.
     """
 
     name: str
@@ -262,6 +263,62 @@ SCENARIOS: dict[int, Scenario] = {
     10: absorb(10, 64, 120),
     11: Scenario(
         id=11,
+        name="shared-memory database + grower",
+        zram_mib=0,
+        timeout_s=90,
+        procs=(
+            BYSTANDER,
+            Proc("database", "idle", "shmdb", size_of_available=0.5),
+            Proc("grower", "hog", "leak", rate_mib_s=24),
+        ),
+        expect_largest="database",
+        notes=(
+            "a database's layout (issue 13): a 0.5 x MemAvailable shared segment "
+            "filled by the postmaster and mapped whole by three backends, each showing "
+            "all of it in its RSS, beside a leak of 24 MiB/s. Killing a database process "
+            "frees none of the segment: only the grower may die (the database exits if "
+            "a backend dies)."
+        ),
+    ),
+    12: Scenario(
+        id=12,
+        name="growing session process + grower",
+        zram_mib=0,
+        timeout_s=90,
+        procs=(
+            BYSTANDER,
+            Proc("gnome-shell", "idle", "session", size_of_available=0.3, rate_mib_s=24,
+                 hot_of_available=0.7),
+            Proc("app", "hog", "leak", rate_mib_s=24),
+        ),
+        expect_largest="gnome-shell",
+        notes=(
+            "a process installed in the guest as /usr/bin/gnome-shell (root's, in an "
+            "overlay of /usr/bin; on the default avoid list) holds 0.3 x MemAvailable, "
+            "then grows at 24 MiB/s up to 0.7 x, beside an app leaking 24 MiB/s: the "
+            "session process is the largest and grows as fast, but the app frees what "
+            "the emergency needs, so only the app may die (issue 13)."
+        ),
+    ),
+    13: Scenario(
+        id=13,
+        name="shared-memory database faulting in + grower",
+        zram_mib=0,
+        timeout_s=90,
+        procs=(
+            BYSTANDER,
+            Proc("database", "idle", "shmdb", size_of_available=0.5, rate_mib_s=40),
+            Proc("grower", "hog", "leak", rate_mib_s=24),
+        ),
+        expect_largest="database",
+        notes=(
+            "scenario 11 with one backend mapping the shared segment at 40 MiB/s, "
+            "faster than the grower leaks: its RSS grows fastest while a kill of it "
+            "frees nothing (issue 13). Only the grower may die."
+        ),
+    ),
+    14: Scenario(
+        id=14,
         name="full tmpfs beside small apps, then a grower",
         zram_mib=0,
         timeout_s=90,

@@ -10,6 +10,16 @@ Run only inside the throwaway test VM (the guest driver starts them):
                                                    allocate up to N MiB while working
                                                    on the first H MiB; then hold N and
                                                    keep working on H
+  workloads.py shmdb --mib N --backends K [--rate R]
+                                                   a database's layout: one shared
+                                                   segment of N MiB (a memfd) filled
+                                                   here and mapped whole by K backends
+                                                   (the last at R MiB/s if given);
+                                                   exits 1 if a backend dies
+  workloads.py session --mib N --rate R --hot-mib C  as /usr/bin/gnome-shell (installed
+                                                   in the guest over an overlay of
+                                                   /usr/bin): allocate N MiB, then
+                                                   grow at R MiB/s up to C MiB, hold
   workloads.py probe --out FILE [--interval-ms 50] spawn /bin/true like a shell
 
 Pages are filled with a pattern whose first `--random` share of each 4 KiB page
@@ -215,6 +225,106 @@ class Probe:
             time.sleep(self.interval)
 
 
+def cmd_shmdb(args: argparse.Namespace) -> None:
+    """Fill a --mib MiB shared segment, fork --backends that map all of it; never returns.
+
+    Like PostgreSQL's shared buffers: every process shows the whole segment
+    in its RSS (RssShmem), and killing any one of them frees none of it.
+    The "postmaster" exits 1 as soon as a backend dies, so the driver sees
+    the loss.
+    """
+    import mmap
+
+    size = args.mib * MIB
+    fd = os.memfd_create("shared_buffers")
+    os.ftruncate(fd, size)
+    seg = mmap.mmap(fd, size)
+    block = pattern_block(args.random)
+    chunk = (block * (CHUNK // len(block) + 1))[:CHUNK]
+    for off in range(0, size, CHUNK):
+        seg[off:off + CHUNK] = chunk[: min(CHUNK, size - off)]
+
+    def keep_hot() -> None:
+        while True:
+            for off in range(0, size, PAGE):
+                seg[off]  # map (and keep resident) every page
+            time.sleep(args.touch_s)
+
+    def fault_in() -> None:
+        # A backend that maps the segment at --rate MiB/s: its RSS grows
+        # while it frees nothing (issue 13: "ranked as the top grower").
+        step = PAGE * 256  # 1 MiB
+        start = time.monotonic()
+        for n, off in enumerate(range(0, size, step)):
+            delay = start + n / args.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            for page in range(off, min(size, off + step), PAGE):
+                seg[page]
+        keep_hot()
+
+    backends = []
+    for i in range(args.backends):
+        pid = os.fork()
+        if pid == 0:
+            if args.rate > 0 and i == args.backends - 1:
+                fault_in()
+            keep_hot()
+        backends.append(pid)
+    while True:
+        for off in range(0, size, PAGE):
+            seg[off]
+        for pid in backends:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                print(f"backend {pid} died", flush=True)
+                os._exit(1)
+        time.sleep(args.touch_s)
+
+
+SESSION_EXE = "/usr/bin/gnome-shell"  # on bustd's default avoid list
+
+
+def cmd_session(args: argparse.Namespace) -> None:
+    """Become /usr/bin/gnome-shell and run ``grow-on``; never returns.
+
+    The guest's root is the host's, read-only: a tmpfs-backed overlay on
+    /usr/bin (root's, mode 755, like the real folder) takes a copy of this
+    interpreter under the session's path, so /proc/PID/exe is a root-owned
+    /usr/bin/gnome-shell, as on a desktop.
+    """
+    import shutil
+    import subprocess
+
+    with open("/proc/1/cmdline", "rb") as f:
+        if b"virtme" not in f.read():
+            raise SystemExit("workloads.py session mounts over /usr/bin: only in the test VM")
+    if not os.path.exists(SESSION_EXE):
+        base = "/run/e2e-session"
+        for sub in ("upper", "work"):
+            os.makedirs(f"{base}/{sub}", mode=0o755, exist_ok=True)
+        os.chmod(f"{base}/upper", 0o755)
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                        f"lowerdir=/usr/bin,upperdir={base}/upper,workdir={base}/work",
+                        "/usr/bin"], check=True)
+        shutil.copy2(os.path.realpath(sys.executable), SESSION_EXE)
+        os.chmod(SESSION_EXE, 0o755)
+    os.execv(SESSION_EXE, [SESSION_EXE, os.path.abspath(__file__), "grow-on",
+                           "--mib", str(args.mib), "--rate", str(args.rate),
+                           "--random", str(args.random), "--hot-mib", str(args.hot_mib)])
+
+
+def cmd_grow_on(args: argparse.Namespace) -> None:
+    """Allocate --mib at once, then --rate MiB/s up to --hot-mib, hold; never returns."""
+    alloc = Allocator(args.random, 0)
+    alloc.fill(args.mib)
+    alloc.rate = args.rate
+    alloc.start = time.monotonic() - len(alloc.chunks) / args.rate
+    while len(alloc.chunks) < args.hot_mib:
+        alloc.step()
+    hold_forever(alloc.chunks, args.touch_s)
+
+
 def cmd_probe(args: argparse.Namespace) -> None:
     """Run the interactive probe; never returns."""
     Probe(args.out, args.interval_ms / 1000).run()
@@ -227,7 +337,8 @@ def main(argv: list[str]) -> int:
     """
     parser = argparse.ArgumentParser(prog="workloads.py")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("hold", "leak", "grow", "workingset", "absorb"):
+    for name in ("hold", "leak", "grow", "workingset", "absorb", "shmdb", "session",
+                 "grow-on"):
         p = sub.add_parser(name)
         p.add_argument("--mib", type=int, default=0)
         p.add_argument("--rate", type=float, default=0.0)
@@ -235,6 +346,7 @@ def main(argv: list[str]) -> int:
         p.add_argument("--touch-s", type=float, default=1.0 if name != "absorb" else 0.5)
         p.add_argument("--done", default="")
         p.add_argument("--hot-mib", type=int, default=0)
+        p.add_argument("--backends", type=int, default=3)
     p = sub.add_parser("probe")
     p.add_argument("--out", required=True)
     p.add_argument("--interval-ms", type=float, default=50.0)
@@ -245,6 +357,9 @@ def main(argv: list[str]) -> int:
         "grow": cmd_grow,
         "workingset": cmd_workingset,
         "absorb": cmd_absorb,
+        "shmdb": cmd_shmdb,
+        "session": cmd_session,
+        "grow-on": cmd_grow_on,
         "probe": cmd_probe,
     }
     commands[args.cmd](args)

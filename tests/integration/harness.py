@@ -7,9 +7,11 @@ rest of the namespace. Prints one JSON object: the children's PIDs, which are
 still alive, bustd's log and whether bustd is still running.
 
 SPEC keys: children (list of {name, mib, adj, ignore_term, group, exe,
-argv0}); group is "new" (own process group) or the name of a child whose
-group to join; exe runs the child with a copy of the interpreter of that
-file name (so /proc/PID/exe ends in it); argv0 sets its argv[0]. bustd
+argv0, kind, user}); group is "new" (own process group) or the name of a
+child whose group to join; exe runs the child with a copy of the interpreter
+of that file name (so /proc/PID/exe ends in it; owned by ``user`` if given);
+argv0 sets its argv[0]; kind is child.py's KIND (private, shm=N, file=PATH,
+grow=R, zombie); user runs it as that user (setpriv, no groups). bustd
 (argument list); bustd_prefix (a command to start bustd with, e.g.
 prlimit); margin_of (optional: the name of the child that should be
 killed: add ``-M`` = MemAvailable now + a quarter of the drop of MemAvailable
@@ -65,13 +67,19 @@ def settled_available_kib(limit_s: float = 5.0) -> int:
     return last
 
 
-def interpreter(exe: str, folder: str) -> tuple[str, dict[str, str]]:
+def interpreter(exe: str, folder: str, system: bool = False) -> tuple[str, dict[str, str]]:
     """Return a copy of this interpreter named ``exe`` in ``folder``, and its environment.
 
     A copy, not a link: /proc/PID/exe names the file the kernel executed,
     after links are resolved. PYTHONHOME keeps the standard library found.
+    ``system``: a copy of /usr/bin/python3 instead (another user can run it:
+    this interpreter may lie in root's home).
     """
     path = os.path.join(folder, exe)
+    if system:
+        shutil.copy2(os.path.realpath("/usr/bin/python3"), path)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        return path, {**env, "PYTHONHOME": "/usr"}
     if not os.path.exists(path):
         shutil.copy2(os.path.realpath(sys.executable), path)
     return path, {**os.environ, "PYTHONHOME": sys.base_prefix}
@@ -81,12 +89,29 @@ def start_child(spec: dict[str, object], groups: dict[str, int],
                 folder: str) -> subprocess.Popen[bytes]:
     """Start one child.py and wait until it says ready."""
     program, env = sys.executable, dict(os.environ)
+    user = str(spec.get("user", ""))
     if spec.get("exe"):
-        program, env = interpreter(str(spec["exe"]), folder)
+        sub = os.path.join(folder, user or "root")
+        os.makedirs(sub, exist_ok=True)
+        program, env = interpreter(str(spec["exe"]), sub, bool(user))
+        if user:
+            import pwd
+            pw = pwd.getpwnam(user)
+            os.chown(sub, pw.pw_uid, pw.pw_gid)  # the user's own folder and copy
+            os.chown(program, pw.pw_uid, pw.pw_gid)
     argv = [str(spec.get("argv0", program)), os.path.join(HERE, "child.py"), str(spec["name"]),
             str(spec.get("mib", 1)), str(spec.get("adj", 0))]
     if spec.get("ignore_term"):
         argv.append("ignore-term")
+    if spec.get("kind"):
+        argv.append(str(spec["kind"]))
+    if user:
+        # setpriv execs the program by path; argv0 is then its path.
+        import pwd
+        pw = pwd.getpwnam(user)
+        argv = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
+                program, *argv[1:]]
+        program = "setpriv"
     group = spec.get("group")
     pgid = 0 if group == "new" else groups.get(str(group), -1)
 
@@ -94,8 +119,8 @@ def start_child(spec: dict[str, object], groups: dict[str, int],
         if pgid >= 0:
             os.setpgid(0, pgid)
 
-    proc = subprocess.Popen(argv, executable=program, stdout=subprocess.PIPE,
-                            preexec_fn=setpgid, env=env)
+    proc = subprocess.Popen(argv, executable=shutil.which(program) or program,
+                            stdout=subprocess.PIPE, preexec_fn=setpgid, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if line.strip() != b"ready":
@@ -127,6 +152,7 @@ def main() -> None:
     groups: dict[str, int] = {}
     drops: dict[str, int] = {}
     folder = tempfile.mkdtemp(prefix="bustd-it-")
+    os.chmod(folder, 0o755)  # a child run as another user reaches its copy
     before = settled_available_kib()
     for c in spec["children"]:
         proc = start_child(c, groups, folder)

@@ -65,6 +65,10 @@ BAD = [
     (["--unkillables", "sshd | | Xorg"], "-u/--unkillables", "'sshd | | Xorg'"),
     (["-u", "a|\t|b"], "-u/--unkillables", "'a|\\t|b'"),
     (["-u", "a\nb"], "-u/--unkillables", "'a\\nb'"),
+    # The default avoid list is by real path (issue 13).
+    (["--default-avoid", "sshd"], "--default-avoid", "'sshd'"),
+    (["--default-avoid", "/usr/sbin/sshd|Xorg"], "--default-avoid", "'Xorg'"),
+    (["--default-avoid", "/usr/sbin/sshd||/x"], "--default-avoid", "'/usr/sbin/sshd||/x'"),
     # Numbers.
     (["-m", "inf"], "-m/--mem", "'inf'"),
     (["-m", "1e400"], "-m/--mem", "'1e400'"),
@@ -155,6 +159,15 @@ def test_defaults() -> None:
     assert (c["grace"], c["dry_run"], c["proc_root"]) == ("0.5", "False", "'/proc'")
 
 
+def test_the_default_avoid_list_is_shown_cleared_and_replaced() -> None:
+    shipped = config()["default_avoid"].strip("'").split("|")
+    assert {"/usr/sbin/sshd", "/usr/bin/gnome-shell", "/usr/bin/Xorg", "/usr/bin/dpkg",
+            "/usr/lib/systemd/systemd-logind", "/usr/bin/dbus-daemon"} <= set(shipped)
+    assert all(p.startswith("/") for p in shipped)
+    assert config("--default-avoid", "")["default_avoid"] == "''"
+    assert config("--default-avoid", "/opt/a | /opt/b*")["default_avoid"] == "'/opt/a|/opt/b*'"
+
+
 def test_kill_level_defaults_to_half() -> None:
     c = config("-m", "8", "-s", "20")
     assert (c["mem_term_percent"], c["mem_kill_percent"]) == ("8.0", "4.0")
@@ -186,7 +199,8 @@ def test_version_and_help() -> None:
     assert out.returncode == 0
     for option in ("--mem", "--swap", "--mem-size", "--swap-size", "--psi", "--psi-metric",
                    "--psi-mem", "--sort-by-rss", "--unkillables", "--ignore", "--prefer",
-                   "--avoid", "--grace", "--kill-pgroup", "--no-daemon", "--daemon",
+                   "--avoid", "--default-avoid", "--grace", "--kill-pgroup", "--no-daemon",
+                   "--daemon",
                    "--pid-file", "--dry-run", "--report", "--verbose", "--version",
                    "--proc-root", "--print-config", "--config"):
         assert option in out.stdout, option

@@ -44,7 +44,10 @@ def test_unkillables_and_ignore_are_spared() -> None:
         "children": [{"name": "precious-db", "mib": 2600, "exe": "precious-db"},
                      {"name": "keepme", "mib": 2300, "exe": "keepme"},
                      {"name": "worker", "mib": 2000}, {"name": "bystander", "mib": 8}],
-        "bustd": ["-u", "bash | precious*", "--ignore", "^keep"], "margin_of": "worker",
+        # By full path: the copies lie in the harness's folder under /tmp, where a
+        # name alone protects nothing (issue 13); the whole real path does.
+        "bustd": ["-u", "bash | /tmp/bustd-it-*/root/precious*",
+                  "--ignore", "/tmp/bustd-it-[^/]*/root/keep.*"], "margin_of": "worker",
         "settle": 3})
     kills = kill_lines(result["log"])
     assert len(kills) == 1, result["log"]
@@ -69,7 +72,8 @@ def test_prefer_and_avoid_shift_the_ranking() -> None:
     result = run({
         "children": [{"name": "big", "mib": 3000, "exe": "big"},
                      {"name": "chosen", "mib": 2000, "exe": "chosen"}],
-        "bustd": ["--prefer", "^cho", "--avoid", "^big$"], "margin_of": "chosen",
+        "bustd": ["--prefer", "^cho", "--avoid", "/tmp/bustd-it-[^/]*/root/big"],
+        "margin_of": "chosen",
         "settle": 2})
     kills = kill_lines(result["log"])
     assert len(kills) == 1 and "name=chosen" in kills[0], result["log"]

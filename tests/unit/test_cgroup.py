@@ -335,10 +335,10 @@ def test_members_that_cannot_be_checked_block_a_whole_cgroup_kill(tmp_path: Path
     from bustd.victim import Rules
     fake = FakeProc(tmp_path / "proc")
     fake.add(100, b"victim")
-    fake.add(101, b"sshd", exe=b"/usr/sbin/sshd")
+    fake.add(101, b"true", exe=b"/usr/bin/true")  # root's, in root's folders: protectable
     fake.add(102, b"worker")
     os.makedirs(tmp_path / "proc" / "103")  # there, but nothing in it can be read
-    fs, rules = ProcFS(str(tmp_path / "proc")), Rules(7, ["sshd"])
+    fs, rules = ProcFS(str(tmp_path / "proc")), Rules(7, ["true"])
     assert vet_members(fs, rules, [100, 102], 100, {})[1] == ""
     assert vet_members(fs, rules, [100, 104], 100, {})[1] == ""  # 104 is gone
     assert "pid 101 (?) " in vet_members(fs, rules, [100, 101, 102], 100, {})[1]

@@ -112,8 +112,9 @@ def test_after_recovery_no_further_kill(env: Env) -> None:
 def test_no_killable_process_warns_once_per_emergency(env: Env) -> None:
     env.fake.add(1, b"init")
     env.fake.add(P, b"sshd", oom_score_adj=-1000)
-    env.fake.add(P + 1, b"Xorg")
-    m = env.monitor(unkillables="Xorg")
+    # A name protects only a root-owned executable in root-owned folders: a real one.
+    env.fake.add(P + 1, b"Xorg", exe=b"/usr/bin/true")
+    m = env.monitor(unkillables="true")
     warning = "but no process may be killed"
     env.set_mem(2, 0)
     for _ in range(3):

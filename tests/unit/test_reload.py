@@ -329,7 +329,8 @@ def test_changed_name_rules_are_rebuilt(env: Env) -> None:
     env.set_mem(4, 0)
     m.check()
     assert f"would kill pid={P + 1} name=hog" in env.out.lines()[-1]
-    assert m.reconfigure(m.cfg.replace(unkillables="hog")) == ["unkillables"]
+    env.fake.set_exe(P + 1, b"/usr/bin/true")  # a name protects only a root-owned file
+    assert m.reconfigure(m.cfg.replace(unkillables="true")) == ["unkillables"]
     env.clock.now += 10
     m.check()
     assert f"would kill pid={P} name=small" in env.out.lines()[-1]

@@ -8,16 +8,19 @@ import re
 
 import pytest
 
-from bustd.process import Candidate, Details
+from bustd.process import Candidate, Details, Trust
 from bustd.victim import (
     HORIZON_S,
     POLICIES,
     PREFER_SHIFT,
     Rules,
+    avoided,
     badness,
     glob_match,
+    name_matches,
     protected,
     rank,
+    why_not,
 )
 
 SELF = 4_999_999
@@ -37,6 +40,25 @@ def cand(pid: int, score: int = 100, rss: int = 1000, start: int = 10,
 
 def details(exe: bytes = b"/usr/bin/proc", adj: int = 0) -> Details:
     return Details(1000, adj, exe)
+
+
+# What process.read_trust finds (issue 13): a root-owned executable in root-owned
+# folders; the user's own copy; a file that is not the one at its path.
+ROOT = Trust(True, True, "")
+USERS = Trust(True, False, "its executable /home/u/bin/sshd is owned by uid 1000")
+ELSEWHERE = Trust(False, False, "it does not run the file at /usr/sbin/sshd (another "
+                                "mount namespace, or the file was replaced)")
+
+
+def guarded(c: Candidate, d: Details, rules: Rules, trust: Trust | None = ROOT) -> str | None:
+    """protected() with the trust the caller (choose.Ranking) would have read."""
+    return protected(c, d, rules, trust)
+
+
+def avoiding(c: Candidate) -> Candidate:
+    """``c`` once Ranking verified that --avoid applies to it."""
+    c.avoid_shift = True
+    return c
 
 
 def order(cands: list[Candidate], rules: Rules, per_kib: float = PER_KIB) -> list[int]:
@@ -164,15 +186,17 @@ def test_prefer_and_avoid_shift_by_300() -> None:
     # An exact tie after the shift falls to size.
     assert order([cand(1, 600, rss=5), cand(2, 300, rss=6, comm=b"chromium")], prefer) == [2, 1]
     avoid = Rules(SELF, avoid=re.compile("sql"))
-    assert order([cand(1, 1000, comm=b"postgresql"), cand(2, 701)], avoid) == [2, 1]
-    assert order([cand(1, 1000, comm=b"postgresql"), cand(2, 699)], avoid) == [1, 2]
+    assert order([avoiding(cand(1, 1000, comm=b"postgresql")), cand(2, 701)], avoid) == [2, 1]
+    assert order([avoiding(cand(1, 1000, comm=b"postgresql")), cand(2, 699)], avoid) == [1, 2]
+    # --avoid counts only once verified (its name alone ranks nothing lower).
+    assert order([cand(1, 1000, comm=b"postgresql"), cand(2, 701)], avoid) == [1, 2]
     both = Rules(SELF, prefer=re.compile("a"), avoid=re.compile("b"))
-    assert order([cand(1, 500, comm=b"ab"), cand(2, 499)], both) == [1, 2]  # +300 -300
+    assert order([avoiding(cand(1, 500, comm=b"ab")), cand(2, 499)], both) == [1, 2]
 
 
 def test_prefer_in_every_order() -> None:
-    cands = [cand(40, 900, comm=b"java"), cand(41, 700, comm=b"node"),
-             cand(42, 300, comm=b"node-gyp"), cand(43, 950, comm=b"sshd"),
+    cands = [avoiding(cand(40, 900, comm=b"java")), cand(41, 700, comm=b"node"),
+             cand(42, 300, comm=b"node-gyp"), avoiding(cand(43, 950, comm=b"sshd")),
              cand(44, 100, comm=b"\xff\xfenode")]
     rules = Rules(SELF, prefer=re.compile("node"), avoid=re.compile("^(sshd|java)$"))
     # node 1000, node-gyp 600, sshd 650, java 600 (RSS tie -> start tie -> pid), \xffnode 400
@@ -181,16 +205,41 @@ def test_prefer_in_every_order() -> None:
 
 def test_avoid_matches_the_executable_not_the_forgeable_name() -> None:
     rules = Rules(SELF, avoid=re.compile("^sshd$"))
-    # A hog that calls itself sshd (comm and argv[0]) is not avoided.
-    forged = cand(1, 900, comm=b"sshd", exe=b"/usr/bin/python3.11")
-    real = cand(2, 800, comm=b"sshd", exe=b"/usr/sbin/sshd")
-    assert order([forged, real], rules) == [1, 2]
-    # With a '/', the full path is matched.
-    rules = Rules(SELF, prefer=re.compile("^/opt/"))
+    # A hog that calls itself sshd (comm and argv[0]) does not match at all.
+    assert name_matches(b"/usr/bin/python3.11", rules) == []
+    real = name_matches(b"/usr/sbin/sshd", rules)
+    assert real == [("--avoid", "^sshd$")]
+    # The name matches; it counts only for a root-owned executable in root-owned
+    # folders (issue 13): a user's own copy named sshd is not avoided.
+    assert avoided(real, ROOT) == (True, False)
+    assert avoided(real, USERS) == (False, False)
+    assert avoided(real, None) == (False, False)
+    assert why_not(real, USERS) == ("matches --avoid '^sshd$' by name only: its executable "
+                                    "/home/u/bin/sshd is owned by uid 1000")
+    assert why_not(real, ROOT) == ""
+    # With a '/', the full path is matched whole (fullmatch), by prefer too.
+    rules = Rules(SELF, prefer=re.compile("/opt/.*"))
     assert order([cand(3, 500), cand(4, 300, exe=b"/opt/app/bin/app")], rules) == [4, 3]
+    assert order([cand(3, 500), cand(4, 300, exe=b"/x/opt/app")], rules) == [3, 4]
     # An unknown executable matches nothing.
-    assert order([cand(5, 500, exe=b""), cand(6, 400)], Rules(SELF, avoid=re.compile(""))) \
-        == [5, 6]
+    assert name_matches(b"", Rules(SELF, avoid=re.compile(""))) == []
+
+
+def test_path_rules_match_whole_and_need_the_very_file() -> None:
+    rules = Rules(SELF, avoid=re.compile("/usr/sbin/sshd"), default_avoid=["/usr/bin/X*"])
+    # An unanchored path regex still matches only the whole path: a user's
+    # /home/u/usr/sbin/sshd is not /usr/sbin/sshd.
+    assert name_matches(b"/home/u/usr/sbin/sshd", rules) == []
+    matches = name_matches(b"/usr/sbin/sshd", rules)
+    assert matches == [("--avoid", "/usr/sbin/sshd")]
+    # A path needs the very file (not one bind-mounted there in the user's own
+    # mount namespace), not root's ownership.
+    assert avoided(matches, USERS) == (True, False)
+    assert avoided(matches, ELSEWHERE) == (False, False)
+    xorg = name_matches(b"/usr/bin/Xorg", rules)
+    assert xorg == [("--default-avoid", "/usr/bin/X*")]
+    assert avoided(xorg, ROOT) == (False, True)
+    assert "another mount namespace" in why_not(xorg, ELSEWHERE)
 
 
 def test_rank_returns_a_new_list() -> None:
@@ -219,54 +268,66 @@ def test_unkillables_match_the_executable() -> None:
     rules = Rules(SELF, unkillables=["sshd", "X*", "systemd-?ournald"])
     for exe in (b"/usr/sbin/sshd", b"/usr/lib/xorg/Xorg", b"/usr/bin/Xwayland",
                 b"/lib/systemd/systemd-journald"):
-        assert protected(cand(7), details(exe), rules) is not None, exe
+        assert guarded(cand(7), details(exe), rules) is not None, exe
+        # The same name in a user's copy, or no verification: not protected.
+        assert guarded(cand(7), details(exe), rules, USERS) is None, exe
+        assert guarded(cand(7), details(exe), rules, None) is None, exe
     for exe in (b"/usr/bin/sshd2", b"/usr/bin/xorg", b"/bin/my-sshd",
-                b"/lib/systemd/systemd-journal", b""):
-        assert protected(cand(7), details(exe), rules) is None, exe
-    assert protected(cand(7), details(b"/usr/lib/xorg/Xorg"), rules) == \
+                b"/lib/systemd/systemd-journal"):
+        assert guarded(cand(7), details(exe), rules) is None, exe
+    assert guarded(cand(7), details(b"/usr/lib/xorg/Xorg"), rules) == \
         "matches --unkillables 'X*'"
 
 
 def test_unkillables_cannot_be_forged_by_name() -> None:
     # `exec -a /usr/sbin/sshd sleep 300`: comm and argv[0] say sshd, exe says sleep.
     rules = Rules(SELF, unkillables=["sshd"])
-    assert protected(cand(7, comm=b"sshd"), details(b"/usr/bin/sleep"), rules) is None
-    assert protected(cand(7, comm=b"sleep"), details(b"/usr/sbin/sshd"), rules) is not None
+    assert guarded(cand(7, comm=b"sshd"), details(b"/usr/bin/sleep"), rules) is None
+    assert guarded(cand(7, comm=b"sleep"), details(b"/usr/sbin/sshd"), rules) is not None
+    # A copy of an interpreter at ~/bin/sshd: its name matches, its owner does not.
+    assert guarded(cand(7), details(b"/home/u/bin/sshd"), rules, USERS) is None
 
 
 def test_unkillables_full_path_with_a_slash() -> None:
     # The kernel cuts comm at 15 bytes; the executable's name is whole.
     exe = b"/usr/libexec/gnome-shell-calendar-server"
     rules = Rules(SELF, unkillables=["gnome-shell-calendar-server"])
-    assert protected(cand(7, comm=b"gnome-shell-cal"), details(exe), rules) is not None
+    assert guarded(cand(7, comm=b"gnome-shell-cal"), details(exe), rules) is not None
     rules = Rules(SELF, unkillables=["libexec"])  # the folder is not the name
-    assert protected(cand(7), details(exe), rules) is None
+    assert guarded(cand(7), details(exe), rules) is None
     rules = Rules(SELF, unkillables=["/usr/libexec/*"])  # but a path pattern sees it
-    assert protected(cand(7), details(exe), rules) is not None
-    assert protected(cand(7), details(b"/opt/libexec/x"), rules) is None
+    assert guarded(cand(7), details(exe), rules) is not None
+    assert guarded(cand(7), details(exe), rules, USERS) is not None  # the path is enough
+    assert guarded(cand(7), details(exe), rules, ELSEWHERE) is None  # not that file
+    assert guarded(cand(7), details(b"/opt/libexec/x"), rules) is None
 
 
-def test_unknown_executable_matches_only_star() -> None:
-    rules = Rules(SELF, unkillables=["*"])
-    assert protected(cand(7, comm=b"anything"), details(b""), rules) is not None
-    rules = Rules(SELF, unkillables=["x*"])
-    assert protected(cand(7, comm=b"xyz"), details(b""), rules) is None
+def test_unknown_executable_cannot_be_told_apart() -> None:
+    # Review L5: an executable that cannot be read might be a protected one,
+    # so with --unkillables or --ignore set it is spared, and says why.
+    for rules in (Rules(SELF, unkillables=["x*"]), Rules(SELF, ignore=re.compile("x"))):
+        assert guarded(cand(7, comm=b"xyz"), details(b""), rules) == (
+            "its executable cannot be read: cannot tell whether --unkillables or "
+            "--ignore match")
+    # Without such rules it is an ordinary candidate (--avoid cannot apply).
+    assert guarded(cand(7), details(b""), Rules(SELF, avoid=re.compile("x"))) is None
 
 
 def test_ignore_regex_matches_the_executable() -> None:
     rules = Rules(SELF, ignore=re.compile(r"^(Xorg|sway)$"))
-    assert protected(cand(7), details(b"/usr/bin/sway"), rules) == "matches --ignore"
-    assert protected(cand(7), details(b"/usr/bin/swayidle"), rules) is None
-    assert protected(cand(7, comm=b"sway"), details(b"/usr/bin/sleep"), rules) is None
+    assert guarded(cand(7), details(b"/usr/bin/sway"), rules) == \
+        "matches --ignore '^(Xorg|sway)$'"
+    assert guarded(cand(7), details(b"/usr/bin/swayidle"), rules) is None
+    assert guarded(cand(7, comm=b"sway"), details(b"/usr/bin/sleep"), rules) is None
     rules = Rules(SELF, ignore=re.compile("idle"))
-    assert protected(cand(7), details(b"/usr/bin/swayidle"), rules) == "matches --ignore"
+    assert guarded(cand(7), details(b"/usr/bin/swayidle"), rules) == "matches --ignore 'idle'"
 
 
 def test_invalid_utf8_names_are_compared_decoded() -> None:
     rules = Rules(SELF, unkillables=["caf*"])
-    assert protected(cand(7), details(b"/bin/caf\xc3"), rules) is not None
+    assert guarded(cand(7), details(b"/bin/caf\xc3"), rules) is not None
     rules = Rules(SELF, ignore=re.compile("\ufffd"))
-    assert protected(cand(7), details(b"/bin/ab\xff"), rules) == "matches --ignore"
+    assert guarded(cand(7), details(b"/bin/ab\xff"), rules) == "matches --ignore '\ufffd'"
 
 
 def test_protection_order() -> None:
