@@ -40,8 +40,9 @@ import os
 from .meminfo import MemInfo
 from .procfs import NoSuchProcess, ProcFS
 
-__all__ = ["Cgroup", "CgroupError", "Figures", "Units", "cgroup_mount", "kill", "leaf_of",
-           "members",
+__all__ = ["MAX_CGROUPS", "Cgroup", "CgroupError", "Figures", "TooManyCgroups", "Units",
+           "cgroup_mount", "kill", "leaf_of",
+           "members", "members_by_proc",
            "meminfo_of", "parse_limit", "parse_mountinfo", "parse_proc_cgroup", "parse_procs",
            "parse_stat", "parse_value", "refusal", "validate"]
 
@@ -321,20 +322,35 @@ def _read_all(path: str) -> bytes:
         os.close(fd)
 
 
-def members(path: str) -> dict[int, str]:
+# The most cgroups members() walks below one folder. A user with a delegated
+# subtree (user@UID.service) can make thousands, and each would cost every
+# check (--cgroup) and the kill path (--kill-cgroup) two reads (review L2).
+MAX_CGROUPS = 512
+
+
+class TooManyCgroups(ValueError):
+    """A subtree has more than MAX_CGROUPS cgroups: members() gave up."""
+
+
+def members(path: str, limit: int = MAX_CGROUPS) -> dict[int, str]:
     """Return {PID: folder of the cgroup holding it} for the subtree at ``path``.
 
     Reads ``cgroup.procs`` of ``path`` and of every cgroup below it. A
     sub-cgroup removed meanwhile, or a threaded one (whose processes are
     listed by its thread root: EOPNOTSUPP), is skipped. Raises OSError if
     ``path`` itself cannot be read, ValueError if a ``cgroup.procs`` is not
-    a list of PIDs.
+    a list of PIDs, TooManyCgroups (a ValueError: the kill path then fails
+    closed) once more than ``limit`` cgroups are found.
     """
     out: dict[int, str] = {}
     stack = [path.rstrip("/") or "/"]
     first = True
+    seen = 0
     while stack:
         folder = stack.pop()
+        seen += 1
+        if seen > limit:
+            raise TooManyCgroups(f"more than {limit} cgroups below {path}")
         try:
             pids = parse_procs(_read_all(f"{folder}/cgroup.procs"))
             subs = [e.path for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
@@ -347,6 +363,20 @@ def members(path: str) -> dict[int, str]:
         for pid in pids:
             out.setdefault(pid, folder)
         stack.extend(sorted(subs, reverse=True))
+    return out
+
+
+def members_by_proc(units: Units, path: str) -> dict[int, str]:
+    """Return :func:`members` of ``path`` found the other way round: each
+    process's ``/proc/PID/cgroup``, one read per process whatever the number
+    of cgroups (for a subtree with more than MAX_CGROUPS of them)."""
+    top = path.rstrip("/") or "/"
+    below = top.rstrip("/") + "/"
+    out: dict[int, str] = {}
+    for pid in units.fs.pids():
+        leaf = units.leaf(pid)
+        if leaf == top or leaf.startswith(below):
+            out[pid] = leaf
     return out
 
 

@@ -364,3 +364,31 @@ def test_kill_cgroup_checks_the_members_again_right_before_the_write(tmp_path: P
     assert kill.kill_cgroup(folder, 7, vet) == "pid 101 (sshd) matches --unkillables"
     assert seen == [[100, 101]]
     assert cg.read("a.service", "cgroup.kill") == b""  # never written
+
+
+# -- review L2: a subtree too wide to walk ----------------------------------------
+
+def test_members_gives_up_past_its_limit_of_cgroups(cg: FakeCgroup) -> None:
+    top = cg.add("user.slice/user-1000.slice", [11])
+    for i in range(3):
+        cg.add(f"user.slice/user-1000.slice/c{i}", [20 + i])
+    assert len(members(top, limit=4)) == 4  # the top and its three: within the limit
+    with pytest.raises(cgroup.TooManyCgroups, match=f"more than 3 cgroups below {top}$"):
+        members(top, limit=3)
+    assert issubclass(cgroup.TooManyCgroups, ValueError)  # the kill path fails closed
+    assert cgroup.MAX_CGROUPS >= 64
+
+
+def test_members_by_proc_finds_a_wide_subtree_from_each_process(cg: FakeCgroup,
+                                                                tmp_path: Path) -> None:
+    fake = FakeProc(tmp_path / "proc")
+    rows = {FAKE_PID: "/user.slice/u.service", FAKE_PID + 1: "/user.slice/u.service/x/y",
+            FAKE_PID + 2: "/user.slice/u.serviceX", FAKE_PID + 3: "/system.slice/s.service"}
+    for pid, path in rows.items():
+        fake.add(pid, b"p")
+        fake.write(f"{pid}/cgroup", f"0::{path}\n".encode())
+    fake.add(FAKE_PID + 4, b"gone")  # no cgroup file
+    top = cg.add("user.slice/u.service", [FAKE_PID])
+    units = Units(ProcFS(fake.root), cgroup_mount(parse_mountinfo(cg.mountinfo())))
+    found = cgroup.members_by_proc(units, top)
+    assert found == {FAKE_PID: top, FAKE_PID + 1: top + "/x/y"}  # not the look-alike sibling

@@ -339,3 +339,21 @@ def test_the_cgroup_reaches_the_kill_log_and_the_hooks(env: Env, tmp_path: Path)
     obj = json.loads(dumps(kill_object(records[-1])))
     assert (obj["cgroup"], obj["cgroup_whole"], obj["cgroup_note"]) == (None, None, None)
     assert "BUSTD_CGROUP" not in hook_env(records[-1], "pre-kill")
+
+
+def test_a_subtree_too_wide_to_walk_is_watched_through_proc_and_never_killed_whole(
+        env: Env, tmp_path: Path) -> None:
+    # Review L2: a user's delegated subtree with more cgroups than bustd walks.
+    cg = setup(env, tmp_path)
+    for i in range(cgroup.MAX_CGROUPS):
+        cg.add(f"work/a/empty{i}")
+    with pytest.raises(cgroup.TooManyCgroups):
+        cgroup.members(cg.path("work"))
+    m = monitor(env, cg, kill_cgroup=True)
+    cg.set_memory("work", current_mib=92, max_mib=100)
+    m.check()
+    (line,) = kill_lines(env)
+    assert f"would kill pid={HOG} name=hog " in line  # still found, from /proc
+    assert f"pid={OUTSIDE}" not in line
+    assert (f"in cgroup {cg.path('work/a')}, not killed whole (cannot list its processes: "
+            f"more than {cgroup.MAX_CGROUPS} cgroups below {cg.path('work/a')})") in line
