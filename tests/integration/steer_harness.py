@@ -285,7 +285,10 @@ def case_bus(top: Path) -> dict[str, Any]:
     victims = [start_child(VICTIM, {}, str(top)) for _ in range(20)]
     d = Daemon(*force(), "--unkillables", SPARE, "-N", "--pre-kill-hook", hook,
                "--hook-timeout", "2")
-    killed = d.wait_for(lambda log: log.count("kill: pid=") >= 20, 60)
+    # Kills in vain here (a forced level): issue 14's back-off lets about
+    # four come in a minute, each with its helper and its hook.
+    killed = d.wait_for(lambda log: sum(line.startswith("warning: kill: pid=")
+                                        for line in log.splitlines()) >= 4, 90)
     d.wait_for(lambda log: False, 1.0)
     log = d.stop()
     for v in victims:

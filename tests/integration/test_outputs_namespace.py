@@ -315,16 +315,20 @@ def test_node_exporter_serves_bustds_metrics_over_http(tmp_path: Path) -> None:
 
 def test_the_command_line_of_victims_that_die_at_once_is_kept_or_said_unknown(
         tmp_path: Path) -> None:
-    """Issue 15, review L1: a storm of quick deaths; no kill log line has "cmdline": ""."""
+    """Issue 15, review L1: quick deaths; no kill log line has "cmdline": "".
+
+    Four kills, not a storm: on this host a forced level no kill can end
+    makes each kill one in vain, and issue 14's back-off spaces them (5, 10,
+    20 s)."""
     victims = [{"name": f"v{i}", "mib": 1, "adj": 1000, "exe": "victim"} for i in range(10)]
     result = run({"victims": victims, "bustd": ["--kill-log", str(tmp_path / "kills.jsonl"),
                                                 "-u", SPARE],
-                  "force": True, "kills": 10, "settle": 3, "timeout": 60})
+                  "force": True, "kills": 4, "settle": 3, "timeout": 90})
     assert result["completed"], result["log"]
     lines = [json.loads(line) for line in (tmp_path / "kills.jsonl").read_text().splitlines()]
-    assert len(lines) >= 10
+    assert len(lines) >= 4
     cmdlines = [k["cmdline"] for k in lines]
     assert "" not in cmdlines, cmdlines  # unknown is null, never an empty string
     known = [c for c in cmdlines if c is not None]
-    assert len(known) >= 8 and all("child.py" in c for c in known), cmdlines
+    assert len(known) >= len(lines) - 1 and all("child.py" in c for c in known), cmdlines
     assert "cmdline= " not in result["log"] and not result["log"].count("cmdline=\n")

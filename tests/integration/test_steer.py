@@ -99,7 +99,7 @@ def test_a_users_bus_can_neither_forge_log_lines_nor_starve_the_hooks() -> None:
         assert '; it said: "bustd notification helper: uid 65534: org.x\\n<4>kill:' in line
     kills = [line for line in lines if "kill: pid=" in line and not line.startswith("warning: "
                                                                                     "notif")]
-    assert len(kills) >= 20
+    assert len(kills) >= 4
     assert len(r["hook_runs"]) == len(kills), (r["hook_runs"], r["log"])
     assert "not starting the pre-kill hook" not in r["log"]
     assert int(r["connections"]) <= 3, r  # one helper of nobody's at a time

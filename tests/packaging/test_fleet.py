@@ -194,11 +194,17 @@ def test_daemonset_is_what_readme_says() -> None:
 
 def test_configmap_is_a_config_bustd_accepts(tmp_path: Path) -> None:
     conf = tmp_path / "bustd.conf"
-    conf.write_text(documents()["ConfigMap"]["data"]["bustd.conf"])
+    # The metrics folder is the pod's (root's there); here a folder of the
+    # test's: the host's /var/lib/prometheus may be the prometheus user's,
+    # which bustd refuses for a file it writes as root (issue 15).
+    text = documents()["ConfigMap"]["data"]["bustd.conf"]
+    text, n = re.subn(r"^metrics-file = \S+$", f"metrics-file = {tmp_path / 'bustd.prom'}",
+                      text, flags=re.M)
+    assert n == 1
+    conf.write_text(text)
     conf.chmod(0o644)
-    # The metrics folder is the pod's; here a folder of the test's.
-    out = subprocess.run([sys.executable, "-m", "bustd", "--print-config", "--config", str(conf),
-                          "--metrics-file", str(tmp_path / "bustd.prom")], cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "bustd", "--print-config", "--config", str(conf)],
+                         cwd=REPO,
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert "kubelet" in out.stdout and "warn_percent" in out.stdout.replace("-", "_"), out.stdout
