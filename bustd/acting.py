@@ -69,14 +69,8 @@ def sample(m: Monitor, now: float) -> list[Candidate]:
         m.shared.refresh(cands, now)
         return cands
     # --cgroup: only the subtree's processes, each with the cgroup holding it.
-    from .cgroup import TooManyCgroups, members, members_by_proc
     try:
-        try:
-            leaves = members(m.cgroup.path)
-        except TooManyCgroups:
-            # A subtree too wide to walk at every check: find its processes
-            # from /proc instead (one read each), never give up on it.
-            leaves = members_by_proc(m.units or m.units_for_kill(), m.cgroup.path)
+        leaves = (m.units or m.units_for_kill()).subtree(m.cgroup.path)
     except (OSError, ValueError) as err:
         m.log.debug(f"cannot list the processes of cgroup {m.cgroup.path}: {err}")
         return []

@@ -474,6 +474,15 @@ class Units:
         """Return the processes of the subtree at ``folder`` (see :func:`members`)."""
         return members(folder)
 
+    def subtree(self, folder: str) -> dict[int, str]:
+        """Return the processes of the watched subtree at ``folder`` (--cgroup):
+        :func:`members`, or :func:`members_by_proc` where it has more cgroups
+        than members() walks, so that a subtree that wide is still watched."""
+        try:
+            return members(folder)
+        except TooManyCgroups:
+            return members_by_proc(self, folder)
+
     def holds(self, folder: str, pid: int) -> bool:
         """Return whether ``folder``'s own ``cgroup.procs`` lists ``pid`` now."""
         try:

@@ -206,6 +206,14 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
     if cfg.cgroup:
         from .cgroup import Cgroup
         cg = Cgroup(cfg.cgroup)
+    units = None
+    if cfg.cgroup or cfg.kill_cgroup:
+        from .cgroup import Units, cgroup_mount, parse_mountinfo
+        try:
+            mount = cgroup_mount(parse_mountinfo(fs.read("self/mountinfo", 1 << 20)))
+        except OSError:
+            mount = None
+        units = Units(fs, mount)
     mem_fd = fs.open("meminfo")
     psi_fd = -1
     psi_error: str | None = None
@@ -260,8 +268,8 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
                 found = sample(fs, tracker, now, frozenset((me,)), set(), rules.shifts,
                                shared=shared)
                 return own_shmem(found)
-            from .cgroup import members
-            leaves = members(cg.path)
+            assert units is not None  # made above with --cgroup
+            leaves = units.subtree(cg.path)
             found = sample(fs, tracker, now, frozenset((me,)), set(), rules.shifts,
                            sorted(leaves), shared)
             for c in found:
@@ -321,14 +329,6 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
     # Every candidate in kill order, each one's protection read as the daemon does.
     daemons = [c for c in cands if _is_daemon(fs, c)]
     cands = [c for c in cands if c not in daemons]
-    units = None
-    if cfg.cgroup or cfg.kill_cgroup:
-        from .cgroup import Units, cgroup_mount, parse_mountinfo
-        try:
-            mount = cgroup_mount(parse_mountinfo(fs.read("self/mountinfo", 1 << 20)))
-        except OSError:
-            mount = None
-        units = Units(fs, mount)
     # Growth is priced against the machine's RAM + swap, as oom_score is.
     need = max(0, int(t.mem_term - eff.available))  # what a kill must free (as the daemon)
     ranking = Ranking(fs, cands, rules, oom_score_per_kib(machine, kernel_scales_oom_score()),

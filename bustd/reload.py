@@ -118,14 +118,8 @@ class Reload:
         finally:
             os.close(write_end)
             os.close(err_write)
-        try:  # it would keep bustd's -1000 (review L6); it also resets it itself
-            fd = os.open(f"/proc/{self.pid}/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+        from .spawn import reset_oom_score_adj
+        reset_oom_score_adj(self.pid)  # not bustd's -1000 (review L6); it resets it itself too
         os.set_blocking(read_end, False)
         os.set_blocking(err_read, False)
         self.fd = read_end

@@ -33,7 +33,7 @@ else:
     from _signal import SIGKILL, SIGPIPE, SIGXFSZ  # not signal.py: see sig.py
 
 __all__ = ["HOOK_SLOTS", "MAX_CHILDREN", "MAX_SAID", "NOT_YET", "PATH", "PROGRAM_FD",
-           "Children", "said", "spawn", "status_text"]
+           "Children", "reset_oom_score_adj", "said", "spawn", "status_text"]
 
 # The PATH a child gets (systemd's default for services).
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -105,16 +105,25 @@ def spawn(argv: list[str], env: dict[str, str], program: int = -1, output: int =
                 "1" if "LC_CTYPE" in env else "0", *argv]
     pid = os.posix_spawn(path, args, env, file_actions=actions,
                          setsigdef=(SIGPIPE, SIGXFSZ), setsid=True)
+    reset_oom_score_adj(pid)
+    return pid
+
+
+def reset_oom_score_adj(pid: int) -> None:
+    """Give bustd's child ``pid`` oom_score_adj 0, not bustd's inherited -1000.
+
+    Always the real /proc: the child is bustd's own, whatever tree it
+    watches. A child that already exited, or a /proc that is not ours, is
+    left as it is.
+    """
     try:
-        # Always the real /proc: the child is bustd's own, whatever tree it watches.
         fd = os.open(f"/proc/{pid}/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
         try:
             os.write(fd, b"0")
         finally:
             os.close(fd)
     except OSError:
-        pass  # it already exited, or /proc is not ours: nothing to undo
-    return pid
+        pass
 
 
 def status_text(status: int) -> str:
