@@ -368,7 +368,7 @@ def proc_argv(proc: scenarios.Proc, mib: int, here: str, done: str, hot_mib: int
         "--done",
         done,
     ]
-    if proc.kind in ("absorb", "session"):
+    if proc.kind in ("absorb", "session", "mapread"):
         argv += ["--hot-mib", str(hot_mib)]
     return argv
 

@@ -336,6 +336,25 @@ SCENARIOS: dict[int, Scenario] = {
             "one killed (issue 14, review H1)."
         ),
     ),
+    15: Scenario(
+        id=15,
+        name="reader of a mapped file + grower",
+        zram_mib=0,
+        timeout_s=90,
+        procs=(
+            BYSTANDER,
+            Proc("reader", "idle", "mapread", size_of_available=0.3, rate_mib_s=40,
+                 hot_of_available=0.8),
+            Proc("grower", "hog", "leak", rate_mib_s=24),
+        ),
+        notes=(
+            "a reader maps a file of 0.8 x MemAvailable (on an ext4 of its own; clean "
+            "page cache, which MemAvailable counts), reads 0.3 x at once and the rest "
+            "at 40 MiB/s, then keeps re-reading all of it, beside a leak of 24 MiB/s: "
+            "the reader's RSS grows fastest, but killing it frees nothing the kernel "
+            "could not reclaim anyway. Only the grower may die (issue 13)."
+        ),
+    ),
 }
 
 

@@ -20,6 +20,12 @@ Run only inside the throwaway test VM (the guest driver starts them):
                                                    in the guest over an overlay of
                                                    /usr/bin): allocate N MiB, then
                                                    grow at R MiB/s up to C MiB, hold
+  workloads.py mapread --mib N --rate R --hot-mib F  a reader of a large file: write an
+                                                   F MiB file on an ext4 of its own (on a
+                                                   zram disk, not swap), drop it from the
+                                                   page cache, map it read-only, read the
+                                                   first N MiB at once, the rest at R MiB/s,
+                                                   then keep re-reading all of it
   workloads.py probe --out FILE [--interval-ms 50] spawn /bin/true like a shell
 
 Pages are filled with a pattern whose first `--random` share of each 4 KiB page
@@ -325,6 +331,77 @@ def cmd_grow_on(args: argparse.Namespace) -> None:
     hold_forever(alloc.chunks, args.touch_s)
 
 
+FILES = "/run/e2e-files"  # mapread's ext4 (on /dev/zram0, a disk here, not swap)
+
+
+def make_file(mib: int) -> str:
+    """Create a `mib` MiB file on an ext4 of its own, out of the page cache.
+
+    The guest's root is the host's (9p, read-only), so the file lives on an
+    ext4 on a zram disk. Its pages are of one repeated byte, which zram keeps
+    at no cost: the file costs RAM only in the page cache, as a file on a
+    real disk would. Returns the file's path. Only in the test VM.
+    """
+    import subprocess
+
+    with open("/proc/1/cmdline", "rb") as f:
+        if b"virtme" not in f.read():
+            raise SystemExit("workloads.py mapread makes a file system: only in the test VM")
+    path = f"{FILES}/data"
+    if os.path.ismount(FILES):
+        return path
+    subprocess.run(["modprobe", "zram", "num_devices=1"], check=True)
+    with open("/sys/block/zram0/disksize", "w") as f:
+        f.write(f"{mib + 128}M")
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "/dev/zram0"], check=True)
+    os.makedirs(FILES, exist_ok=True)
+    subprocess.run(["mount", "-t", "ext4", "/dev/zram0", FILES], check=True)
+    block = b"\x5a" * MIB
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    return path
+
+
+def cmd_mapread(args: argparse.Namespace) -> None:
+    """Map a --hot-mib MiB file and read it; never returns.
+
+    Reads the first --mib MiB at once, the rest at --rate MiB/s (its RSS
+    grows fastest of all, in RssFile: clean page cache that MemAvailable
+    already counts and that no kill needs to free), then re-reads every page
+    every --touch-s seconds.
+    Raises ValueError if --mib exceeds --hot-mib.
+    """
+    import mmap
+
+    if args.mib > args.hot_mib:
+        raise ValueError(f"--mib {args.mib} exceeds --hot-mib {args.hot_mib}")
+    path = make_file(args.hot_mib)
+    fd = os.open(path, os.O_RDONLY)
+    size = args.hot_mib * MIB
+    view = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+
+    def read_mib(n: int) -> None:
+        for page in range(n * MIB, (n + 1) * MIB, PAGE):
+            view[page]
+
+    for n in range(args.mib):
+        read_mib(n)
+    start = time.monotonic() - args.mib / args.rate
+    for n in range(args.mib, args.hot_mib):
+        delay = start + n / args.rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        read_mib(n)
+    while True:
+        for n in range(args.hot_mib):
+            read_mib(n)
+        time.sleep(args.touch_s)
+
+
 def cmd_probe(args: argparse.Namespace) -> None:
     """Run the interactive probe; never returns."""
     Probe(args.out, args.interval_ms / 1000).run()
@@ -338,7 +415,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="workloads.py")
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("hold", "leak", "grow", "workingset", "absorb", "shmdb", "session",
-                 "grow-on"):
+                 "grow-on", "mapread"):
         p = sub.add_parser(name)
         p.add_argument("--mib", type=int, default=0)
         p.add_argument("--rate", type=float, default=0.0)
@@ -360,6 +437,7 @@ def main(argv: list[str]) -> int:
         "shmdb": cmd_shmdb,
         "session": cmd_session,
         "grow-on": cmd_grow_on,
+        "mapread": cmd_mapread,
         "probe": cmd_probe,
     }
     commands[args.cmd](args)
