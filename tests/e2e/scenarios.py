@@ -350,9 +350,10 @@ SCENARIOS: dict[int, Scenario] = {
         notes=(
             "a reader maps a file of 0.8 x MemAvailable (on an ext4 of its own; clean "
             "page cache, which MemAvailable counts), reads 0.3 x at once and the rest "
-            "at 40 MiB/s, then keeps re-reading all of it, beside a leak of 24 MiB/s: "
-            "the reader's RSS grows fastest, but killing it frees nothing the kernel "
-            "could not reclaim anyway. Only the grower may die (issue 13)."
+            "at 40 MiB/s, then keeps re-reading all of it, beside a leak of 24 MiB/s. "
+            "Its RSS (file pages) is the largest when the grower starts, but killing "
+            "it frees nothing the kernel could not reclaim anyway, and the kernel "
+            "reclaims them as the grower grows. Only the grower may die (issue 13)."
         ),
     ),
 }

@@ -67,6 +67,20 @@ def pattern_block(random_fraction: float) -> bytes:
     return b"".join(pages)
 
 
+def sleep_until(due: float) -> None:
+    """Sleep until the monotonic time ``due`` (not at all if it has passed)."""
+    delay = due - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def require_vm(what: str) -> None:
+    """Exit (naming ``what`` the program does) unless this is the test VM."""
+    with open("/proc/1/cmdline", "rb") as f:
+        if b"virtme" not in f.read():
+            raise SystemExit(f"workloads.py {what}: only in the test VM")
+
+
 def touch(chunk: bytearray, stamp: int) -> None:
     """Write one byte in every page of chunk (a C-level strided store)."""
     chunk[::PAGE] = bytes([stamp & 0xFF]) * len(range(0, len(chunk), PAGE))
@@ -84,10 +98,7 @@ class Allocator:
     def step(self) -> None:
         """Allocate one chunk, sleeping first if ahead of the rate."""
         if self.rate > 0:
-            due = self.start + len(self.chunks) / self.rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            sleep_until(self.start + len(self.chunks) / self.rate)
         self.chunks.append(bytearray(self.block))
 
     def fill(self, mib: int) -> None:
@@ -262,9 +273,7 @@ def cmd_shmdb(args: argparse.Namespace) -> None:
         step = PAGE * 256  # 1 MiB
         start = time.monotonic()
         for n, off in enumerate(range(0, size, step)):
-            delay = start + n / args.rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            sleep_until(start + n / args.rate)
             for page in range(off, min(size, off + step), PAGE):
                 seg[page]
         keep_hot()
@@ -302,9 +311,7 @@ def cmd_session(args: argparse.Namespace) -> None:
     import shutil
     import subprocess
 
-    with open("/proc/1/cmdline", "rb") as f:
-        if b"virtme" not in f.read():
-            raise SystemExit("workloads.py session mounts over /usr/bin: only in the test VM")
+    require_vm("session mounts over /usr/bin")
     if not os.path.exists(SESSION_EXE):
         base = "/run/e2e-session"
         for sub in ("upper", "work"):
@@ -344,9 +351,7 @@ def make_file(mib: int) -> str:
     """
     import subprocess
 
-    with open("/proc/1/cmdline", "rb") as f:
-        if b"virtme" not in f.read():
-            raise SystemExit("workloads.py mapread makes a file system: only in the test VM")
+    require_vm("mapread makes a file system")
     path = f"{FILES}/data"
     if os.path.ismount(FILES):
         return path
@@ -370,9 +375,9 @@ def cmd_mapread(args: argparse.Namespace) -> None:
     """Map a --hot-mib MiB file and read it; never returns.
 
     Reads the first --mib MiB at once, the rest at --rate MiB/s (its RSS
-    grows fastest of all, in RssFile: clean page cache that MemAvailable
-    already counts and that no kill needs to free), then re-reads every page
-    every --touch-s seconds.
+    grows in RssFile: clean page cache that MemAvailable already counts and
+    that no kill needs to free), then re-reads every page every --touch-s
+    seconds.
     Raises ValueError if --mib exceeds --hot-mib.
     """
     import mmap
@@ -392,9 +397,7 @@ def cmd_mapread(args: argparse.Namespace) -> None:
         read_mib(n)
     start = time.monotonic() - args.mib / args.rate
     for n in range(args.mib, args.hot_mib):
-        delay = start + n / args.rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+        sleep_until(start + n / args.rate)
         read_mib(n)
     while True:
         for n in range(args.hot_mib):
