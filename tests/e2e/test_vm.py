@@ -54,5 +54,19 @@ def test_bustd_in_vm(scenario: int, tmp_path: Path) -> None:
          "bustd", "--repo", str(REPO), "--results", str(tmp_path)],
         capture_output=True, text=True, timeout=900, check=False)
     print(out.stdout)
-    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
-    assert "1 passed, 0 failed" in out.stdout, out.stdout
+    logs = daemon_logs(tmp_path)
+    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}\n{logs}"
+    assert "1 passed, 0 failed" in out.stdout, f"{out.stdout}\n{logs}"
+
+
+def daemon_logs(results: Path, limit: int = 6000) -> str:
+    """Return the daemon's log of each run under ``results``, for a failure's message.
+
+    CI keeps only the test's output: without the log a wrong kill there
+    says whom it killed but not why.
+    """
+    parts = []
+    for path in sorted(results.rglob("daemon.log")):
+        text = path.read_text(errors="replace")
+        parts.append(f"--- {path.relative_to(results)}\n{text[-limit:]}")
+    return "\n".join(parts) or f"(no daemon.log under {results})"
