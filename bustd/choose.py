@@ -320,7 +320,8 @@ def sample(fs: ProcFS, tracker: Tracker, now: float, skip: frozenset[int],
     less what their last sample showed a kill would not free; then
     ``oom_score``), and those already tracked, are sized from their
     ``status`` (Candidate.size) and their freeable size recorded in
-    ``tracker``; each of them gets its net growth filled in. ``shared``
+    ``tracker``; each of them gets its net growth and its faded pace
+    (growth.Tracker.pace) filled in. ``shared``
     (freeable.Shared) learns what each sized one keeps; without it no
     shared memory counts as freeable. Raises OSError if /proc is unreadable.
     """
@@ -342,6 +343,7 @@ def sample(fs: ProcFS, tracker: Tracker, now: float, skip: frozenset[int],
             continue
         tracker.add(now, c.pid, c.starttime, c.freeable_kib)
         c.growth_kib, c.growth_s = tracker.growth(c.pid, c.starttime)
+        c.pace_kib_s = tracker.pace(c.pid, c.starttime, now)
     return cands
 
 

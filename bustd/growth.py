@@ -8,6 +8,15 @@ candidate's net growth over the last :data:`WINDOW` seconds tells who is
 causing the emergency. Outside the watch zone the tracker is cleared, so
 it costs nothing while memory is plentiful.
 
+A grower that pauses is still the likely cause: each history also keeps
+the fastest pace it grew at (net growth over at least :data:`MIN_SPAN`
+seconds of the window), which fades linearly to nothing over
+:data:`FADE_S` seconds (:meth:`Tracker.pace`). Without it a grower that
+filled memory and stopped a few seconds before the emergency looked idle
+once its growth left the window, and a larger process that never grew
+was chosen instead (VM scenario 7 in CI: twelve workers that had just
+reached their size and an idle 120 MiB process).
+
 Histories are keyed by PID *and* start time: a recycled PID starts afresh,
 never inheriting another process's growth. A process that shrinks has no
 growth (never negative), and one that vanished is forgotten at the next
@@ -18,7 +27,7 @@ room, and a newcomer is never refused (review M2).
 
 from __future__ import annotations
 
-__all__ = ["MAX_TRACKED", "WINDOW", "Tracker"]
+__all__ = ["FADE_S", "MAX_TRACKED", "MIN_SPAN", "WINDOW", "Tracker"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,23 +35,33 @@ if TYPE_CHECKING:
 
 WINDOW = 10.0  # seconds of history that count as "recent"
 MAX_TRACKED = 64  # bounds the memory of the tracker whatever the process count
+# A pace is net growth over at least this long (two samples 0.1 s apart are
+# noise, not a pace to remember).
+MIN_SPAN = 1.0
+# How long a pace is remembered once growth slows: the ranking's horizon
+# (victim.HORIZON_S), so a grower that paused counts until its projection
+# would have run out.
+FADE_S = 30.0
 
 
 class _History:
-    __slots__ = ("starttime", "samples")
+    __slots__ = ("starttime", "samples", "pace", "pace_at")
 
     def __init__(self, starttime: int) -> None:
         self.starttime = starttime
         self.samples: list[tuple[float, int]] = []
+        self.pace = 0.0  # the fastest pace seen (KiB/s) ...
+        self.pace_at = 0.0  # ... and when
 
 
 class Tracker:
     """Sizes of processes over the last ``window`` seconds."""
 
-    __slots__ = ("window", "_hist")
+    __slots__ = ("window", "fade", "_hist")
 
-    def __init__(self, window: float = WINDOW) -> None:
+    def __init__(self, window: float = WINDOW, fade: float = FADE_S) -> None:
         self.window = window
+        self.fade = fade
         self._hist: dict[int, _History] = {}
 
     def __len__(self) -> int:
@@ -56,7 +75,9 @@ class Tracker:
         """Record that ``pid`` (started at ``starttime``) had ``size_kib`` at ``now``.
 
         Keeps the newest sample at least ``window`` old as the reference, so
-        growth always covers the whole window once there is enough history.
+        growth always covers the whole window once there is enough history;
+        the growth over it, once it spans MIN_SPAN, becomes the remembered
+        pace when it is faster than the faded one.
         """
         h = self._hist.get(pid)
         if h is None or h.starttime != starttime:
@@ -66,9 +87,15 @@ class Tracker:
         samples = h.samples
         if samples and now <= samples[-1][0]:
             samples.clear()  # the clock went backwards: start over
+            h.pace = 0.0
         samples.append((now, size_kib))
         while len(samples) > 2 and samples[1][0] <= now - self.window:
             del samples[0]
+        t0, k0 = samples[0]
+        if now - t0 >= MIN_SPAN:
+            pace = max(0, size_kib - k0) / (now - t0)
+            if pace >= self._faded(h, now):
+                h.pace, h.pace_at = pace, now
 
     def _smallest(self, pids: Iterable[int]) -> int:
         """Return the PID among ``pids`` whose last recorded size is the smallest."""
@@ -114,3 +141,19 @@ class Tracker:
             return 0, 0.0
         (t0, k0), (t1, k1) = h.samples[0], h.samples[-1]
         return max(0, k1 - k0), t1 - t0
+
+    def pace(self, pid: int, starttime: int, now: float) -> float:
+        """Return the fastest pace (KiB/s) ``pid`` grew at, faded to ``now``.
+
+        Linear: the whole pace when it was measured, nothing ``fade``
+        seconds later; 0.0 without a history spanning MIN_SPAN.
+        """
+        h = self._hist.get(pid)
+        if h is None or h.starttime != starttime:
+            return 0.0
+        return self._faded(h, now)
+
+    def _faded(self, h: _History, now: float) -> float:
+        if h.pace <= 0.0:
+            return 0.0
+        return h.pace * max(0.0, 1.0 - (now - h.pace_at) / self.fade)

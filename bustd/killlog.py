@@ -81,6 +81,7 @@ def _candidate(c: Candidate) -> dict[str, object]:
     return {"pid": c.pid, "name": safe(c.comm), "freeable_kib": c.freeable_kib,
             "sized": c.sized,
             "growth_kib": c.growth_kib, "growth_s": round(c.growth_s, 3),
+            "pace_kib_s": round(c.pace_kib_s, 1),
             "oom_score": c.oom_score, "score": round(c.badness, 1)}
 
 
@@ -100,6 +101,7 @@ def kill_object(r: KillRecord) -> dict[str, object]:
         "file_kib": r.file_kib,
         "oom_score": r.oom_score, "oom_score_adj": r.oom_score_adj,
         "growth_kib": r.growth_kib, "growth_s": round(r.growth_s, 3),
+        "pace_kib_s": round(r.pace_kib_s, 1),
         "score": round(r.badness, 1), "rank": r.policy,
         "cause": r.cause, "reason": r.reason,
         "readings": {"mem_available_kib": g.available_kib, "mem_total_kib": g.total_kib,

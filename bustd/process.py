@@ -170,7 +170,7 @@ class Candidate:
 
     __slots__ = ("pid", "oom_score", "rss_kib", "starttime", "pgrp", "comm", "exe",
                  "freeable_kib", "swap_kib", "shmem_kib", "file_kib", "own_shmem_kib",
-                 "kept_kib", "sized", "growth_kib", "growth_s", "badness", "cgroup",
+                 "kept_kib", "sized", "growth_kib", "growth_s", "pace_kib_s", "badness", "cgroup",
                  "avoid_shift", "session", "deferred")
 
     def __init__(self, pid: int, oom_score: int, rss_kib: int, starttime: int,
@@ -191,6 +191,7 @@ class Candidate:
         self.sized = False
         self.growth_kib = 0  # net growth of freeable_kib over growth_s seconds
         self.growth_s = 0.0
+        self.pace_kib_s = 0.0  # the fastest pace it grew at lately, faded (growth.Tracker.pace)
         self.badness = float(oom_score)
         self.cgroup = ""  # --cgroup: the folder of the cgroup the scan found it in
         # Set by choose.Ranking once its executable's name matches were verified:
@@ -213,8 +214,10 @@ class Candidate:
 
     @property
     def rate_kib_s(self) -> float:
-        """Recent growth in KiB/s (0 when unknown or shrinking)."""
-        return self.growth_kib / self.growth_s if self.growth_s > 0 else 0.0
+        """Recent growth in KiB/s: over the window, or the faded pace of a
+        faster spell if higher (0 when unknown or shrinking)."""
+        window = self.growth_kib / self.growth_s if self.growth_s > 0 else 0.0
+        return max(window, self.pace_kib_s)
 
     def __repr__(self) -> str:
         return (f"Candidate(pid={self.pid}, oom_score={self.oom_score}, "

@@ -61,7 +61,7 @@ class KillRecord:
 
     kind: ClassVar[Literal["kill"]] = "kill"
     __slots__ = ("time", "pid", "comm", "exe", "cmdline", "uid", "rss_kib", "swap_kib",
-                 "oom_score", "oom_score_adj", "growth_kib", "growth_s", "badness",
+                 "oom_score", "oom_score_adj", "growth_kib", "growth_s", "pace_kib_s", "badness",
                  "policy", "reason", "signal", "dry_run", "reaction_s", "woken_by",
                  "exited", "exit_s", "released", "group", "runners_up", "reading",
                  "problems", "major_faults", "cause", "cgroup", "cgroup_whole", "cgroup_note",
@@ -88,6 +88,7 @@ class KillRecord:
         self.oom_score_adj = oom_score_adj
         self.growth_kib = victim.growth_kib
         self.growth_s = victim.growth_s
+        self.pace_kib_s = victim.pace_kib_s
         self.badness = victim.badness
         self.policy = policy
         self.reason = reason
@@ -122,9 +123,17 @@ class KillRecord:
         self.held: Held | None = None
 
 
-def growth_text(kib: int, seconds: float) -> str:
-    """Return ``+12.0 MiB/5s`` (growth over that many seconds), ``?`` if unknown."""
-    return f"+{size(kib)}/{seconds:.0f}s" if seconds > 0 else "?"
+def growth_text(kib: int, seconds: float, pace_kib_s: float = 0.0) -> str:
+    """Return ``+12.0 MiB/5s`` (growth over that many seconds), ``?`` if unknown.
+
+    When a faster pace seen lately ranked it (growth.Tracker.pace: a grower
+    that paused), ``+1.0 MiB/10s, lately 8.0 MiB/s`` says so.
+    """
+    text = f"+{size(kib)}/{seconds:.0f}s" if seconds > 0 else "?"
+    window = kib / seconds if seconds > 0 else 0.0
+    if pace_kib_s >= 1.0 and pace_kib_s > window:
+        text += f", lately {size(round(pace_kib_s))}/s"
+    return text
 
 
 def candidate_text(c: Candidate) -> str:
@@ -133,7 +142,7 @@ def candidate_text(c: Candidate) -> str:
     upper bound from the scan)."""
     approx = "" if c.sized else "~"
     return (f"pid={c.pid} name={safe(c.comm, 64)} frees={approx}{size(c.freeable_kib)} "
-            f"growth={growth_text(c.growth_kib, c.growth_s)} "
+            f"growth={growth_text(c.growth_kib, c.growth_s, c.pace_kib_s)} "
             f"score={c.badness:.0f}")
 
 
@@ -146,7 +155,7 @@ def kill_line(r: KillRecord) -> str:
     who = (f"pid={r.pid} name={safe(r.comm)} exe={safe(r.exe) or '?'} uid={r.uid} "
            f"frees={size(r.freeable_kib)} (rss={size(r.rss_kib)} swap={size(r.swap_kib)} "
            f"shmem={size(r.shmem_kib)}{_own(r.own_shmem_kib)} file={size(r.file_kib)}) "
-           f"growth={growth_text(r.growth_kib, r.growth_s)} "
+           f"growth={growth_text(r.growth_kib, r.growth_s, r.pace_kib_s)} "
            f"oom_score={r.oom_score} oom_score_adj={r.oom_score_adj} "
            f"score={r.badness:.0f} ({r.policy})")
     group = f" with {len(r.group)} more of its group" if r.group else ""
@@ -235,7 +244,8 @@ def warn_line(r: WarnRecord) -> str:
         v = r.victim
         likely = (f"likely victim: pid={v.pid} name={safe(v.comm)} exe={safe(r.exe) or '?'} "
                   f"uid={r.uid} frees={size(v.freeable_kib)} "
-                  f"growth={growth_text(v.growth_kib, v.growth_s)} score={v.badness:.0f}")
+                  f"growth={growth_text(v.growth_kib, v.growth_s, v.pace_kib_s)} "
+                  f"score={v.badness:.0f}")
     runners = ("; then: " + ", ".join(candidate_text(c) for c in r.runners_up)
                if r.runners_up else "")
     return f"memory warning ({r.cause}): {r.reason}{outside_text(r)}; {likely}{runners}"

@@ -7,13 +7,15 @@ and page tables in thousandths of RAM + swap, plus ``oom_score_adj``, the
 user's override) less what its RSS holds that a kill would not free (page
 cache and shared memory others map: ``kept_kib``, freeable.py), plus the
 memory the process would add in the next :data:`HORIZON_S` seconds at the
-rate its freeable size grew over the last few seconds, in the same units::
+rate its freeable size grew over the last few seconds (or at the faster
+pace of a spell seen lately, faded: growth.Tracker.pace), in the same units::
 
     badness = oom_score - kept_kib * score_per_kib
               + HORIZON_S * growth_rate_kib_s * score_per_kib
 
-so a large idle process loses to a smaller one that is filling memory, a
-process that stopped growing (or shrinks) is ranked by its size alone, and
+so a large idle process loses to a smaller one that is filling memory or
+paused a few seconds ago, a process that stopped growing half a minute
+ago (or shrinks) is ranked by its size alone, and
 one whose size is shared memory or page cache is ranked by what it frees.
 
 ``oom_score``: the kernel's ``oom_score`` less ``kept_kib`` likewise.

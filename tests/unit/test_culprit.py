@@ -140,6 +140,48 @@ def test_many_growers_beside_the_largest_idle_process(env: Env) -> None:
     assert f"pid={P} " not in line.split("runners-up")[1]  # not even a runner-up
 
 
+def workers_that_filled_memory_and_paused(env: Env, paused_s: int) -> Monitor:
+    """Twelve workers grow beside a larger idle process until MemAvailable is
+    16 % of MemTotal, then stay that size for ``paused_s`` seconds."""
+    w = World(env)
+    w.put(P, b"idle", 960 * MIB)
+    for i in range(12):
+        w.put(P + 1 + i, b"worker", 10 * MIB, start=2000 + i)
+    w.publish()
+    m = env.monitor(psi_duration=DURATION)
+    while w.available() > 0.16 * TOTAL:
+        w.step(m, {P + 1 + i: 64 * MIB for i in range(12)})
+    w.step(m, {}, paused_s)
+    assert not kills(env), "no emergency yet: memory is above the levels"
+    assert max(w.sizes.values()) == w.sizes[P], "the idle process must be the largest"
+    return m
+
+
+def test_workers_that_paused_before_the_emergency_are_still_the_culprits(env: Env) -> None:
+    # VM scenario 7 failed once in CI: the workers had reached their size
+    # and the idle process, twice as large as each, was killed. Growth left
+    # the 10 s window; the pace they grew at, fading over 30 s, did not.
+    m = workers_that_filled_memory_and_paused(env, 12)
+    assert all(tracker(m).growth(P + 1 + i, 2000 + i)[0] == 0 for i in range(12))
+    env.set_mem(3, 0)  # the last straw, from elsewhere
+    env.clock.now += 1
+    m.check()
+    (line,) = kills(env)
+    assert victim_pid(line) in range(P + 1, P + 13), line
+    assert ", lately 64.0 MiB/s" not in line  # faded: 13 s after its spell
+    assert ", lately " in line.split(" oom_score=")[0], line
+
+
+def test_a_pause_longer_than_the_fade_ranks_by_size_again(env: Env) -> None:
+    m = workers_that_filled_memory_and_paused(env, 31)
+    assert tracker(m).pace(P + 1, 2000, env.clock.now) == 0.0
+    env.set_mem(3, 0)
+    env.clock.now += 1
+    m.check()
+    (line,) = kills(env)
+    assert victim_pid(line) == P, line
+
+
 def test_shrinking_process_is_not_a_grower(env: Env) -> None:
     w = World(env)
     w.put(P, b"shrinker", 3000 * MIB)

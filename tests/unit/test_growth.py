@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bustd.growth import MAX_TRACKED, WINDOW, Tracker
+from bustd.growth import FADE_S, MAX_TRACKED, MIN_SPAN, WINDOW, Tracker
 
 MIB = 1024
 
@@ -104,3 +104,46 @@ def test_clock_going_backwards_starts_over() -> None:
     feed(t, 1, 10, [0, 50 * MIB])
     t.add(50.0, 1, 10, 60 * MIB)
     assert t.growth(1, 10) == (0, 0.0)
+
+
+# -- the remembered pace (a grower that paused) --------------------------------
+
+def test_the_pace_of_a_steady_grower_is_its_growth_rate() -> None:
+    t = Tracker()
+    now = feed(t, 1, 10, [i * 8 * MIB for i in range(5)])
+    assert t.pace(1, 10, now) == pytest.approx(8 * MIB)
+
+
+def test_the_pace_outlives_the_window_and_fades_over_fade_s() -> None:
+    t = Tracker(window=10.0, fade=30.0)
+    # 40 MiB in 4 s (10 MiB/s), then the same size for 12 s.
+    now = feed(t, 1, 10, [i * 10 * MIB for i in range(5)] + [40 * MIB] * 12)
+    assert t.growth(1, 10)[0] == 0  # out of the window
+    assert t.pace(1, 10, now) == pytest.approx(10 * MIB * (1 - 12 / 30))
+    assert t.pace(1, 10, now + 18.0) == 0.0  # 30 s after the spell
+    assert t.pace(1, 10, now + 100.0) == 0.0  # never negative
+
+
+def test_a_faster_spell_replaces_the_faded_one_and_a_slower_does_not() -> None:
+    t = Tracker(window=10.0, fade=30.0)
+    now = feed(t, 1, 10, [0, 10 * MIB, 20 * MIB])  # 10 MiB/s
+    now = feed(t, 1, 10, [20 * MIB + i * MIB for i in range(1, 4)], t0=now + 1.0)  # slower
+    assert t.pace(1, 10, now) == pytest.approx(10 * MIB * (1 - 3 / FADE_S))
+    now = feed(t, 1, 10, [23 * MIB + i * 30 * MIB for i in range(1, 4)], t0=now + 1.0)
+    assert t.pace(1, 10, now) > 10 * MIB  # the new, faster spell
+
+
+def test_no_pace_from_less_than_min_span_of_history() -> None:
+    t = Tracker()
+    t.add(100.0, 1, 10, 0)
+    t.add(100.0 + MIN_SPAN / 2, 1, 10, 50 * MIB)  # a jump over half a second
+    assert t.growth(1, 10)[0] == 50 * MIB  # counted as growth, as before ...
+    assert t.pace(1, 10, 100.5) == 0.0  # ... but not remembered as a pace
+
+
+def test_a_recycled_pid_has_no_pace_and_a_backwards_clock_forgets_it() -> None:
+    t = Tracker()
+    now = feed(t, 1, 10, [i * 8 * MIB for i in range(5)])
+    assert t.pace(1, 11, now) == 0.0  # another process with the same PID
+    t.add(now - 50.0, 1, 10, 40 * MIB)  # the clock went backwards
+    assert t.pace(1, 10, now - 50.0) == 0.0

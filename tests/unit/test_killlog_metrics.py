@@ -67,6 +67,7 @@ def candidate(pid: int, comm: bytes, size: int = 1000) -> Candidate:
     c = Candidate(pid, 900, size, 1000, pid, comm)
     c.freeable_kib = size
     c.growth_kib, c.growth_s = 512, 8.0
+    c.pace_kib_s = 96.04
     c.badness = 1234.5
     return c
 
@@ -100,8 +101,9 @@ def test_kill_object_has_every_field_with_names_as_the_log_renders_them() -> Non
     assert obj["time"] == 1_790_000_000.25 and obj["date"] == "2026-09-21T14:13:20.250Z"
     assert obj["runners_up"] == [{"pid": 4243, "name": "next\\nline", "freeable_kib": 500,
                                   "sized": False,
-                                  "growth_kib": 512, "growth_s": 8.0, "oom_score": 900,
-                                  "score": 1234.5}]
+                                  "growth_kib": 512, "growth_s": 8.0, "pace_kib_s": 96.0,
+                                  "oom_score": 900, "score": 1234.5}]
+    assert obj["pace_kib_s"] == 96.0
     assert obj["dry_run"] is False
 
 
