@@ -33,6 +33,7 @@ def test_daemon_mode_writes_pid_file_refuses_a_second_and_cleans_up(tmp_path: Pa
         '"$1" -m bustd --daemon --pid-file "$2" -r 0 2>"$3"; echo "first=$?"\n'
         'sleep 1; pid=$(cat "$2"); echo "pid=$pid comm=$(cat /proc/$pid/comm)"\n'
         'echo "thp=$(awk \'/^THP_enabled:/ {print $2}\' /proc/$pid/status)"\n'
+        'echo "nice=$(ps -o ni= -p "$pid" | tr -d " ")"\n'
         '"$1" -m bustd --daemon --pid-file "$2" -r 0 2>>"$3"; echo "second=$?"\n'
         'kill -TERM "$pid"; i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do'
         ' sleep 0.1; i=$((i+1)); done\n'
@@ -43,6 +44,7 @@ def test_daemon_mode_writes_pid_file_refuses_a_second_and_cleans_up(tmp_path: Pa
     assert lines["first"] == "0", (out.stdout, out.stderr, log)
     assert lines["comm"] == "bustd"
     assert lines["thp"] == "0"  # transparent huge pages off for the daemon (lock_memory)
+    assert lines["nice"] == "-10"  # raise_priority: busy CPUs must not delay its checks
     assert lines["second"] == "4"
     assert f"bustd already running as pid {lines['pid']}" in log
     assert lines["pidfile"] == "removed", log
