@@ -123,17 +123,25 @@ def test_same_history_ranked_by_oom_score_kills_the_idle_one(env: Env) -> None:
     assert victim_pid(line) == P
 
 
-def test_many_growers_beside_the_largest_idle_process(env: Env) -> None:
-    # Twelve workers at 8 MB/s (x8) beside an idle 120 MiB (x8) process,
-    # the largest when the emergency begins.
+WORKERS = {P + 1 + i: 64 * MIB for i in range(12)}  # each one's growth per second
+
+
+def twelve_workers_beside_an_idle_process(env: Env) -> tuple[World, Monitor]:
+    """VM scenario 7 (x8): twelve 10 MiB workers that will grow at 8 MB/s
+    (x8, WORKERS) beside an idle 120 MiB (x8) process."""
     w = World(env)
     w.put(P, b"idle", 960 * MIB)
     for i in range(12):
         w.put(P + 1 + i, b"worker", 10 * MIB, start=2000 + i)
     w.publish()
-    m = env.monitor(psi_duration=DURATION)
+    return w, env.monitor(psi_duration=DURATION)
+
+
+def test_many_growers_beside_the_largest_idle_process(env: Env) -> None:
+    # The idle process is the largest when the emergency begins.
+    w, m = twelve_workers_beside_an_idle_process(env)
     while not kills(env) and w.available() > 0:
-        w.step(m, {P + 1 + i: 64 * MIB for i in range(12)})
+        w.step(m, WORKERS)
     (line,) = kills(env)
     assert max(w.sizes.values()) == w.sizes[P], "the idle process must be the largest"
     assert victim_pid(line) in range(P + 1, P + 13), line
@@ -143,14 +151,9 @@ def test_many_growers_beside_the_largest_idle_process(env: Env) -> None:
 def workers_that_filled_memory_and_paused(env: Env, paused_s: int) -> Monitor:
     """Twelve workers grow beside a larger idle process until MemAvailable is
     16 % of MemTotal, then stay that size for ``paused_s`` seconds."""
-    w = World(env)
-    w.put(P, b"idle", 960 * MIB)
-    for i in range(12):
-        w.put(P + 1 + i, b"worker", 10 * MIB, start=2000 + i)
-    w.publish()
-    m = env.monitor(psi_duration=DURATION)
+    w, m = twelve_workers_beside_an_idle_process(env)
     while w.available() > 0.16 * TOTAL:
-        w.step(m, {P + 1 + i: 64 * MIB for i in range(12)})
+        w.step(m, WORKERS)
     w.step(m, {}, paused_s)
     assert not kills(env), "no emergency yet: memory is above the levels"
     assert max(w.sizes.values()) == w.sizes[P], "the idle process must be the largest"
