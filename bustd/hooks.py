@@ -24,7 +24,7 @@ from .spawn import NOT_YET, PATH, Children
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .monitor import Record
+    from .outputs import Record
     from .procfs import Pending
     from .record import KillRecord
 

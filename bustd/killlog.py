@@ -22,7 +22,7 @@ from .log import Log, safe
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .monitor import Record
+    from .outputs import Record
     from .process import Candidate
     from .record import KillRecord
 

@@ -22,7 +22,7 @@ from .procfs import ProcFS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .monitor import Check, Record
+    from .outputs import CheckRecord, Record
     from .spawn import Children
 
 __all__ = ["INTERVAL", "Metrics", "Snapshot", "render"]
@@ -39,7 +39,7 @@ class Snapshot:
     __slots__ = ("check", "kills", "dry_runs", "warnings", "last_kill", "psi", "stall_ratio",
                  "checks", "child_failures", "children", "vain", "freed_kib", "held")
 
-    def __init__(self, check: Check, kills: dict[tuple[str, str], int],
+    def __init__(self, check: CheckRecord, kills: dict[tuple[str, str], int],
                  dry_runs: dict[str, int], warnings: dict[str, int], last_kill: float,
                  psi: dict[str, int] | None, stall_ratio: float | None, checks: int,
                  child_failures: dict[str, int] | None, vain: int = 0, freed_kib: int = 0,
@@ -197,7 +197,7 @@ class Metrics:
             if record.now >= self.next_write:
                 self.write(record)
 
-    def snapshot(self, check: Check) -> Snapshot:
+    def snapshot(self, check: CheckRecord) -> Snapshot:
         """Return what the file shows now (reads /proc/pressure/memory once)."""
         psi: dict[str, int] | None = None
         ratio = None
@@ -221,7 +221,7 @@ class Metrics:
                         self.last_kill, psi, ratio, self.checks, failures, self.vain,
                         self.freed_kib, held)
 
-    def write(self, check: Check) -> None:
+    def write(self, check: CheckRecord) -> None:
         """Render and queue a write of the file, unless the last one is still pending."""
         if self.writer.busy():
             if not self.said_busy:

@@ -21,7 +21,7 @@ Outputs (the log line first; the kill log, metrics, hooks, notifications and
 systemd's status, built by outputs.py) are callables in ``Monitor.outputs``:
 each receives every record, a :class:`~bustd.record.KillRecord` after the
 signal, a :class:`~bustd.record.WarnRecord` when decide.warning says a kill
-may come soon, and a :class:`Check` at the end of every check, and keeps
+may come soon, and a :class:`~bustd.outputs.CheckRecord` at the end of every check, and keeps
 what it wants (``record.kind``). Nothing an output does sits between the
 emergency and the signal, except the callables in ``Monitor.pre_kill`` (the
 pre-kill hook), which bound their own wait.
@@ -48,21 +48,23 @@ from .decide import (
 )
 from .log import Log, size
 from .meminfo import MemInfo, parse_swap_traffic, read_meminfo
+from .outputs import CheckRecord
 from .pressure import RateMeter, StallMeter, StallRun, arm_trigger, read_pressure
 from .procfs import ProcFS, own_major_faults
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, ClassVar, Literal, Protocol, Union
+    from typing import Callable, Protocol
 
     from . import kill
     from .cgroup import Cgroup, Figures, Units
     from .freeable import Shared
     from .growth import Tracker
+    from .outputs import Record
     from .process import Candidate
     from .procfs import Pending
     from .progress import Followed, Progress
-    from .record import KillRecord, WarnRecord
+    from .record import KillRecord
     from .victim import Rules
     from .zram import Zram
 
@@ -84,37 +86,11 @@ if TYPE_CHECKING:
 
         def kill(self) -> None: ...
 
-    Record = Union[KillRecord, WarnRecord, "Check"]
-
-__all__ = ["PAGE_MIB", "Check", "Monitor"]
+__all__ = ["PAGE_MIB", "Monitor"]
 
 LATE_WAKEUP = 5.0  # woken this much later than asked: stopped, frozen or suspended
 WATCH_AFTER_EVENT = 10.0  # seconds of watching after a PSI trigger event
 PAGE_MIB = os.sysconf("SC_PAGESIZE") / (1024 * 1024)
-
-
-class Check:
-    """What one check saw: for outputs that follow every check (metrics, systemd).
-
-    ``mem`` is the memory reading (swap at its zram worth while watching),
-    ``stall`` the stall percentage over about a second (None when not
-    measured), ``scan_s`` how long the last scan of the processes took,
-    ``kills`` the kills so far and ``dying`` the victims still alive after
-    SIGKILL.
-    """
-
-    kind: ClassVar[Literal["check"]] = "check"
-    __slots__ = ("now", "mem", "stall", "watching", "scan_s", "kills", "dying")
-
-    def __init__(self, now: float, mem: MemInfo, stall: float | None, watching: bool,
-                 scan_s: float, kills: int, dying: int) -> None:
-        self.now = now  # monotonic seconds
-        self.mem = mem
-        self.stall = stall
-        self.watching = watching
-        self.scan_s = scan_s
-        self.kills = kills
-        self.dying = dying
 
 
 class Monitor:
@@ -124,7 +100,7 @@ class Monitor:
     records; ``wait(timeout)`` sleeps up to ``timeout`` seconds or until the
     PSI trigger has an event and returns the (fd, events) pairs (the real one
     polls with ``select.poll``), so tests drive the loop in simulated time.
-    ``outputs`` receive every record (KillRecord, WarnRecord, Check; the log
+    ``outputs`` receive every record (KillRecord, WarnRecord, CheckRecord; the log
     line is the first output), ``pre_kill`` each KillRecord just before its
     signal, with the background read of the victim's command line;
     ``max_sleep`` caps the sleep between checks (the systemd watchdog sets it).
@@ -585,7 +561,7 @@ class Monitor:
         if now >= self.next_report:
             self.report(mem, stall.percent)
             self.next_report = now + cfg.report
-        self.emit(Check(now, mem, stall.percent, watching, self.scan_s, self.kills,
+        self.emit(CheckRecord(now, mem, stall.percent, watching, self.scan_s, self.kills,
                         len(self.dying)))
         return max(pause, min(sleep_for(mem, cfg, self.trigger_fd >= 0, watching),
                               max(MIN_SLEEP, self.next_report - now), self.max_sleep,

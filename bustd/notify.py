@@ -26,7 +26,7 @@ from .spawn import HOOK_SLOTS, PATH, Children
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .monitor import Record
+    from .outputs import Record
     from .record import KillRecord, WarnRecord
 
 __all__ = ["HELPER", "HELPER_LIMIT", "RUN_USER", "Notifier", "explain", "kill_text",

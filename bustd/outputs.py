@@ -1,9 +1,16 @@
-"""Build the outputs the configuration asks for and attach them to the Monitor.
+"""What every output receives, and building the outputs the configuration asks for.
 
-The one place that knows which output each option turns on; the loop only
-calls ``Monitor.outputs`` (and ``Monitor.pre_kill``). Each output's module
-is imported only when its option is set (or, for systemd's, when
-$NOTIFY_SOCKET is), so an unused output costs the daemon nothing.
+An output is a callable that receives every :data:`Record`: a
+:class:`~bustd.record.KillRecord` after each kill, a
+:class:`~bustd.record.WarnRecord` when a kill may come soon, and a
+:class:`CheckRecord` at the end of every check; it keeps what it wants
+(``record.kind``). This is the one place that knows which output each
+option turns on; the loop only calls ``Monitor.outputs`` (and
+``Monitor.pre_kill``). Each output's module is imported only when its option
+is set (or, for systemd's, when $NOTIFY_SOCKET is), so an unused output
+costs the daemon nothing. (CheckRecord lives here, not in record.py, because
+the idle loop builds one at every check: loading record.py for it would cost
+an idle daemon about 30 KiB.)
 """
 
 from __future__ import annotations
@@ -15,13 +22,50 @@ from .log import Log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Mapping
+    from typing import Callable, ClassVar, Literal, Mapping, Protocol, Union
 
-    from .monitor import Monitor
+    from .meminfo import MemInfo
+    from .procfs import Pending, ProcFS
+    from .record import KillRecord, WarnRecord
 
-__all__ = ["DRAIN", "attach", "open_hooks"]
+    Record = Union[KillRecord, WarnRecord, "CheckRecord"]
+
+    class Loop(Protocol):
+        """What :func:`attach` needs of the loop (monitor.Monitor)."""
+
+        clock: Callable[[], float]
+        fs: ProcFS
+        outputs: list[Callable[[Record], None]]
+        pre_kill: list[Callable[[KillRecord, Pending], None]]
+        max_sleep: float
+
+__all__ = ["DRAIN", "CheckRecord", "attach", "open_hooks"]
 
 DRAIN = 2.0  # seconds a stopping bustd waits for queued kill-log lines
+
+
+class CheckRecord:
+    """What one check saw: for outputs that follow every check (metrics, systemd).
+
+    ``mem`` is the memory reading (swap at its zram worth while watching),
+    ``stall`` the stall percentage over about a second (None when not
+    measured), ``scan_s`` how long the last scan of the processes took,
+    ``kills`` the kills so far and ``dying`` the victims still alive after
+    SIGKILL.
+    """
+
+    kind: ClassVar[Literal["check"]] = "check"
+    __slots__ = ("now", "mem", "stall", "watching", "scan_s", "kills", "dying")
+
+    def __init__(self, now: float, mem: MemInfo, stall: float | None, watching: bool,
+                 scan_s: float, kills: int, dying: int) -> None:
+        self.now = now  # monotonic seconds
+        self.mem = mem
+        self.stall = stall
+        self.watching = watching
+        self.scan_s = scan_s
+        self.kills = kills
+        self.dying = dying
 
 
 def open_hooks(cfg: Config) -> dict[str, int]:
@@ -47,7 +91,7 @@ def open_hooks(cfg: Config) -> dict[str, int]:
     return programs
 
 
-def attach(monitor: Monitor, cfg: Config, log: Log, environ: Mapping[str, str],
+def attach(monitor: Loop, cfg: Config, log: Log, environ: Mapping[str, str],
            pid: int, programs: Mapping[str, int]) -> Callable[[], None]:
     """Add the outputs ``cfg`` and ``environ`` ask for to ``monitor``; return a closer.
 

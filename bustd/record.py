@@ -6,7 +6,7 @@ and hands each to every output; every output (the log line here, and the
 kill log, metrics, hooks and notifications) is a small consumer of the same
 record, so the loop never formats five things (STYLE.md, habit 13). Each
 record says what it is in ``kind`` ("kill", "warn"; the Monitor's per-check
-:class:`~bustd.monitor.Check` is "check"), so an output tells them apart
+:class:`~bustd.outputs.CheckRecord` is "check"), so an output tells them apart
 without importing this module.
 """
 

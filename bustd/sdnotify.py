@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import socket as _socket
     from typing import Callable, Mapping
 
-    from .monitor import Record
+    from .outputs import Record
 else:
     import _socket
 

@@ -27,8 +27,8 @@ from bustd.dbus_notify import method_call, notify_body, parse_header, sasl_auth_
 from bustd.hooks import PostKillHook, PreKillHook, hook_env
 from bustd.log import Log
 from bustd.meminfo import MemInfo
-from bustd.monitor import Check
 from bustd.notify import Notifier, kill_text, markup_escape, sessions, warn_text
+from bustd.outputs import CheckRecord
 from bustd.process import Candidate
 from bustd.procfs import Pending
 from bustd.record import KillRecord, Reading, WarnRecord
@@ -220,14 +220,14 @@ def test_post_kill_hook_failure_is_logged_when_reaped(tmp_path: Path) -> None:
     children = Children(out.log, lambda: clock[0])
     hook = script(tmp_path / "hook", "exit 7")
     post = PostKillHook(hook, -1, children)
-    post(Check(0.0, MemInfo(1, 1, 0, 0), None, False, 0.0, 0, 0))  # ignored
+    post(CheckRecord(0.0, MemInfo(1, 1, 0, 0), None, False, 0.0, 0, 0))  # ignored
     assert children.running == {}
     post(record())
     assert len(children.spawning) + len(children.running) == 1  # not waited for
     settle(children)
     deadline = time.monotonic() + 5
     while children.running and time.monotonic() < deadline:
-        children.on_record(Check(0.0, MemInfo(1, 1, 0, 0), None, False, 0.0, 0, 0))
+        children.on_record(CheckRecord(0.0, MemInfo(1, 1, 0, 0), None, False, 0.0, 0, 0))
         time.sleep(0.01)
     assert f"post-kill hook {hook} for pid 4242 (pid " in out.text()
     assert "failed after" in out.text() and "exited with status 7" in out.text()

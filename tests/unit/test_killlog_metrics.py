@@ -21,7 +21,7 @@ from bustd.killlog import KillLog, dumps, kill_object
 from bustd.log import Log
 from bustd.meminfo import MemInfo
 from bustd.metrics import Metrics, Snapshot, render
-from bustd.monitor import Check
+from bustd.outputs import CheckRecord
 from bustd.process import Candidate
 from bustd.procfs import ProcFS
 from bustd.record import KillRecord, Reading, WarnRecord
@@ -207,8 +207,8 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def check(now: float = 100.0, stall: float | None = 12.5) -> Check:
-    return Check(now, MemInfo(8 << 20, 1 << 20, 2 << 20, 1 << 19), stall, True, 0.0125, 3, 1)
+def check(now: float = 100.0, stall: float | None = 12.5) -> CheckRecord:
+    return CheckRecord(now, MemInfo(8 << 20, 1 << 20, 2 << 20, 1 << 19), stall, True, 0.0125, 3, 1)
 
 
 def test_render_parses_with_prometheus_client_and_says_everything() -> None:

@@ -27,10 +27,8 @@ LAYER = {name: layer for name, (layer, _) in MAP.items()}
 IDLE = sorted(name for name, (_, idle) in MAP.items() if idle)
 IO = {"os", "select", "_thread", "_socket", "socket", "io", "ctypes", "subprocess"}
 # Edges that point the wrong way today, each removed by issue 16's moves
-# (review-aesthetics R4): Check and Record to record.py, PAGE_MIB to process.py.
-WRONG_WAY = {("hooks", "monitor"), ("killlog", "monitor"), ("metrics", "monitor"),
-             ("notify", "monitor"), ("outputs", "monitor"), ("sdnotify", "monitor"),
-             ("check", "monitor")}
+# (review-aesthetics R4): PAGE_MIB to process.py.
+WRONG_WAY = {("check", "monitor")}
 FRONT_ONLY = {"bustd.cli", "bustd.check", "bustd.manpage", "argparse", "json", "re"}
 
 

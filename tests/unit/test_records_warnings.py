@@ -1,7 +1,7 @@
 """Monitor's records to its outputs, and the warning policy (issue 8), on fake trees.
 
 Every output receives every record: a KillRecord after the (dry-run) kill, a
-WarnRecord when a kill may come, a Check at the end of every check. The
+WarnRecord when a kill may come, a CheckRecord at the end of every check. The
 warning is a pure function of one reading, proved both ways; the Monitor
 says it once and again only after memory has recovered.
 """
@@ -16,7 +16,8 @@ from bustd.acting import WARN_EVERY
 from bustd.config import Config
 from bustd.decide import warning, watch_level
 from bustd.meminfo import MemInfo
-from bustd.monitor import Check, Monitor
+from bustd.monitor import Monitor
+from bustd.outputs import CheckRecord
 from bustd.procfs import Pending
 from bustd.record import KillRecord, WarnRecord, warn_line
 from tests.fakeproc import PAGE_KIB
@@ -121,7 +122,7 @@ def test_every_check_emits_a_check_record(env: Env) -> None:
     m.check()
     checks = of("check", got)
     assert len(checks) == 2 and len(got) == 2
-    assert all(isinstance(c, Check) for c in checks)
+    assert all(isinstance(c, CheckRecord) for c in checks)
     assert checks[0].mem.available == TOTAL // 2 and checks[0].watching is False
     assert checks[1].now == env.clock.now and checks[1].kills == 0 and checks[1].dying == 0
 

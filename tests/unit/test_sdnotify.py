@@ -10,7 +10,7 @@ import pytest
 
 from bustd.log import Log
 from bustd.meminfo import MemInfo
-from bustd.monitor import Check
+from bustd.outputs import CheckRecord
 from bustd.record import WarnRecord
 from bustd.sdnotify import STATUS_EVERY, SystemdNotify, from_environment, status_text
 from tests.unit.test_hooks_notify import LogLines, reading, record
@@ -31,8 +31,8 @@ class Receiver:
                 return out
 
 
-def check(now: float, kills: int = 0) -> Check:
-    return Check(now, MemInfo(8 << 20, 4 << 20, 0, 0), 3.0, False, 0.0, kills, 0)
+def check(now: float, kills: int = 0) -> CheckRecord:
+    return CheckRecord(now, MemInfo(8 << 20, 4 << 20, 0, 0), 3.0, False, 0.0, kills, 0)
 
 
 def test_ready_once_then_watchdog_at_half_the_interval_and_status_every_so_often(
