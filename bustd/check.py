@@ -40,9 +40,8 @@ from .growth import Tracker
 from .held import Held, held_text, read_held
 from .log import safe, size
 from .meminfo import MemInfo, parse_swap_traffic, read_meminfo
-from .monitor import PAGE_MIB
 from .pressure import Pressure, StallMeter, read_pressure
-from .process import PF_KTHREAD, Candidate, parse_stat
+from .process import PAGE_MIB, PF_KTHREAD, Candidate, parse_stat
 from .procfs import NoSuchProcess, ProcFS
 from .zram import Zram, effective_swap, read_zram
 

@@ -86,11 +86,10 @@ if TYPE_CHECKING:
 
         def kill(self) -> None: ...
 
-__all__ = ["PAGE_MIB", "Monitor"]
+__all__ = ["Monitor"]
 
 LATE_WAKEUP = 5.0  # woken this much later than asked: stopped, frozen or suspended
 WATCH_AFTER_EVENT = 10.0  # seconds of watching after a PSI trigger event
-PAGE_MIB = os.sysconf("SC_PAGESIZE") / (1024 * 1024)
 
 
 class Monitor:
@@ -406,6 +405,7 @@ class Monitor:
 
         None where unknown (not yet two readings, a source that cannot tell).
         """
+        from .process import PAGE_MIB  # loaded with the watch-zone modules (choose)
         if self.vmstat_failed:
             return None, None
         pages = self._swapped()

@@ -33,6 +33,7 @@ PF_KTHREAD = 0x00200000  # include/linux/sched.h: "I am a kernel thread"
 _DEAD_STATES = frozenset(b"ZXx")  # zombie or dead: memory already released
 ZOMBIE = ord("Z")
 PAGE_KIB = os.sysconf("SC_PAGESIZE") // 1024
+PAGE_MIB = PAGE_KIB / 1024  # swap traffic: pages/s to MiB/s
 _DELETED = b" (deleted)"  # readlink of /proc/PID/exe for a replaced binary
 
 

@@ -26,9 +26,6 @@ MAP = {m[0]: (m[1], m[2] == "idle") for m in ROW.findall((ROOT / "README.md").re
 LAYER = {name: layer for name, (layer, _) in MAP.items()}
 IDLE = sorted(name for name, (_, idle) in MAP.items() if idle)
 IO = {"os", "select", "_thread", "_socket", "socket", "io", "ctypes", "subprocess"}
-# Edges that point the wrong way today, each removed by issue 16's moves
-# (review-aesthetics R4): PAGE_MIB to process.py.
-WRONG_WAY = {("check", "monitor")}
 FRONT_ONLY = {"bustd.cli", "bustd.check", "bustd.manpage", "argparse", "json", "re"}
 
 
@@ -115,14 +112,12 @@ def test_pure_decisions_do_no_io(name: str) -> None:
 
 @pytest.mark.parametrize("name", in_layer("output"))
 def test_outputs_never_import_the_loop_or_acting(name: str) -> None:
-    wrong = {m for m in own(name) if (name, m) not in WRONG_WAY}
-    assert wrong & {"monitor", "acting", "runtime", "reload"} == set()
+    assert own(name) & {"monitor", "acting", "runtime", "reload"} == set()
 
 
 @pytest.mark.parametrize("name", in_layer("front"))
 def test_the_front_end_never_imports_the_loop(name: str) -> None:
-    wrong = {m for m in own(name, ("top", "lazy")) if (name, m) not in WRONG_WAY}
-    assert wrong & set(in_layer("loop")) == set()
+    assert own(name, ("top", "lazy")) & set(in_layer("loop")) == set()
 
 
 def test_nothing_the_runtime_can_load_imports_the_front_end_or_argparse_json_re() -> None:
