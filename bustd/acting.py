@@ -33,7 +33,6 @@ from .progress import expected_kib, shortfall, worth
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import choose
-    from .choose import Victim
     from .log import Log
     from .meminfo import MemInfo
     from .monitor import Monitor
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
     from .procfs import Pending
     from .progress import Gate
     from .record import KillRecord, Reading
+    from .victim import Victim
 
 __all__ = ["RUNNERS_UP", "WARN_EVERY", "act", "gate_for", "held_back", "rehearse", "sample",
            "victim_kib", "warn"]

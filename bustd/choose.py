@@ -18,6 +18,7 @@ from .process import Candidate, Details, read_details, read_status, read_trust, 
 from .procfs import NoSuchProcess, ProcFS
 from .victim import (
     Rules,
+    Victim,
     avoided,
     badness,
     name_matches,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .freeable import Shared
 
-__all__ = ["TRACK_TOP", "Ranking", "Victim", "find_victim", "kernel_scales_oom_score",
+__all__ = ["TRACK_TOP", "Ranking", "find_victim", "kernel_scales_oom_score",
            "make_rules", "oom_score_per_kib", "sample", "size", "vet_members"]
 
 TRACK_TOP = 32  # how many of the largest processes have their size sampled
@@ -60,26 +61,6 @@ def kernel_scales_oom_score() -> bool:
         return (int(release[0]), int(release[1].split("-")[0])) >= (5, 9)
     except (ValueError, IndexError):
         return True
-
-
-class Victim:
-    """The chosen process, its details and the others to signal with it.
-
-    ``group``: its process group (--kill-pgroup) or its cgroup's killable
-    processes (--kill-cgroup). ``cgroup``: the folder of its cgroup ("" when
-    not looked up or unknown); ``blocked``: why that cgroup may not be killed
-    whole ("" when it may).
-    """
-
-    __slots__ = ("candidate", "details", "group", "cgroup", "blocked")
-
-    def __init__(self, candidate: Candidate, details: Details,
-                 group: list[Candidate], cgroup: str = "", blocked: str = "") -> None:
-        self.candidate = candidate
-        self.details = details
-        self.group = group
-        self.cgroup = cgroup
-        self.blocked = blocked
 
 
 class Ranking:

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
         def fullmatch(self, string: str) -> object: ...
 
-__all__ = ["HORIZON_S", "POLICIES", "PREFER_SHIFT", "Rules", "avoided",
+__all__ = ["HORIZON_S", "POLICIES", "PREFER_SHIFT", "Rules", "Victim", "avoided",
            "badness", "exe_text", "glob_match", "name_matches", "protected", "rank",
            "sort_key", "why_not"]
 
@@ -111,6 +111,26 @@ class Rules:
         reading every executable at every sample.
         """
         return self.prefer is not None
+
+
+class Victim:
+    """The chosen process, its details and the others to signal with it.
+
+    ``group``: its process group (--kill-pgroup) or its cgroup's killable
+    processes (--kill-cgroup). ``cgroup``: the folder of its cgroup ("" when
+    not looked up or unknown); ``blocked``: why that cgroup may not be killed
+    whole ("" when it may).
+    """
+
+    __slots__ = ("candidate", "details", "group", "cgroup", "blocked")
+
+    def __init__(self, candidate: Candidate, details: Details,
+                 group: list[Candidate], cgroup: str = "", blocked: str = "") -> None:
+        self.candidate = candidate
+        self.details = details
+        self.group = group
+        self.cgroup = cgroup
+        self.blocked = blocked
 
 
 def exe_text(exe: bytes, pattern: str) -> str:
