@@ -1,9 +1,10 @@
-"""cgroup v2: one subtree's memory figures, its processes, killing a whole cgroup.
+"""cgroup v2: one subtree's memory figures and its processes (reading only).
 
-Loaded only with ``--cgroup`` or ``--kill-cgroup``. The files are those of
-the kernel's Documentation/admin-guide/cgroup-v2.rst. With ``--cgroup PATH``
-bustd watches that subtree as if it were the machine, and the decision
-(monitor.decide) is unchanged: it reads a MemInfo built here::
+Loaded only with ``--cgroup`` or ``--kill-cgroup`` (finding and killing a
+victim's cgroup is cgroupkill.py). The files are those of the kernel's
+Documentation/admin-guide/cgroup-v2.rst. With ``--cgroup PATH`` bustd
+watches that subtree as if it were the machine, and the decision
+(decide.decide) is unchanged: it reads a MemInfo built here::
 
     limit        memory.max, or memory.high where memory.max is "max";
                  none when both are "max" or the limit is >= MemTotal
@@ -38,13 +39,11 @@ import errno
 import os
 
 from .meminfo import MemInfo
-from .procfs import NoSuchProcess, ProcFS
 
-__all__ = ["MAX_CGROUPS", "Cgroup", "CgroupError", "Figures", "TooManyCgroups", "Units",
-           "cgroup_mount", "kill", "leaf_of",
-           "members", "members_by_proc",
+__all__ = ["MAX_CGROUPS", "Cgroup", "CgroupError", "Figures", "TooManyCgroups",
+           "cgroup_mount", "leaf_of", "members",
            "meminfo_of", "parse_limit", "parse_mountinfo", "parse_proc_cgroup", "parse_procs",
-           "parse_stat", "parse_value", "refusal", "validate"]
+           "parse_stat", "parse_value", "read_all", "validate"]
 
 _FLAGS = os.O_RDONLY | os.O_CLOEXEC
 # memory.stat keys (bytes) whose sum is the memory the kernel reclaims at
@@ -308,7 +307,7 @@ class Cgroup:
         return fig
 
 
-def _read_all(path: str) -> bytes:
+def read_all(path: str) -> bytes:
     """Return the whole content of ``path`` (``cgroup.procs`` may exceed one read)."""
     fd = os.open(path, _FLAGS)
     try:
@@ -352,7 +351,7 @@ def members(path: str, limit: int = MAX_CGROUPS) -> dict[int, str]:
         if seen > limit:
             raise TooManyCgroups(f"more than {limit} cgroups below {path}")
         try:
-            pids = parse_procs(_read_all(f"{folder}/cgroup.procs"))
+            pids = parse_procs(read_all(f"{folder}/cgroup.procs"))
             subs = [e.path for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
         except OSError as err:
             if first or err.errno not in (errno.ENOENT, errno.ENODEV, errno.EOPNOTSUPP):
@@ -364,50 +363,6 @@ def members(path: str, limit: int = MAX_CGROUPS) -> dict[int, str]:
             out.setdefault(pid, folder)
         stack.extend(sorted(subs, reverse=True))
     return out
-
-
-def members_by_proc(units: Units, path: str) -> dict[int, str]:
-    """Return :func:`members` of ``path`` found the other way round: each
-    process's ``/proc/PID/cgroup``, one read per process whatever the number
-    of cgroups (for a subtree with more than MAX_CGROUPS of them)."""
-    top = path.rstrip("/") or "/"
-    below = top.rstrip("/") + "/"
-    out: dict[int, str] = {}
-    for pid in units.fs.pids():
-        leaf = units.leaf(pid)
-        if leaf == top or leaf.startswith(below):
-            out[pid] = leaf
-    return out
-
-
-def refusal(path: str, pids: dict[int, str] | list[int], self_pid: int) -> str | None:
-    """Return why the cgroup at ``path`` may not be killed whole, or None.
-
-    ``pids`` are the processes of its subtree (:func:`members`), which
-    ``cgroup.kill`` would all kill: never bustd itself, nor PID 1. The root
-    cgroup (the only one without ``cgroup.type``) is never killed.
-    """
-    if not os.path.exists(f"{path}/cgroup.type"):
-        return "it is the root cgroup" if os.path.isdir(path) else "it is gone"
-    if self_pid in pids:
-        return f"it holds bustd itself (pid {self_pid})"
-    if 1 in pids:
-        return "it holds PID 1"
-    return None
-
-
-def kill(path: str) -> None:
-    """Kill every process in the cgroup at ``path`` and below (``cgroup.kill``, Linux 5.14).
-
-    Raises OSError: ENOENT without ``cgroup.kill`` (an older kernel, or the
-    cgroup is gone), EROFS/EACCES where the hierarchy is read-only to bustd
-    (systemd's ProtectControlGroups=).
-    """
-    fd = os.open(f"{path}/cgroup.kill", os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, b"1")
-    finally:
-        os.close(fd)
 
 
 def validate(path: str, psi: bool, mounts: list[tuple[str, str, str]] | None) -> str:
@@ -438,7 +393,7 @@ def validate(path: str, psi: bool, mounts: list[tuple[str, str, str]] | None) ->
     group = Cgroup(real)
     try:
         group.read()
-        parse_procs(_read_all(group.file("cgroup.procs")))
+        parse_procs(read_all(group.file("cgroup.procs")))
     except OSError as err:
         raise CgroupError(f"{path}: cannot read its memory files: "
                           f"{err.strerror or err}") from None
@@ -447,49 +402,3 @@ def validate(path: str, psi: bool, mounts: list[tuple[str, str, str]] | None) ->
     finally:
         group.close()
     return real
-
-
-class Units:
-    """Where a process's cgroup is, who is in it, and whether it may die whole.
-
-    ``mount`` is (root, mount point) of the cgroup v2 hierarchy (from
-    ``/proc/self/mountinfo``), None when none is mounted.
-    """
-
-    __slots__ = ("fs", "mount")
-
-    def __init__(self, fs: ProcFS, mount: tuple[str, str] | None) -> None:
-        self.fs = fs
-        self.mount = mount
-
-    def leaf(self, pid: int) -> str:
-        """Return the folder of the cgroup holding ``pid`` ("" if unknown or gone)."""
-        try:
-            text = self.fs.read_pid(pid, "cgroup")
-        except (NoSuchProcess, OSError):
-            return ""
-        return leaf_of(text, self.mount) or ""
-
-    def members(self, folder: str) -> dict[int, str]:
-        """Return the processes of the subtree at ``folder`` (see :func:`members`)."""
-        return members(folder)
-
-    def subtree(self, folder: str) -> dict[int, str]:
-        """Return the processes of the watched subtree at ``folder`` (--cgroup):
-        :func:`members`, or :func:`members_by_proc` where it has more cgroups
-        than members() walks, so that a subtree that wide is still watched."""
-        try:
-            return members(folder)
-        except TooManyCgroups:
-            return members_by_proc(self, folder)
-
-    def holds(self, folder: str, pid: int) -> bool:
-        """Return whether ``folder``'s own ``cgroup.procs`` lists ``pid`` now."""
-        try:
-            return pid in parse_procs(_read_all(f"{folder}/cgroup.procs"))
-        except (OSError, ValueError):
-            return False
-
-    def refusal(self, folder: str, pids: dict[int, str], self_pid: int) -> str | None:
-        """Return why the cgroup at ``folder`` may not be killed whole (see :func:`refusal`)."""
-        return refusal(folder, pids, self_pid)

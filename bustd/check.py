@@ -207,12 +207,8 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
         cg = Cgroup(cfg.cgroup)
     units = None
     if cfg.cgroup or cfg.kill_cgroup:
-        from .cgroup import Units, cgroup_mount, parse_mountinfo
-        try:
-            mount = cgroup_mount(parse_mountinfo(fs.read("self/mountinfo", 1 << 20)))
-        except OSError:
-            mount = None
-        units = Units(fs, mount)
+        from .cgroupkill import units_of
+        units = units_of(fs)[0]
     mem_fd = fs.open("meminfo")
     psi_fd = -1
     psi_error: str | None = None

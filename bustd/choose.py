@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import re
     from typing import Iterable
 
-    from .cgroup import Units
+    from .cgroupkill import Units
     from .config import Config
     from .freeable import Shared
 
@@ -109,7 +109,7 @@ class Ranking:
         self.kill_pgroup = kill_pgroup
         self.log = log
         self.skipped: list[tuple[Candidate, str]] = []
-        # cgroups (cgroup.Units): with --cgroup candidates carry the cgroup
+        # cgroups (cgroupkill.Units): with --cgroup candidates carry the cgroup
         # they were listed in, re-checked for the victim; --kill-cgroup
         # finds the victim's cgroup and whether it may die whole.
         self.units = units
@@ -350,7 +350,7 @@ def vet_members(fs: ProcFS, rules: Rules, pids: Iterable[int], victim: int,
     or one that cannot be checked at all (review L2: it fails closed), such
     as a process outside bustd's PID namespace (shown as PID 0) or one whose
     /proc files cannot be read while it is still there. bustd and PID 1 are
-    cgroup.refusal's.
+    cgroupkill.refusal's.
     """
     group: list[Candidate] = []
     blocked = ""

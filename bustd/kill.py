@@ -461,15 +461,15 @@ def kill_cgroup(folder: str, self_pid: int,
     """Kill the cgroup at ``folder`` whole with ``cgroup.kill``; return "" or why not.
 
     Checked once more right before the write: never a cgroup holding bustd
-    itself or PID 1, never the root cgroup (cgroup.refusal), and, with
+    itself or PID 1, never the root cgroup (cgroupkill.refusal), and, with
     ``vet`` (choose.vet_members), never one holding a process that is
     protected or cannot be checked, such as one that joined it after the
     choice (review L2). Never raises.
     """
-    from . import cgroup  # only with --kill-cgroup
+    from . import cgroup, cgroupkill  # only with --kill-cgroup
     try:
         pids = cgroup.members(folder)
-        why = cgroup.refusal(folder, pids, self_pid)
+        why = cgroupkill.refusal(folder, pids, self_pid)
         if why is None and vet is not None:
             why = vet(sorted(pids)) or None
     except (OSError, ValueError) as err:
@@ -477,7 +477,7 @@ def kill_cgroup(folder: str, self_pid: int,
     if why is not None:
         return why
     try:
-        cgroup.kill(folder)
+        cgroupkill.kill(folder)
     except OSError as err:
         if err.errno == errno.ENOENT and os.path.isdir(folder):
             return "no cgroup.kill (Linux < 5.14)"

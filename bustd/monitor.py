@@ -57,7 +57,8 @@ if TYPE_CHECKING:
     from typing import Callable, Protocol
 
     from . import kill
-    from .cgroup import Cgroup, Figures, Units
+    from .cgroup import Cgroup, Figures
+    from .cgroupkill import Units
     from .freeable import Shared
     from .growth import Tracker
     from .outputs import Record
@@ -281,14 +282,12 @@ class Monitor:
 
     def units_for_kill(self) -> Units:
         """Return how victims' cgroups are found and killed (--cgroup, --kill-cgroup)."""
-        from .cgroup import Units, cgroup_mount, parse_mountinfo
-        try:
-            mount = cgroup_mount(parse_mountinfo(self.fs.read("self/mountinfo", 1 << 20)))
-        except OSError as err:
+        from .cgroupkill import units_of
+        units, err = units_of(self.fs)
+        if err is not None:
             self.log.warning(f"cannot read {self.fs.path('self/mountinfo')} ({err}): "
                              "victims' cgroups unknown")
-            mount = None
-        return Units(self.fs, mount)
+        return units
 
     # -- readings ----------------------------------------------------------
 

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bustd import cgroup
+from bustd import cgroup, cgroupkill
 from bustd.cgroup import (
     CgroupError,
     Figures,
-    Units,
     cgroup_mount,
     fstype_of,
     leaf_of,
@@ -28,9 +27,9 @@ from bustd.cgroup import (
     parse_procs,
     parse_stat,
     parse_value,
-    refusal,
     validate,
 )
+from bustd.cgroupkill import Units, refusal
 from bustd.meminfo import MemInfo
 from bustd.procfs import ProcFS
 from tests.fakecgroup import MIB, FakeCgroup, stat_text
@@ -260,11 +259,11 @@ def test_refusal_never_the_root_bustd_or_pid_1(cg: FakeCgroup) -> None:
 
 def test_kill_writes_1_to_cgroup_kill(cg: FakeCgroup) -> None:
     leaf = cg.add("svc", [FAKE_PID])
-    cgroup.kill(leaf)
+    cgroupkill.kill(leaf)
     assert cg.killed("svc")
     old = cg.add("old", [FAKE_PID], kill=False)
     with pytest.raises(FileNotFoundError):
-        cgroup.kill(old)
+        cgroupkill.kill(old)
 
 
 def test_validate(cg: FakeCgroup, tmp_path: Path) -> None:
@@ -316,7 +315,7 @@ def test_units_find_a_process_cgroup_from_proc(cg: FakeCgroup, tmp_path: Path) -
 def test_a_cgroup_kill_without_the_file_is_enoent(cg: FakeCgroup) -> None:
     leaf = cg.add("svc", kill=False)
     with pytest.raises(OSError) as err:
-        cgroup.kill(leaf)
+        cgroupkill.kill(leaf)
     assert err.value.errno == errno.ENOENT
 
 
@@ -390,5 +389,5 @@ def test_members_by_proc_finds_a_wide_subtree_from_each_process(cg: FakeCgroup,
     fake.add(FAKE_PID + 4, b"gone")  # no cgroup file
     top = cg.add("user.slice/u.service", [FAKE_PID])
     units = Units(ProcFS(fake.root), cgroup_mount(parse_mountinfo(cg.mountinfo())))
-    found = cgroup.members_by_proc(units, top)
+    found = cgroupkill.members_by_proc(units, top)
     assert found == {FAKE_PID: top, FAKE_PID + 1: top + "/x/y"}  # not the look-alike sibling
