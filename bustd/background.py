@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import _thread
 
+from .procfs import start_thread
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
@@ -20,9 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["LIMIT", "Background"]
 
 LIMIT = 256  # queued jobs at most; beyond, new ones are dropped
-# Small, as for procfs.Pending: under mlockall without MCL_ONFAULT the whole
-# stack would be locked.
-_STACK = 256 * 1024
 
 
 class Background:
@@ -52,13 +51,8 @@ class Background:
                 return True
             self._running = True
             self._idle.acquire()
-        old = _thread.stack_size(_STACK)
-        try:
-            _thread.start_new_thread(self._run, ())
-        except RuntimeError:
+        if not start_thread(self._run):  # a small stack (procfs.THREAD_STACK)
             self._run()
-        finally:
-            _thread.stack_size(old)
         return True
 
     def busy(self) -> bool:

@@ -38,10 +38,10 @@ from .config import DEFAULTS, Config
 from .decide import THRASH_IN_OUT, avail_name, decide, thrashing, thresholds, watch_level
 from .growth import Tracker
 from .held import Held, held_text, read_held
-from .log import safe, size
+from .log import pct, safe, size
 from .meminfo import MemInfo, parse_swap_traffic, read_meminfo
 from .pressure import Pressure, StallMeter, read_pressure
-from .process import PAGE_MIB, PF_KTHREAD, Candidate, parse_stat
+from .process import DEAD_STATES, PAGE_MIB, PF_KTHREAD, Candidate, parse_stat
 from .procfs import NoSuchProcess, ProcFS
 from .zram import Zram, effective_swap, read_zram
 
@@ -53,7 +53,6 @@ __all__ = ["SCHEMA", "WIDTH", "gather", "quiet_reason", "to_json", "to_text", "w
 
 SCHEMA = "bustd-check/1"  # the "schema" field: bumped when a field changes meaning
 WIDTH = 80  # the text report never runs wider
-_DEAD = frozenset(b"ZXx")
 
 # Kinds of skipped processes, in the order the report lists them.
 KINDS = ("protected", "bustd", "self", "pid1", "kernel_thread", "zombie", "unreadable")
@@ -173,7 +172,7 @@ def _not_candidates(fs: ProcFS, known: set[int], self_pid: int) -> list[dict[str
         elif st.flags & PF_KTHREAD:
             out.append({"pid": pid, "name": name, "kind": "kernel_thread",
                         "reason": "is a kernel thread"})
-        elif st.state in _DEAD:
+        elif st.state in DEAD_STATES:
             out.append({"pid": pid, "name": name, "kind": "zombie",
                         "reason": "is a zombie: its memory is already freed"})
     return out
@@ -515,10 +514,6 @@ def _para(text: str) -> list[str]:
     return _wrap(text, "", "  ")
 
 
-def _pct(part: float, whole: float) -> str:
-    return f"{100.0 * part / whole:.1f}%" if whole else "0%"
-
-
 def to_text(r: dict[str, Any]) -> str:
     """Return the report for people: at most WIDTH columns a line."""
     out: list[str] = []
@@ -550,7 +545,7 @@ def to_text(r: dict[str, Any]) -> str:
                                  + f": {text}")
     if s["total_kib"]:
         swap = (f"SwapFree {size(s['free_kib'])} of {size(s['total_kib'])} "
-                f"({_pct(s['free_kib'], s['total_kib'])})")
+                f"({pct(s['free_kib'], s['total_kib'])})")
         if s["zram"]:
             swap += f", worth {size(s['effective_free_kib'])} counting zram at its RAM worth"
         out += _field("swap", swap)

@@ -9,7 +9,7 @@ readings and time (tests/unit/test_decide.py) and shared by the daemon and
 from __future__ import annotations
 
 from . import sig
-from .log import size
+from .log import pct, size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .meminfo import MemInfo
 
 __all__ = ["DRY_RUN_PAUSE", "MIN_SLEEP", "NO_VICTIM_PAUSE", "THRASH_IN_OUT", "WATCH_MARGIN_KIB",
-           "Decision", "Stall", "Thresholds", "avail_name", "decide", "pct", "sleep_for",
+           "Decision", "Stall", "Thresholds", "avail_name", "decide", "sleep_for",
            "thrashing", "thresholds", "warning", "watch_level"]
 
 # Fill rates assumed when sleeping in proportion to headroom (as earlyoom):
@@ -140,10 +140,6 @@ class Decision:
 
     def __repr__(self) -> str:
         return f"Decision({sig.name(self.signal)}, {self.reason!r})"
-
-
-def pct(part: float, whole: int) -> str:
-    return f"{100.0 * part / whole:.1f}%" if whole else "0%"
 
 
 def avail_name(mem: MemInfo) -> str:

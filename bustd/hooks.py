@@ -54,7 +54,7 @@ def hook_env(r: KillRecord, phase: str) -> dict[str, str]:
     pressure), MEM_AVAILABLE_KIB, SWAP_FREE_KIB, DRY_RUN (1 or 0), PHASE;
     after the kill also EXITED (1 or 0), EXIT_S and REACTION_MS.
     """
-    cmdline = None if r.cmdline is None else r.cmdline.rstrip(b"\0").replace(b"\0", b" ")
+    cmdline = r.command()
     env = {
         "PATH": PATH,
         "BUSTD_PHASE": phase,

@@ -43,8 +43,8 @@ import os
 import select
 
 from . import sig
-from .process import parse_stat, read_starttime
-from .procfs import NoSuchProcess, ProcFS
+from .process import DEAD_STATES, parse_stat, parse_status_threads, read_starttime
+from .procfs import NoSuchProcess, ProcFS, start_thread
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -86,7 +86,6 @@ FREED = "memory released"
 # Longest wait for process_mrelease before the loop goes on (it finishes in
 # its thread); freeing a few GiB takes about 63 ms per GiB unstarved.
 MRELEASE_WAIT = 0.25
-_THREAD_STACK = 256 * 1024  # of the process_mrelease thread (locked by mlockall)
 
 # process_mrelease(2), Linux 5.15: one number on every architecture since
 # the syscall tables were unified at 424, except alpha (which adds 110).
@@ -293,14 +292,10 @@ def _send(fs: ProcFS, target: Target, signum: int, again: bool) -> bool:
 def _threads(fs: ProcFS, pid: int) -> int:
     """Return the ``Threads:`` count of ``pid``, 0 if it cannot be read."""
     try:
-        buf = fs.read_pid_all(pid, "status")  # Threads: comes after a long Groups: line
-    except (NoSuchProcess, OSError):
+        # Whole: Threads: comes after a long Groups: line.
+        return parse_status_threads(fs.read_pid_all(pid, "status"))
+    except (NoSuchProcess, OSError, ValueError):
         return 0
-    start = buf.find(b"\nThreads:")
-    if start < 0:
-        return 0
-    fields = buf[start + 9:buf.find(b"\n", start + 9)].split()
-    return int(fields[0]) if fields and fields[0].isdigit() else 0
 
 
 def _exited_proc(fs: ProcFS, target: Target) -> bool:
@@ -317,7 +312,7 @@ def _exited_proc(fs: ProcFS, target: Target) -> bool:
         return False
     if st.starttime != target.starttime:
         return True
-    return st.state in b"ZXx" and _threads(fs, target.pid) <= 1
+    return st.state in DEAD_STATES and _threads(fs, target.pid) <= 1
 
 
 def _running(fs: ProcFS, target: Target) -> bool:
@@ -384,13 +379,8 @@ def reap(target: Target, timeout: float = MRELEASE_WAIT) -> str:
             os.close(fd)
             done.release()
 
-    old = _thread.stack_size(_THREAD_STACK)
-    try:
-        _thread.start_new_thread(call, ())
-    except RuntimeError:  # no thread to spare: call it here
-        call()
-    finally:
-        _thread.stack_size(old)
+    if not start_thread(call):  # a small stack, locked by mlockall
+        call()  # no thread to spare: call it here
     done.acquire(True, max(0.0, timeout))
     return result[0]
 

@@ -88,8 +88,8 @@ def _candidate(c: Candidate) -> dict[str, object]:
 def kill_object(r: KillRecord) -> dict[str, object]:
     """Return the JSON object of one kill record (names as the log line renders them)."""
     g = r.reading
-    cmdline = None if r.cmdline is None else safe(
-        r.cmdline.rstrip(b"\0").replace(b"\0", b" "), 4096)
+    command = r.command()
+    cmdline = None if command is None else safe(command, 4096)
     return {
         "time": round(r.time, 3),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(r.time))

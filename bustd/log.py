@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DEBUG", "ERROR", "INFO", "WARNING", "Log", "safe", "size"]
+__all__ = ["DEBUG", "ERROR", "INFO", "WARNING", "Log", "pct", "safe", "size"]
 
 ERROR, WARNING, INFO, DEBUG = 3, 4, 6, 7
 _NAMES = {ERROR: "error: ", WARNING: "warning: ", INFO: "", DEBUG: "debug: "}
@@ -74,6 +74,11 @@ class Log:
     def debug(self, message: str) -> None:
         """Log at debug level (only with --verbose)."""
         self.write(DEBUG, message)
+
+
+def pct(part: float, whole: float) -> str:
+    """Return ``part`` as a percentage of ``whole`` with one decimal ("0%" of nothing)."""
+    return f"{100.0 * part / whole:.1f}%" if whole else "0%"
 
 
 def size(kib: float) -> str:

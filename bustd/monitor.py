@@ -40,13 +40,12 @@ from .decide import (
     Stall,
     avail_name,
     decide,
-    pct,
     sleep_for,
     thrashing,
     thresholds,
     watch_level,
 )
-from .log import Log, size
+from .log import Log, pct, size
 from .meminfo import MemInfo, parse_swap_traffic, read_meminfo
 from .outputs import CheckRecord
 from .pressure import RateMeter, StallMeter, StallRun, arm_trigger, read_pressure

@@ -15,8 +15,9 @@ import os
 
 from .procfs import NoSuchProcess, ProcFS
 
-__all__ = ["Candidate", "Details", "StatFields", "Status", "Trust", "live_thread", "parse_stat",
-           "parse_status", "parse_status_uid", "read_details", "read_exe",
+__all__ = ["DEAD_STATES", "PAGE_KIB", "PAGE_MIB", "Candidate", "Details", "StatFields", "Status",
+           "Trust", "live_thread", "parse_stat",
+           "parse_status", "parse_status_threads", "parse_status_uid", "read_details", "read_exe",
            "read_starttime", "read_status", "read_trust", "scan"]
 
 # /proc/PID/stat field numbers from proc(5), counted from 1. Parsing splits the
@@ -30,7 +31,7 @@ _STARTTIME = 22 - 3
 _RSS = 24 - 3
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: "I am a kernel thread"
-_DEAD_STATES = frozenset(b"ZXx")  # zombie or dead: memory already released
+DEAD_STATES = frozenset(b"ZXx")  # zombie or dead: memory already released
 ZOMBIE = ord("Z")
 PAGE_KIB = os.sysconf("SC_PAGESIZE") // 1024
 PAGE_MIB = PAGE_KIB / 1024  # swap traffic: pages/s to MiB/s
@@ -146,6 +147,14 @@ def parse_status(buf: bytes) -> Status:
                   None if anon_text is None else _first_number(anon_text, "RssAnon", None),
                   _first_number(field(buf, b"\nRssFile:"), "RssFile", 0),
                   _first_number(field(buf, b"\nRssShmem:"), "RssShmem", 0))
+
+
+def parse_status_threads(buf: bytes) -> int:
+    """Return the ``Threads:`` count of ``/proc/PID/status`` text (for kill.py).
+
+    Raises ValueError if the line is missing or malformed.
+    """
+    return _first_number(_status_field(buf, b"\nThreads:"), "Threads", None)
 
 
 def parse_status_uid(buf: bytes) -> int:
@@ -354,7 +363,7 @@ def live_thread(fs: ProcFS, pid: int) -> tuple[int, StatFields] | None:
             t = parse_stat(fs.read_pid(pid, f"task/{tid}/stat"))
         except (NoSuchProcess, ValueError):
             continue
-        if t.state not in _DEAD_STATES:
+        if t.state not in DEAD_STATES:
             return tid, t
     return None
 
@@ -381,7 +390,7 @@ def scan(fs: ProcFS, skip: frozenset[int] = frozenset(), want_exe: bool = False,
             if st.flags & PF_KTHREAD:
                 continue
             rss_kib = st.rss_pages * PAGE_KIB
-            if st.state in _DEAD_STATES:
+            if st.state in DEAD_STATES:
                 live = live_thread(fs, pid) if st.state == ZOMBIE else None
                 if live is None:
                     continue

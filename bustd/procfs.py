@@ -8,6 +8,10 @@ scan reads several files for every process on the machine.
 A process that vanishes, or whose files become unreadable, between listing
 ``/proc`` and reading its files is a normal event: it raises
 :class:`NoSuchProcess`, which callers skip.
+
+A read that may block for long (a command line) runs in a thread of its own
+(:class:`Pending`), started by :func:`start_thread`, the one place that
+starts bustd's helper threads with a small stack.
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ import _thread
 import errno
 import os
 
-__all__ = ["NoSuchProcess", "Pending", "ProcFS", "own_major_faults"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+
+__all__ = ["THREAD_STACK", "NoSuchProcess", "Pending", "ProcFS", "own_major_faults", "start_thread"]
 
 # ENOENT/ESRCH: the process exited. EACCES/EPERM: hidepid or a setuid
 # transition made it unreadable. EINVAL: reading a file of a dying task.
@@ -35,10 +43,27 @@ class NoSuchProcess(Exception):
         self.pid = pid
 
 
-# Stack of the reader threads of Pending: they only make one read() call.
+# Stack of bustd's helper threads (Pending's read, background.py's writes,
+# spawn.py's posix_spawn, kill.py's process_mrelease): each makes a few calls.
 # Small, so that mlockall(MCL_FUTURE) on kernels without MCL_ONFAULT does not
 # lock the default 8 MiB per thread.
-_READER_STACK = 256 * 1024
+THREAD_STACK = 256 * 1024
+
+
+def start_thread(function: Callable[..., object], args: tuple[object, ...] = ()) -> bool:
+    """Start ``function(*args)`` in a thread with a THREAD_STACK stack.
+
+    Returns False if no thread could be started (the caller then does
+    without, or calls ``function`` itself).
+    """
+    old = _thread.stack_size(THREAD_STACK)
+    try:
+        _thread.start_new_thread(function, args)
+    except RuntimeError:
+        return False
+    finally:
+        _thread.stack_size(old)
+    return True
 
 
 class Pending:
@@ -56,13 +81,8 @@ class Pending:
         self.data: bytes | None = None
         self._done = _thread.allocate_lock()
         self._done.acquire()
-        old = _thread.stack_size(_READER_STACK)
-        try:
-            _thread.start_new_thread(self._read, (path, size))
-        except RuntimeError:  # no thread could be started: go without
-            self._done.release()
-        finally:
-            _thread.stack_size(old)
+        if not start_thread(self._read, (path, size)):
+            self._done.release()  # no thread could be started: go without
 
     def _read(self, path: str, size: int) -> None:
         try:

@@ -122,6 +122,10 @@ class KillRecord:
         # (held.Held.significant), read once the kill was measured; else None.
         self.held: Held | None = None
 
+    def command(self) -> bytes | None:
+        """Return the command line read, arguments separated by spaces (None: not read in time)."""
+        return None if self.cmdline is None else self.cmdline.rstrip(b"\0").replace(b"\0", b" ")
+
 
 def growth_text(kib: int, seconds: float, pace_kib_s: float = 0.0) -> str:
     """Return ``+12.0 MiB/5s`` (growth over that many seconds), ``?`` if unknown.
@@ -170,8 +174,8 @@ def kill_line(r: KillRecord) -> str:
                   "its killable processes signalled one by one")
     runners = "; runners-up: " + (", ".join(candidate_text(c) for c in r.runners_up)
                                   if r.runners_up else "none")
-    cmdline = ("(not read in time)" if r.cmdline is None
-               else safe(r.cmdline.rstrip(b"\0").replace(b"\0", b" ")))
+    command = r.command()
+    cmdline = "(not read in time)" if command is None else safe(command)
     if r.dry_run:
         return (f"dry run: would kill {who}{group} with {sig.name(r.signal)}: "
                 f"{r.reason}; {freed_text(r)}{runners}; cmdline={cmdline}")

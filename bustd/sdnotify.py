@@ -15,7 +15,7 @@ drops the message) and never raise.
 
 from __future__ import annotations
 
-from .log import Log, safe, size
+from .log import Log, pct, safe, size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -34,12 +34,11 @@ STATUS_EVERY = 10.0  # seconds at least between two STATUS= updates after checks
 def status_text(available_kib: int, total_kib: int, swap_free_kib: int, swap_total_kib: int,
                 stall: float | None, kills: int, last: str) -> str:
     """Return the STATUS= line: readings, kills and the last kill or warning."""
-    pct = 100.0 * available_kib / total_kib if total_kib else 0.0
     swap = (f"SwapFree {size(swap_free_kib)} of {size(swap_total_kib)}" if swap_total_kib
             else "no swap")
     stall_text = "" if stall is None else f", stall {stall:.0f}%"
-    return (f"MemAvailable {size(available_kib)} ({pct:.1f}%), {swap}{stall_text}; "
-            f"{kills} kills{'; last: ' + last if last else ''}")
+    return (f"MemAvailable {size(available_kib)} ({pct(available_kib, total_kib)}), "
+            f"{swap}{stall_text}; {kills} kills{'; last: ' + last if last else ''}")
 
 
 class SystemdNotify:

@@ -24,6 +24,7 @@ import sys  # built in: costs nothing
 import time
 
 from .log import Log, safe
+from .procfs import start_thread
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,9 +43,6 @@ MAX_CHILDREN = 16  # running at once; more are refused (a hook that never ends, 
 # user's bus may hang its helper) can never take them (review L7).
 HOOK_SLOTS = 4
 _POLL_FALLBACK = 0.005  # seconds between waitpid calls where there is no pidfd
-# Stack of a spawning thread (start_within): one posix_spawn call. Small, so
-# that mlockall(MCL_FUTURE) without MCL_ONFAULT does not lock 8 MiB for it.
-_SPAWN_STACK = 256 * 1024
 NOT_YET = -2  # start, start_within: the child has not started yet (it may later)
 MAX_SAID = 512  # bytes of a child's output kept for the line of its outcome
 
@@ -163,13 +161,8 @@ class _Spawning:
                 write_end = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         self.done = _thread.allocate_lock()
         self.done.acquire()
-        old = _thread.stack_size(_SPAWN_STACK)
-        try:
-            _thread.start_new_thread(self._run, (env, program, write_end))
-        except RuntimeError:  # no thread could be started: spawn here
-            self._run(env, program, write_end)
-        finally:
-            _thread.stack_size(old)
+        if not start_thread(self._run, (env, program, write_end)):
+            self._run(env, program, write_end)  # no thread could be started: spawn here
 
     def _run(self, env: dict[str, str], program: int, write_end: int) -> None:
         try:

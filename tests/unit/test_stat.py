@@ -1,10 +1,10 @@
-"""parse_stat and parse_status_uid on literal text, hostile names included."""
+"""parse_stat, parse_status_uid and parse_status_threads on literal text, hostile names included."""
 
 from __future__ import annotations
 
 import pytest
 
-from bustd.process import PF_KTHREAD, parse_stat, parse_status_uid
+from bustd.process import PF_KTHREAD, parse_stat, parse_status_threads, parse_status_uid
 from tests.fakeproc import stat_line
 
 # Names a user can give a process (prctl(PR_SET_NAME) or the executable's name).
@@ -138,3 +138,17 @@ def test_status_name_cannot_fake_a_uid_line() -> None:
 def test_status_uid_malformed(buf: bytes) -> None:
     with pytest.raises(ValueError, match="Uid"):
         parse_status_uid(buf)
+
+
+def test_status_threads_is_read_from_its_own_line() -> None:
+    # Threads: comes after Groups:, which can be long; a name cannot fake the line.
+    buf = b"Name:\tThreads:\t9\n" + STATUS + b"Groups:\t" + b"1 " * 3000 + b"\nThreads:\t3\n"
+    assert parse_status_threads(buf) == 3
+    assert parse_status_threads(b"Name:\tx\nThreads:\t1") == 1
+
+
+@pytest.mark.parametrize("buf", [b"", STATUS, b"Name:\tx\nThreads:\n",
+                                 b"Name:\tx\nThreads:\tmany\n"])
+def test_status_threads_malformed(buf: bytes) -> None:
+    with pytest.raises(ValueError, match="Threads"):
+        parse_status_threads(buf)
