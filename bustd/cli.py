@@ -22,7 +22,7 @@ import stat
 import sys
 
 from . import __version__
-from .config import DEFAULTS, ENV, EXIT_CONFIG, EXIT_PROC, Config, encode
+from .config import CHOICES, DEFAULTS, ENV, EXIT_CONFIG, EXIT_PROC, Config, encode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -216,7 +216,7 @@ def parser() -> argparse.ArgumentParser:
     a("-p", "--psi", type=percent, metavar="CUTOFF", default=DEFAULTS["psi_cutoff"],
       help="SIGTERM when memory stall (over the last second) >= CUTOFF percent of "
            "time and MemAvailable <= --psi-mem (default 25; 0 disables PSI)")
-    a("--psi-metric", choices=("some", "full"), default=DEFAULTS["psi_metric"],
+    a("--psi-metric", choices=CHOICES["psi_metric"], default=DEFAULTS["psi_metric"],
       help="PSI line to use: some (a task stalled) or full (all stalled); default some")
     a("--psi-mem", type=percent, metavar="PERCENT", default=DEFAULTS["psi_mem_percent"],
       help="pressure may only kill when MemAvailable <= PERCENT of MemTotal (default 15)")
@@ -231,7 +231,7 @@ def parser() -> argparse.ArgumentParser:
     a("--watch", type=percent, metavar="PERCENT", default=DEFAULTS["watch_percent"],
       help="below this MemAvailable percent (or after a PSI event) sample stall, zram and "
            "the growth of the largest processes at every check (default 25)")
-    a("--rank", choices=("growth", "oom_score", "rss"), default=DEFAULTS["rank"],
+    a("--rank", choices=CHOICES["rank"], default=DEFAULTS["rank"],
       help="victim ranking: growth (oom_score plus 30 s of recent growth), oom_score, or "
            "rss (RSS plus swap); default growth")
     a("--sort-by-rss", action="store_const", const="rss", dest="rank",

@@ -7,8 +7,8 @@ to the lean runtime through one environment variable (:func:`encode` and
 
 from __future__ import annotations
 
-__all__ = ["DEFAULTS", "DEFAULT_AVOID", "ENV", "EXIT_CONFIG", "EXIT_PIDFILE", "EXIT_PROC", "Config",
-           "ConfigError", "decode", "encode"]
+__all__ = ["CHOICES", "DEFAULTS", "DEFAULT_AVOID", "ENV", "EXIT_CONFIG", "EXIT_PIDFILE",
+           "EXIT_PROC", "Config", "ConfigError", "decode", "encode"]
 
 ENV = "BUSTD_CONFIG"  # how the front end hands the Config to the runtime
 # Exit codes, one per kind of user-caused error.
@@ -105,8 +105,9 @@ DEFAULTS: dict[str, object] = {
     "kill_cgroup": False,
 }
 _OPTIONAL = frozenset(("mem_term_kib", "mem_kill_kib", "swap_term_kib", "swap_kill_kib"))
-# Settings that take one of a few words.
-_CHOICES = {"psi_metric": ("some", "full"), "rank": ("growth", "oom_score", "rss")}
+# Settings that take one of a few words: the one list of each (the options'
+# choices; the rankings victim.POLICIES implements).
+CHOICES = {"psi_metric": ("some", "full"), "rank": ("growth", "oom_score", "rss")}
 
 
 class ConfigError(ValueError):
@@ -171,8 +172,8 @@ class Config:
                 value = float(value)
             elif type(value) is not type(default):
                 raise ConfigError(f"{key}: expected {type(default).__name__}, got {value!r}")
-            elif key in _CHOICES and value not in _CHOICES[key]:
-                raise ConfigError(f"{key}: expected one of {', '.join(_CHOICES[key])}, "
+            elif key in CHOICES and value not in CHOICES[key]:
+                raise ConfigError(f"{key}: expected one of {', '.join(CHOICES[key])}, "
                                   f"got {value!r}")
             object.__setattr__(self, key, value)
 

@@ -35,7 +35,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from bustd import cgroup, cli
-from bustd.config import _CHOICES, DEFAULTS, Config, ConfigError, decode, encode
+from bustd.config import CHOICES, DEFAULTS, Config, ConfigError, decode, encode
 from bustd.meminfo import parse_meminfo
 from bustd.pressure import parse_pressure
 from bustd.process import parse_stat, parse_status, parse_status_uid
@@ -503,8 +503,8 @@ VALUES: dict[str, st.SearchStrategy[str]] = {
     # --grace: at most 10 s with the default --hook-timeout of 0.2 s (review L4).
     "grace": _numbers(0, 9.8).map(repr), "report": _numbers(0, 86400).map(repr),
     "psi-duration": _numbers(0, 86400).map(repr), "watch": _numbers(0, 100).map(repr),
-    "psi-metric": st.sampled_from(_CHOICES["psi_metric"]),
-    "rank": st.sampled_from(_CHOICES["rank"]),
+    "psi-metric": st.sampled_from(CHOICES["psi_metric"]),
+    "rank": st.sampled_from(CHOICES["rank"]),
     "unkillables": st.builds(lambda gs, sep: sep.join(gs), st.lists(GLOB, min_size=1, max_size=4),
                              st.sampled_from(("|", " | ", "\t|"))),
     "ignore": REGEX, "prefer": REGEX, "avoid": REGEX,
@@ -636,8 +636,8 @@ def configs(draw: st.DrawFn) -> Config:
             values[key] = draw(st.booleans())
         elif type(default) is float:
             values[key] = draw(st.floats(allow_nan=False))
-        elif key in _CHOICES:
-            values[key] = draw(st.sampled_from(_CHOICES[key]))
+        elif key in CHOICES:
+            values[key] = draw(st.sampled_from(CHOICES[key]))
         else:
             values[key] = draw(ANY_TEXT)
     return Config(**values)

@@ -80,6 +80,12 @@ def test_policies() -> None:
         Rules(SELF, policy="size")
 
 
+def test_the_rankings_offered_are_the_rankings_implemented() -> None:
+    # config.CHOICES is the one list (the --rank choices, the config check).
+    from bustd.config import CHOICES
+    assert CHOICES["rank"] == POLICIES
+
+
 @pytest.mark.parametrize("policy", ["growth", "oom_score"])
 def test_highest_oom_score_first_in_every_order(policy: str) -> None:
     # Without growth, the growth policy is the oom_score policy.
