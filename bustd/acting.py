@@ -56,7 +56,7 @@ WARN_EVERY = 60.0  # seconds at least between two warnings, even after a recover
 def sample(m: Monitor, now: float) -> list[Candidate]:
     """Scan, sample the sizes of the largest processes, return the candidates."""
     from . import choose
-    m.arm()
+    m.load_watch_code()
     assert m.tracker is not None and m.rules is not None and m.shared is not None
     if m.dying:
         forget_dead(m)
@@ -250,7 +250,7 @@ def gate_for(m: Monitor, decision: Decision, mem: MemInfo, victim: Victim,
         short = shortfall(mem, t.psi_mem, float("inf"))
     else:
         short = shortfall(mem, t.mem_term, t.swap_term)
-    assert m.progress is not None  # made by m.arm(), as the rules are
+    assert m.progress is not None  # made by m.load_watch_code(), as the rules are
     return m.progress.gate(m.clock(), short, victim_kib(victim),
                            sum(expected_kib(c) for c in cands),
                            m.machine.outside if m.cgroup is None else 0)
@@ -366,7 +366,7 @@ def kill_victim(m: Monitor, victim: Victim, record: KillRecord, first: int) -> s
                            if m.faults_at_wake >= 0 else -1)
     record.signal, record.exit_s = outcome.last, outcome.took
     record.exited = main.state == kill.EXITED
-    record.released = main.reaped
+    record.mrelease = main.mrelease
     record.problems = [f"pid={t.pid}: {t.why}" for t in outcome.targets if t.why]
     return "killed"
 
@@ -408,5 +408,5 @@ def forget_dead(m: Monitor) -> None:
     from . import kill
     for key, t in list(m.dying.items()):
         if kill.exited(m.fs, t):
-            kill.release(t)
+            kill.close_pidfd(t)
             del m.dying[key]

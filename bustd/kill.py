@@ -29,7 +29,7 @@ Contract of :func:`signal_targets`, the one entry point:
   longer, up to EXIT_WAIT seconds after SIGKILL.
 * **Descriptors.** Nothing returned holds a descriptor except DYING
   targets, whose pidfd now belongs to the caller: check them later with
-  :func:`exited` (never blocks) and close them with :func:`release`. On
+  :func:`exited` (never blocks) and close them with :func:`close_pidfd`. On
   every other path, exceptions included, every descriptor opened is closed.
 
 Nothing raises for a single target; only a failure of ``poll`` itself (or
@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from typing import Callable, Sequence
 
 __all__ = ["DYING", "EXIT_WAIT", "EXITED", "FAILED", "FREED", "GONE", "KILL_SETTLE",
-           "NO_PIDFD", "Outcome", "PENDING", "REFUSED", "Target", "exited", "kill_cgroup", "reap",
-           "release", "rehearse", "signal_targets"]
+           "NO_PIDFD", "Outcome", "PENDING", "REFUSED", "Target", "close_pidfd", "exited",
+           "kill_cgroup", "rehearse", "release_memory", "signal_targets"]
 
 # After SIGKILL a process that is not stuck exits within milliseconds plus
 # the time to unmap its memory (measured on a 2-core VM: 5 ms at 64 MiB,
@@ -80,7 +80,7 @@ GONE = "gone"        # exited or PID recycled before the signal: nothing sent
 REFUSED = "refused"  # EPERM/EACCES: the kernel will not let bustd signal it
 FAILED = "failed"    # could not be checked or signalled (ENOMEM, no descriptor...)
 
-# Target.reaped when process_mrelease succeeded: the memory is freed, or is
+# Target.mrelease when process_mrelease succeeded: the memory is freed, or is
 # already being freed by the exit (the kernel answers 0 once exit_mm() ran).
 FREED = "memory released"
 # Longest wait for process_mrelease before the loop goes on (it finishes in
@@ -100,13 +100,13 @@ class Target:
 
     After :func:`signal_targets`: ``state`` is one of the states above;
     ``why`` explains GONE, REFUSED and FAILED; ``note`` is empty when the
-    pidfd was used, else why ``kill()`` was; ``reaped`` is the outcome of
+    pidfd was used, else why ``kill()`` was; ``mrelease`` is the outcome of
     process_mrelease for a target alive after SIGKILL (:data:`FREED` on
     success), empty if not tried; ``fd`` is the pidfd of a DYING target
     (NO_PIDFD if it has none) and -1 otherwise.
     """
 
-    __slots__ = ("pid", "starttime", "fd", "state", "why", "note", "reaped")
+    __slots__ = ("pid", "starttime", "fd", "state", "why", "note", "mrelease")
 
     def __init__(self, pid: int, starttime: int) -> None:
         self.pid = pid
@@ -115,7 +115,7 @@ class Target:
         self.state = PENDING
         self.why = ""
         self.note = ""
-        self.reaped = ""
+        self.mrelease = ""
 
     @property
     def via(self) -> str:
@@ -124,7 +124,7 @@ class Target:
 
     def __repr__(self) -> str:
         return (f"Target(pid={self.pid}, starttime={self.starttime}, state={self.state}, "
-                f"fd={self.fd}, why={self.why!r}, note={self.note!r}, reaped={self.reaped!r})")
+                f"fd={self.fd}, why={self.why!r}, note={self.note!r}, mrelease={self.mrelease!r})")
 
 
 class Outcome:
@@ -342,14 +342,14 @@ def exited(fs: ProcFS, target: Target) -> bool:
     return _exited_proc(fs, target)
 
 
-def release(target: Target) -> None:
+def close_pidfd(target: Target) -> None:
     """Close the pidfd of ``target``, if it holds one (idempotent)."""
     _close(target)
     if target.fd == NO_PIDFD:
         target.fd = -1
 
 
-def reap(target: Target, timeout: float = MRELEASE_WAIT) -> str:
+def release_memory(target: Target, timeout: float = MRELEASE_WAIT) -> str:
     """Free the memory of a SIGKILLed ``target`` now with process_mrelease(2).
 
     Returns :data:`FREED`, or why not: no pidfd, a kernel before 5.15
@@ -490,14 +490,14 @@ def signal_targets(fs: ProcFS, targets: Sequence[Target], first: int, grace: flo
 
     Targets still alive ``settle`` s after SIGKILL get process_mrelease and
     come back DYING, their pidfd open and owned by the caller (see
-    :func:`exited`, :func:`release`); only those still running are waited
+    :func:`exited`, :func:`close_pidfd`); only those still running are waited
     for longer, up to EXIT_WAIT s after SIGKILL. Returns the Outcome; a
     target that cannot be signalled is in it (GONE, REFUSED, FAILED), never
     raised. Raises only if ``poll`` fails, having closed every descriptor.
     """
     todo = list(targets)
     for t in todo:
-        t.fd, t.state, t.why, t.note, t.reaped = -1, PENDING, "", "", ""
+        t.fd, t.state, t.why, t.note, t.mrelease = -1, PENDING, "", "", ""
     last = 0
     note = ""
     try:
@@ -526,7 +526,7 @@ def signal_targets(fs: ProcFS, targets: Sequence[Target], first: int, grace: flo
         if live:
             live = _wait(fs, live, settle, clock)
             for t in live:
-                t.reaped = reap(t)
+                t.mrelease = release_memory(t)
             deadline = killed + EXIT_WAIT
             while live and any(_running(fs, t) for t in live) and clock() < deadline:
                 live = _wait(fs, live, min(FALLBACK_POLL, deadline - clock()), clock)
@@ -538,7 +538,7 @@ def signal_targets(fs: ProcFS, targets: Sequence[Target], first: int, grace: flo
     finally:
         for t in todo:
             if t.state != DYING:
-                release(t)
+                close_pidfd(t)
 
 
 def rehearse(fs: ProcFS, pid: int, clock: Callable[[], float]) -> None:
@@ -561,8 +561,8 @@ def rehearse(fs: ProcFS, pid: int, clock: Callable[[], float]) -> None:
             _wait(fs, [t], 0.001, clock)
             exited(fs, t)
             _running(fs, t)
-            reap(t)
+            release_memory(t)
     except OSError:
         pass
     finally:
-        release(t)
+        close_pidfd(t)

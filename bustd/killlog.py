@@ -111,7 +111,8 @@ def kill_object(r: KillRecord) -> dict[str, object]:
                      "stall_s": round(g.stall_s, 3), "psi_metric": g.metric},
         "signal": sig.name(r.signal), "woken_by": r.woken_by,
         "reaction_ms": round(r.reaction_s * 1000, 1),
-        "exited": r.exited, "exit_s": round(r.exit_s, 3), "released": r.released,
+        # "released": the field's documented name for the process_mrelease outcome.
+        "exited": r.exited, "exit_s": round(r.exit_s, 3), "released": r.mrelease,
         "group": list(r.group), "problems": list(r.problems),
         "major_faults": r.major_faults,
         "runners_up": [_candidate(c) for c in r.runners_up],

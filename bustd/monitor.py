@@ -116,9 +116,10 @@ class Monitor:
         self.clock = clock
         self.wall = wall or clock
         self.self_pid = self_pid
-        self.armed = False  # choose, growth, kill, record and zram loaded (see arm)
+        # The watch-zone modules loaded, rules, units, progress... made (load_watch_code)
+        self.watch_code_loaded = False
         self.rules: Rules | None = None
-        self.units: Units | None = None  # victims' cgroups (--cgroup, --kill-cgroup; see arm)
+        self.units: Units | None = None  # victims' cgroups (--cgroup, --kill-cgroup)
         self.tracker: Tracker | None = None
         self.shared: Shared | None = None  # what RSS holds that a kill would not free
         self.need_kib = 0  # what a kill must free to end the emergency (while watching)
@@ -129,7 +130,7 @@ class Monitor:
         self.run_ = StallRun()
         self.vmstat_fd = -1
         self.vmstat_failed = False
-        self.scaled = True  # oom_score in the 0..1333 form (set by arm)
+        self.scaled = True  # oom_score in the 0..1333 form (set by load_watch_code)
         self.zram: list[Zram] = []
         self.zram_failed = False
         self.passed: set[tuple[int, int]] = set()  # (pid, starttime) refused a signal
@@ -138,7 +139,7 @@ class Monitor:
         self.kills = 0
         self.last_act = -1e9
         self.stuck = False  # warned that nothing may be killed in this emergency
-        self.progress: Progress | None = None  # what the kills achieved (issue 14; see arm)
+        self.progress: Progress | None = None  # what the kills achieved (issue 14)
         self.held_back: set[str] = set()  # kinds of "no kill" said (acting.held_back)
         self.next_report = clock() + cfg.report if cfg.report > 0 else float("inf")
         self.watch_until = -1e9
@@ -252,14 +253,14 @@ class Monitor:
     def _poll(self, timeout: float) -> list[tuple[int, int]]:
         return self._poller.poll(max(1, int(timeout * 1000)))
 
-    def arm(self) -> None:
+    def load_watch_code(self) -> None:
         """Load what watching and killing need, the first time memory runs short.
 
         A machine with memory to spare never holds these modules (issue 7:
         watching must not raise the idle footprint); they are loaded while
         memory is still at the watch level, well before any emergency.
         """
-        if self.armed:
+        if self.watch_code_loaded:
             return
         from . import (  # noqa: F401 - loaded here on purpose
             choose,
@@ -277,7 +278,7 @@ class Monitor:
         if self.cfg.cgroup or self.cfg.kill_cgroup:
             self.units = self.units_for_kill()
         self.scaled = choose.kernel_scales_oom_score()
-        self.armed = True
+        self.watch_code_loaded = True
 
     def units_for_kill(self) -> Units:
         """Return how victims' cgroups are found and killed (--cgroup, --kill-cgroup)."""
@@ -517,7 +518,7 @@ class Monitor:
         watching = short or now < self.watch_until
         cands: list[Candidate] | None = None
         if watching:
-            from . import acting  # loaded with choose, kill and record (see arm)
+            from . import acting  # loaded with choose, kill and record (see load_watch_code)
             self.faults_at_wake = own_major_faults()
             mem = self.effective(mem)
             # What a kill must free to lift MemAvailable above the SIGTERM
@@ -645,7 +646,7 @@ class Monitor:
         """Close every descriptor the Monitor holds."""
         from . import kill
         for t in self.dying.values():
-            kill.release(t)
+            kill.close_pidfd(t)
         self.dying.clear()
         self.cancel_reload()
         for fd in (self.trigger_fd, self.psi_fd, self.mem_fd, self.vmstat_fd, self.wake_fd):

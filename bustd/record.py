@@ -63,7 +63,7 @@ class KillRecord:
     __slots__ = ("time", "pid", "comm", "exe", "cmdline", "uid", "rss_kib", "swap_kib",
                  "oom_score", "oom_score_adj", "growth_kib", "growth_s", "pace_kib_s", "badness",
                  "policy", "reason", "signal", "dry_run", "reaction_s", "woken_by",
-                 "exited", "exit_s", "released", "group", "runners_up", "reading",
+                 "exited", "exit_s", "mrelease", "group", "runners_up", "reading",
                  "problems", "major_faults", "cause", "cgroup", "cgroup_whole", "cgroup_note",
                  "freeable_kib", "shmem_kib", "file_kib", "own_shmem_kib",
                  "expected_kib", "freed_kib", "freed_s", "vain", "backoff_s", "held")
@@ -98,7 +98,7 @@ class KillRecord:
         self.woken_by = "timer"
         self.exited = False
         self.exit_s = 0.0  # from the first signal until all exited (or gave up)
-        self.released = ""  # process_mrelease's outcome for a victim alive after SIGKILL
+        self.mrelease = ""  # process_mrelease's outcome for a victim alive after SIGKILL
         self.group: list[int] = []  # other PIDs signalled with it (--kill-pgroup)
         self.runners_up: list[Candidate] = []
         self.reading = reading
@@ -181,7 +181,7 @@ def kill_line(r: KillRecord) -> str:
                 f"{r.reason}; {freed_text(r)}{runners}; cmdline={cmdline}")
     outcome = (f"exited after {r.exit_s:.2f} s" if r.exited
                else f"still alive after {r.exit_s:.2f} s"
-               + (f" ({r.released})" if r.released else ""))
+               + (f" ({r.mrelease})" if r.mrelease else ""))
     faults = f", {r.major_faults} major faults" if r.major_faults >= 0 else ""
     return (f"kill: {who}{group} signal={sig.name(r.signal)} {outcome}; {freed_text(r)}"
             f"{outside_text(r)}; "

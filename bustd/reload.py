@@ -265,11 +265,11 @@ def reconfigure(m: Monitor, new: Config) -> list[str]:
     if new.sys_root != old.sys_root:
         m.sys = ProcFS(new.sys_root)
         m.zram_failed = False
-    if m.armed and {"unkillables", "ignore", "prefer", "avoid", "default_avoid",
+    if m.watch_code_loaded and {"unkillables", "ignore", "prefer", "avoid", "default_avoid",
                     "rank"} & set(changed):
         from .choose import make_rules
         m.rules = make_rules(new, m.self_pid)
-    if m.armed and new.kill_cgroup and m.units is None:
+    if m.watch_code_loaded and new.kill_cgroup and m.units is None:
         m.units = m.units_for_kill()
     if {"psi_cutoff", "psi_metric"} & set(changed):
         m.close_psi()

@@ -84,7 +84,7 @@ try:
     began = time.monotonic()
     out = kill.signal_targets(fs, [t], signal.SIGTERM, 0.2, time.monotonic)
     result.update(wall=time.monotonic() - began, took=out.took, last=out.last,
-                  state=t.state, reaped=t.reaped, fd_open=t.fd >= 0, rss_after=rss(),
+                  state=t.state, reaped=t.mrelease, fd_open=t.fd >= 0, rss_after=rss(),
                   fds_held=fds() - before, exited_frozen=kill.exited(fs, t))
 finally:
     with open(f"{group}/freezer.state", "w") as f:
@@ -94,7 +94,7 @@ finally:
             result["exited_thawed"] = True
             break
         time.sleep(0.01)
-    kill.release(t)
+    kill.close_pidfd(t)
     result["fds_after_release"] = fds() - before
     result["rc"] = child.wait(5)
     os.rmdir(group)

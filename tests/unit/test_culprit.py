@@ -255,7 +255,7 @@ def test_nothing_is_sampled_outside_the_watch_zone(env: Env) -> None:
     env.monitors.append(m)
     for _ in range(5):
         env.clock.now += m.check()
-    assert fs.reads == {} and not m.armed and m.tracker is None
+    assert fs.reads == {} and not m.watch_code_loaded and m.tracker is None
     env.set_mem(20, 0)  # inside the 25 % watch zone: the largest are sampled
     env.clock.now += m.check()
     # PID 1 and bustd are skipped by the scan; 32 sizes are sampled. The

@@ -522,7 +522,7 @@ def test_process_mrelease_that_waits_costs_the_loop_at_most_its_bound(
     t.fd = os.pidfd_open(os.getpid())
     try:
         start = time.monotonic()
-        why = kill.reap(t)
+        why = kill.release_memory(t)
         assert time.monotonic() - start < kill.MRELEASE_WAIT + 0.5
         assert why.startswith("process_mrelease still under way")
     finally:

@@ -287,15 +287,15 @@ def test_survivor_is_returned_dying_quickly_with_its_pidfd(
     assert t.state == kill.DYING and out.last == SIGKILL and 0.4 <= out.took < 1.5, out
     assert t.fd >= 0 and os.fstat(t.fd) is not None
     # Not really sent SIGKILL, so the kernel does not consider it dying.
-    assert t.reaped in ("process_mrelease: Invalid argument",
+    assert t.mrelease in ("process_mrelease: Invalid argument",
                         "process_mrelease not supported (Linux < 5.15)"), t
     assert open_fds() == sorted([*before, str(t.fd)]), (open_fds(), before, t.fd)
     assert not kill.exited(FS, t)
     p.kill()  # really, now: the test's own child
     p.wait(5)
     assert kill.exited(FS, t)
-    kill.release(t)
-    kill.release(t)  # twice is harmless
+    kill.close_pidfd(t)
+    kill.close_pidfd(t)  # twice is harmless
     assert t.fd == -1 and open_fds() == before
 
 
@@ -312,7 +312,7 @@ def test_survivor_still_running_is_waited_for_up_to_exit_wait(
     t = kids.target(p)
     out = run([t], first=SIGKILL, settle=0.1)
     assert t.state == kill.DYING and 0.75 <= out.took < 1.5, out
-    kill.release(t)
+    kill.close_pidfd(t)
 
 
 def test_survivor_without_pidfd_is_followed_in_proc(
@@ -324,28 +324,28 @@ def test_survivor_without_pidfd_is_followed_in_proc(
     before = open_fds()
     out = run([t], first=SIGKILL, settle=0.1)
     assert t.state == kill.DYING and t.fd == kill.NO_PIDFD and out.took < 1.0, t
-    assert t.reaped == "no pidfd for process_mrelease"
+    assert t.mrelease == "no pidfd for process_mrelease"
     assert not kill.exited(FS, t) and open_fds() == before
     monkeypatch.undo()
     p.kill()  # really, now
     p.wait(5)
     assert kill.exited(FS, t)
-    kill.release(t)
+    kill.close_pidfd(t)
     assert t.fd == -1
 
 
 def test_reap_reports_what_the_kernel_said(kids: Children) -> None:
     p = kids.sleep()
     t = kids.target(p)
-    assert kill.reap(t) == "no pidfd for process_mrelease"
+    assert kill.release_memory(t) == "no pidfd for process_mrelease"
     t.fd = os.pidfd_open(p.pid)
     try:
-        first = kill.reap(t)  # alive and not killed: not "dying"
+        first = kill.release_memory(t)  # alive and not killed: not "dying"
         p.kill()
         p.wait(5)
-        gone = kill.reap(t)  # reaped: nothing left to free
+        gone = kill.release_memory(t)  # reaped: nothing left to free
     finally:
-        kill.release(t)
+        kill.close_pidfd(t)
     if first == "process_mrelease not supported (Linux < 5.15)":
         assert gone == first
     else:

@@ -497,7 +497,7 @@ class FakeKill:
                          kill.REFUSED: "pidfd_send_signal: Operation not permitted",
                          kill.FAILED: "Cannot allocate memory"}[t.state]
             if t.state == kill.DYING:
-                t.fd, t.reaped = kill.NO_PIDFD, kill.FREED
+                t.fd, t.mrelease = kill.NO_PIDFD, kill.FREED
         sent = any(t.state in (kill.EXITED, kill.DYING) for t in targets)
         return kill.Outcome(list(targets), first if sent else 0, self.took)
 
