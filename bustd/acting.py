@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .meminfo import MemInfo
     from .monitor import Monitor
     from .process import Candidate
-    from .procfs import Pending
+    from .procfs import BackgroundRead
     from .progress import Gate
     from .record import KillRecord, Reading
     from .victim import Victim
@@ -293,7 +293,7 @@ def make_record(m: Monitor, victim: Victim, decision: Decision, reading: Reading
                         m.cfg.rank, decision.reason, decision.signal, reading, dry,
                         decision.cause)
     record.woken_by = m.woken_by
-    record.group = [m.pid for m in victim.group]
+    record.group = [member.pid for member in victim.group]
     record.cgroup = victim.cgroup
     if m.cfg.kill_cgroup:
         # What would happen; _kill says what did.
@@ -327,7 +327,7 @@ def kill_victim(m: Monitor, victim: Victim, record: KillRecord, first: int) -> s
     """
     from . import choose, kill
     c = victim.candidate
-    targets = [kill.Target(m.pid, m.starttime) for m in [c, *victim.group]]
+    targets = [kill.Target(p.pid, p.starttime) for p in [c, *victim.group]]
     whole = victim.cgroup if m.cfg.kill_cgroup and not victim.blocked else ""
     record.reaction_s = m.clock() - m.woke
     if whole:
@@ -371,7 +371,7 @@ def kill_victim(m: Monitor, victim: Victim, record: KillRecord, first: int) -> s
     return "killed"
 
 
-def cmdline_of(m: Monitor, c: Candidate) -> Pending | None:
+def cmdline_of(m: Monitor, c: Candidate) -> BackgroundRead | None:
     """Start reading ``c``'s command line in the background, at most one at a time.
 
     A read for the same process is reused; while a read of another one

@@ -25,7 +25,7 @@ from .spawn import NOT_YET, PATH, Children
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .outputs import Record
-    from .procfs import Pending
+    from .procfs import BackgroundRead
     from .record import KillRecord
 
 __all__ = ["HOOK_LIMIT", "PostKillHook", "PreKillHook", "hook_env"]
@@ -108,11 +108,11 @@ class PreKillHook:
         self.children = children
         self.log = log
 
-    def __call__(self, record: KillRecord, cmdline: Pending | None = None) -> None:
+    def __call__(self, record: KillRecord, cmdline: BackgroundRead | None = None) -> None:
         """Start the hook for ``record`` and wait for it, never longer than the timeout.
 
         ``cmdline`` is the background read of the victim's command line
-        (procfs.Pending): waited for at most CMDLINE_SHARE of the timeout,
+        (procfs.BackgroundRead): waited for at most CMDLINE_SHARE of the timeout,
         for BUSTD_CMDLINE; it is left empty if it is not there by then.
         """
         start = time.monotonic()

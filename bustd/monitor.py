@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from .growth import Tracker
     from .outputs import Record
     from .process import Candidate
-    from .procfs import Pending
+    from .procfs import BackgroundRead
     from .progress import Followed, Progress
     from .record import KillRecord
     from .victim import Rules
@@ -134,7 +134,7 @@ class Monitor:
         self.zram: list[Zram] = []
         self.zram_failed = False
         self.passed: set[tuple[int, int]] = set()  # (pid, starttime) refused a signal
-        self.reading_cmdline: tuple[tuple[int, int], Pending] | None = None
+        self.reading_cmdline: tuple[tuple[int, int], BackgroundRead] | None = None
         self.dying: dict[tuple[int, int], kill.Target] = {}  # alive after SIGKILL
         self.kills = 0
         self.last_act = -1e9
@@ -153,7 +153,7 @@ class Monitor:
         self.woke = clock()  # when the current check began (reaction times)
         self.woken_by = "timer"  # or "PSI trigger"
         self.outputs: list[Callable[[Record], None]] = [self._log_record]
-        self.pre_kill: list[Callable[[KillRecord, Pending], None]] = []
+        self.pre_kill: list[Callable[[KillRecord, BackgroundRead], None]] = []
         self.max_sleep = float("inf")
         self.warned = False  # a warning was given: none again until memory recovers
         self.last_warn = -1e9

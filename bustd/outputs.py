@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from typing import Callable, ClassVar, Literal, Mapping, Protocol, Union
 
     from .meminfo import MemInfo
-    from .procfs import Pending, ProcFS
+    from .procfs import BackgroundRead, ProcFS
     from .record import KillRecord, WarnRecord
 
     Record = Union[KillRecord, WarnRecord, "CheckRecord"]
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
         clock: Callable[[], float]
         fs: ProcFS
         outputs: list[Callable[[Record], None]]
-        pre_kill: list[Callable[[KillRecord, Pending], None]]
+        pre_kill: list[Callable[[KillRecord, BackgroundRead], None]]
         max_sleep: float
 
 __all__ = ["DRAIN", "CheckRecord", "attach", "open_hooks"]

@@ -10,7 +10,7 @@ A process that vanishes, or whose files become unreadable, between listing
 :class:`NoSuchProcess`, which callers skip.
 
 A read that may block for long (a command line) runs in a thread of its own
-(:class:`Pending`), started by :func:`start_thread`, the one place that
+(:class:`BackgroundRead`), started by :func:`start_thread`, the one place that
 starts bustd's helper threads with a small stack.
 """
 
@@ -24,7 +24,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
 
-__all__ = ["THREAD_STACK", "NoSuchProcess", "Pending", "ProcFS", "own_major_faults", "start_thread"]
+__all__ = ["THREAD_STACK", "BackgroundRead", "NoSuchProcess", "ProcFS", "own_major_faults",
+           "start_thread"]
 
 # ENOENT/ESRCH: the process exited. EACCES/EPERM: hidepid or a setuid
 # transition made it unreadable. EINVAL: reading a file of a dying task.
@@ -43,7 +44,7 @@ class NoSuchProcess(Exception):
         self.pid = pid
 
 
-# Stack of bustd's helper threads (Pending's read, background.py's writes,
+# Stack of bustd's helper threads (a BackgroundRead, background.py's writes,
 # spawn.py's posix_spawn, kill.py's process_mrelease): each makes a few calls.
 # Small, so that mlockall(MCL_FUTURE) on kernels without MCL_ONFAULT does not
 # lock the default 8 MiB per thread.
@@ -66,7 +67,7 @@ def start_thread(function: Callable[..., object], args: tuple[object, ...] = ())
     return True
 
 
-class Pending:
+class BackgroundRead:
     """A read of a /proc file in a thread of its own, never waited on for long.
 
     ``/proc/PID/cmdline`` is served under the target's ``mmap_lock``, which a
@@ -193,9 +194,9 @@ class ProcFS:
             buf = self.read_pid(pid, name, size)
         return buf
 
-    def read_pid_later(self, pid: int, name: str, size: int = 4096) -> Pending:
-        """Start reading ``/proc/PID/name`` in the background (see :class:`Pending`)."""
-        return Pending(f"{self.root}/{pid}/{name}", size)
+    def read_pid_later(self, pid: int, name: str, size: int = 4096) -> BackgroundRead:
+        """Start reading ``/proc/PID/name`` in the background (see :class:`BackgroundRead`)."""
+        return BackgroundRead(f"{self.root}/{pid}/{name}", size)
 
     def readlink_pid(self, pid: int, name: str) -> bytes:
         """Return the target of the link ``/proc/PID/name`` (``exe``).

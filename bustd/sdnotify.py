@@ -26,12 +26,12 @@ if TYPE_CHECKING:
 else:
     import _socket
 
-__all__ = ["STATUS_EVERY", "SystemdNotify", "from_environment", "status_text"]
+__all__ = ["STATUS_EVERY", "SystemdNotify", "from_environment", "status_line"]
 
 STATUS_EVERY = 10.0  # seconds at least between two STATUS= updates after checks
 
 
-def status_text(available_kib: int, total_kib: int, swap_free_kib: int, swap_total_kib: int,
+def status_line(available_kib: int, total_kib: int, swap_free_kib: int, swap_total_kib: int,
                 stall: float | None, kills: int, last: str) -> str:
     """Return the STATUS= line: readings, kills and the last kill or warning."""
     swap = (f"SwapFree {size(swap_free_kib)} of {size(swap_total_kib)}" if swap_total_kib
@@ -92,7 +92,7 @@ class SystemdNotify:
             self.last_ping = record.now
         if not self.ready or record.now - self.last_status >= STATUS_EVERY:
             m = record.mem
-            status = status_text(m.available, m.total, m.swap_free, m.swap_total,
+            status = status_line(m.available, m.total, m.swap_free, m.swap_total,
                                  record.stall, record.kills, self.last_event)
             lines.append("STATUS=" + status.replace("\n", " "))
             self.last_status = record.now

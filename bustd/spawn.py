@@ -34,7 +34,7 @@ else:
     from _signal import SIGKILL, SIGPIPE, SIGXFSZ  # not signal.py: see sig.py
 
 __all__ = ["HOOK_SLOTS", "MAX_CHILDREN", "MAX_SAID", "NOT_YET", "PATH", "PROGRAM_FD",
-           "Children", "reset_oom_score_adj", "said", "spawn", "status_text"]
+           "Children", "reset_oom_score_adj", "said", "spawn", "wait_status_text"]
 
 # The PATH a child gets (systemd's default for services).
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -124,7 +124,7 @@ def reset_oom_score_adj(pid: int) -> None:
         pass
 
 
-def status_text(status: int) -> str:
+def wait_status_text(status: int) -> str:
     """Return what a wait status means: ``exited with status 3``, ``killed by signal 9``."""
     if os.WIFSIGNALED(status):
         return f"killed by signal {os.WTERMSIG(status)}"
@@ -377,7 +377,7 @@ class Children:
         meaning = (child.explain(os.WEXITSTATUS(status))
                    if child.explain is not None and os.WIFEXITED(status) else None)
         self.log.warning(f"{child.what} (pid {child.pid}) failed after {took:.2f} s: "
-                         f"{meaning or status_text(status)}{heard}")
+                         f"{meaning or wait_status_text(status)}{heard}")
         return True
 
     def reap(self) -> None:

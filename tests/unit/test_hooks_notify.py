@@ -30,9 +30,9 @@ from bustd.meminfo import MemInfo
 from bustd.notify import Notifier, kill_text, markup_escape, sessions, warn_text
 from bustd.outputs import CheckRecord
 from bustd.process import Candidate
-from bustd.procfs import Pending
+from bustd.procfs import BackgroundRead
 from bustd.record import KillRecord, Reading, WarnRecord
-from bustd.spawn import MAX_CHILDREN, NOT_YET, PATH, Children, spawn, status_text
+from bustd.spawn import MAX_CHILDREN, NOT_YET, PATH, Children, spawn, wait_status_text
 
 HOSTILE = b'$(touch /tmp/pwned) "; rm -rf ~ <a href="x">&'
 
@@ -139,7 +139,8 @@ def test_pre_kill_hook_is_waited_for_when_quick(tmp_path: Path) -> None:
     (tmp_path / "cmdline").write_bytes(b"victim\0--x\0")
     r = record()
     r.cmdline = None  # not read yet: the hook waits a little for it
-    PreKillHook(hook, -1, 1.0, children, out.log)(r, Pending(str(tmp_path / "cmdline"), 4096))
+    cmdline = BackgroundRead(str(tmp_path / "cmdline"), 4096)
+    PreKillHook(hook, -1, 1.0, children, out.log)(r, cmdline)
     env = read_env(tmp_path / "env")  # written before the call returned
     assert env["BUSTD_NAME"] == HOSTILE.decode() and env["BUSTD_PHASE"] == "pre-kill"
     assert env["BUSTD_CMDLINE"] == "victim --x"
@@ -294,8 +295,8 @@ def test_no_more_than_max_children_run_at_once(tmp_path: Path) -> None:
 
 
 def test_status_text() -> None:
-    assert status_text(3 << 8) == "exited with status 3"
-    assert status_text(9) == "killed by signal 9"
+    assert wait_status_text(3 << 8) == "exited with status 3"
+    assert wait_status_text(9) == "killed by signal 9"
 
 
 # -- notifications --------------------------------------------------------------

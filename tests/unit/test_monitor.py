@@ -21,7 +21,7 @@ from bustd.choose import find_victim, make_rules
 from bustd.config import Config
 from bustd.decide import DRY_RUN_PAUSE, NO_VICTIM_PAUSE
 from bustd.monitor import Monitor
-from bustd.procfs import Pending, ProcFS
+from bustd.procfs import BackgroundRead, ProcFS
 from tests.fakeproc import PAGE_KIB, FakeProc
 from tests.unit.monitor_env import SELF, SWAP, TOTAL, Env, P, env, never_wait, no_signals
 
@@ -664,7 +664,7 @@ def test_one_cmdline_read_at_a_time(env: Env, monkeypatch: pytest.MonkeyPatch) -
     m = env.monitor()
     started: list[int] = []
 
-    class Hanging(Pending):
+    class Hanging(BackgroundRead):
         def __init__(self, path: str, size: int) -> None:  # never reads: hangs for ever
             started.append(1)
             self.data = None

@@ -18,7 +18,7 @@ from bustd.decide import warning, watch_level
 from bustd.meminfo import MemInfo
 from bustd.monitor import Monitor
 from bustd.outputs import CheckRecord
-from bustd.procfs import Pending
+from bustd.procfs import BackgroundRead
 from bustd.record import KillRecord, WarnRecord, warn_line
 from tests.fakeproc import PAGE_KIB
 from tests.unit.monitor_env import SWAP, TOTAL, Env, P, env, no_signals
@@ -178,7 +178,7 @@ def test_pre_kill_callables_see_the_record_before_any_output(env: Env) -> None:
     populate(env)
     m = env.monitor()
     order: list[str] = []
-    def pre(r: KillRecord, cmdline: Pending) -> None:
+    def pre(r: KillRecord, cmdline: BackgroundRead) -> None:
         order.append(f"pre {r.pid} {r.signal} {cmdline.result(5)!r}")
 
     m.pre_kill.append(pre)

@@ -12,7 +12,7 @@ from bustd.log import Log
 from bustd.meminfo import MemInfo
 from bustd.outputs import CheckRecord
 from bustd.record import WarnRecord
-from bustd.sdnotify import STATUS_EVERY, SystemdNotify, from_environment, status_text
+from bustd.sdnotify import STATUS_EVERY, SystemdNotify, from_environment, status_line
 from tests.unit.test_hooks_notify import LogLines, reading, record
 
 
@@ -108,5 +108,5 @@ def test_no_notifier_without_a_usable_socket(address: str, tmp_path: Path) -> No
 
 
 def test_status_text_with_swap() -> None:
-    assert status_text(1024, 2048, 512, 1024, None, 2, "") == (
+    assert status_line(1024, 2048, 512, 1024, None, 2, "") == (
         "MemAvailable 1.0 MiB (50.0%), SwapFree 512 KiB of 1.0 MiB; 2 kills")
