@@ -282,7 +282,15 @@ def held_back(m: Monitor, decision: Decision, gate: Gate) -> float:
 
 
 def make_record(m: Monitor, victim: Victim, decision: Decision, reading: Reading,
-            dry: bool) -> KillRecord:
+                dry: bool) -> KillRecord:
+    """Return the KillRecord of ``victim`` for ``decision`` (``dry``: not signalled).
+
+    The victim's status is read again here, just before the signal: the
+    sample's sizes are up to a check old, and a grower may have grown much
+    since; the record's sizes are the ones every output reports and the
+    kill's ``expected_kib`` (what progress.py measures it against) is taken
+    from them.
+    """
     from .choose import size
     from .record import KillRecord
     c, d = victim.candidate, victim.details
@@ -305,6 +313,12 @@ def make_record(m: Monitor, victim: Victim, decision: Decision, reading: Reading
 
 
 def runners_up(ranking: choose.Ranking) -> list[Candidate]:
+    """Return the next RUNNERS_UP candidates of ``ranking``, for the record.
+
+    This advances the Ranking, so it is called after the signal (or the
+    decision not to send one): it reads the details of up to RUNNERS_UP
+    more processes, which must never delay a kill.
+    """
     out: list[Candidate] = []
     while len(out) < RUNNERS_UP:
         v = ranking.next()

@@ -8,7 +8,7 @@ people (:func:`to_text`, at most 80 columns) and the JSON for scripts
 The readings and the verdict come from the daemon's own functions: memory
 (meminfo.py), zram at its RAM worth (zram.py), the stall rate from PSI's
 ``total`` counter sampled twice (pressure.StallMeter), the thresholds and
-the decision (monitor.thresholds, watch_level, decide), the sizes and growth
+the decision (decide.thresholds, watch_level, decide), the sizes and growth
 of the largest processes (choose.sample) and the kill order with each
 process's protection (choose.Ranking). Nothing here imports kill.py or sends
 a signal: the module runs in the front end, never in the daemon, and is safe
@@ -100,7 +100,7 @@ def _stall(first: tuple[float, Pressure] | None, last: tuple[float, Pressure] | 
 
 def quiet_reason(mem: MemInfo, stall: float | None, stall_s: float, cfg: Config,
                  swapin: float | None = None, swapout: float | None = None) -> str:
-    """Return why :func:`~bustd.monitor.decide` says nothing for these readings.
+    """Return why :func:`~bustd.decide.decide` says nothing for these readings.
 
     Names, for the memory rule and the pressure rule each, the first
     condition that does not hold.

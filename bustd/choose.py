@@ -270,7 +270,9 @@ def find_victim(fs: ProcFS, rules: Rules, kill_pgroup: bool = False,
                 log: Log | None = None) -> Victim | None:
     """Scan, rank (without growth history) and return the best victim, or None.
 
-    Raises OSError if /proc is unreadable.
+    The benchmark entry (bench/scan_probe.py times it; the daemon ranks with
+    :class:`Ranking` after :func:`sample`). Raises OSError if /proc is
+    unreadable.
     """
     cands = scan(fs, frozenset((rules.self_pid,)), rules.shifts)
     return Ranking(fs, cands, rules, 0.0, kill_pgroup, log).next()

@@ -43,7 +43,7 @@ RELOAD_END = "bustd-end"  # and its last line: an answer cut short is no answer
 # (a log, a device, a disk image) and is refused before it is read.
 MAX_CONFIG_BYTES = 1 << 20
 # Stack frames kept free when the front end compiles a regex: the runtime
-# compiles it again (monitor.make_rules) at a different depth, so the
+# compiles it again (choose.make_rules) at a different depth, so the
 # front end must refuse a pattern nested too deep a little early.
 _REGEX_STACK_MARGIN = 100
 # The longest --grace plus --hook-timeout: the loop reads no memory while it

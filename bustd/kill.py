@@ -117,11 +117,6 @@ class Target:
         self.note = ""
         self.mrelease = ""
 
-    @property
-    def via(self) -> str:
-        """How signals were (or would be) sent: ``pidfd`` or ``kill()``."""
-        return "kill()" if self.note else "pidfd"
-
     def __repr__(self) -> str:
         return (f"Target(pid={self.pid}, starttime={self.starttime}, state={self.state}, "
                 f"fd={self.fd}, why={self.why!r}, note={self.note!r}, mrelease={self.mrelease!r})")

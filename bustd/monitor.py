@@ -189,6 +189,12 @@ class Monitor:
         return self.fs.path("pressure/memory")
 
     def open_psi(self) -> None:
+        """Open the PSI file watched (:meth:`psi_path`) and, on a live /proc, a kernel trigger.
+
+        Without PSI (``--psi 0``, a kernel booted with psi=0, a file that
+        cannot be read) says so once and leaves ``psi_fd`` -1: memory
+        thresholds alone decide. Where a trigger is not allowed it polls.
+        """
         cfg = self.cfg
         if cfg.psi_cutoff <= 0:
             return
@@ -331,7 +337,6 @@ class Monitor:
             self.open_psi()
         return meminfo_of(self.figures, machine)
 
-
     def effective(self, mem: MemInfo) -> MemInfo:
         """Return ``mem`` with zram counted at its RAM worth (see zram.py).
 
@@ -463,12 +468,6 @@ class Monitor:
     def hangup(self) -> None:
         """Ask for the config file to be read again (from the SIGHUP handler: a flag only)."""
         self.reload_wanted = True
-
-    def reconfigure(self, new: Config) -> list[str]:
-        """Apply ``new`` from the next check; return the names of the settings that changed
-        (see reload.reconfigure)."""
-        from .reload import reconfigure
-        return reconfigure(self, new)
 
     def _start_reload(self) -> None:
         """Start reading the config file again (a SIGHUP arrived)."""

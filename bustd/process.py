@@ -245,10 +245,6 @@ class Details:
         self.oom_score_adj = oom_score_adj
         self.exe = exe
 
-    def exe_name(self) -> bytes:
-        """Return the basename of the executable (b"" when unknown)."""
-        return self.exe.rsplit(b"/", 1)[-1]
-
 
 def read_exe(fs: ProcFS, pid: int) -> bytes:
     """Return the real path of ``pid``'s executable, b"" when it cannot be read.

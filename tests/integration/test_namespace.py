@@ -206,7 +206,8 @@ stubborn = subprocess.Popen([sys.executable, "-c", code])
 time.sleep(0.5)
 target = kill.Target(stubborn.pid, read_starttime(fs, stubborn.pid))
 first = kill.signal_targets(fs, [target], signal.SIGTERM, 0.3, time.monotonic)
-extra["first"] = [first.targets[0].state, first.last, first.took, first.targets[0].via]
+via = "kill()" if first.targets[0].note else "pidfd"  # a note says why not a pidfd
+extra["first"] = [first.targets[0].state, first.last, first.took, via]
 extra["stubborn_rc"] = stubborn.wait(5)
 """
 

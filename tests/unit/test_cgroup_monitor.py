@@ -19,6 +19,7 @@ from bustd import acting, cgroup, kill
 from bustd.choose import Ranking, make_rules
 from bustd.monitor import Monitor
 from bustd.procfs import ProcFS
+from bustd.reload import reconfigure
 from tests.fakecgroup import FakeCgroup
 from tests.fakeproc import PAGE_KIB
 from tests.unit.monitor_env import SELF, Env, P, env, no_signals
@@ -302,7 +303,7 @@ def test_a_cgroup_that_goes_away_is_said_once_and_watched_again(
 def test_cgroup_cannot_change_on_reload(env: Env, tmp_path: Path) -> None:
     cg = setup(env, tmp_path)
     m = monitor(env, cg)
-    changed = m.reconfigure(m.cfg.replace(cgroup=cg.path("work/b"), kill_cgroup=True))
+    changed = reconfigure(m, m.cfg.replace(cgroup=cg.path("work/b"), kill_cgroup=True))
     assert changed == ["kill_cgroup"]
     assert m.cfg.cgroup == cg.path("work")
     assert env.out.count("reload: cgroup cannot change while bustd runs") == 1

@@ -1,4 +1,4 @@
-"""monitor.decide, thresholds and sleep_for as pure functions."""
+"""decide.decide, thresholds and sleep_for as pure functions."""
 
 from __future__ import annotations
 

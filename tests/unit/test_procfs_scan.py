@@ -14,6 +14,7 @@ import pytest
 from bustd.process import (
     PF_KTHREAD,
     Candidate,
+    Details,
     read_details,
     read_exe,
     read_starttime,
@@ -226,12 +227,17 @@ def test_scan_skips_unreadable_files(tmp_path: Path) -> None:
 
 # -- read_details / read_starttime ---------------------------------------------
 
+def exe_name(d: Details) -> bytes:
+    """Return the basename of ``d``'s executable (b"" when unknown)."""
+    return d.exe.rsplit(b"/", 1)[-1]
+
+
 def test_read_details(fake: FakeProc) -> None:
     fake.add(P, b"Web Content", uid=1234, oom_score_adj=-500, rss_kib=2048 * PAGE_KIB,
              cmdline=b"/usr/lib/firefox/firefox\0-contentproc\0", exe=b"/usr/lib/firefox/firefox")
     d = read_details(fake.fs, P)
     assert (d.uid, d.oom_score_adj, d.exe) == (1234, -500, b"/usr/lib/firefox/firefox")
-    assert d.exe_name() == b"firefox"
+    assert exe_name(d) == b"firefox"
 
 
 @pytest.mark.parametrize(("target", "exe"), [
@@ -249,7 +255,7 @@ def test_read_exe(fake: FakeProc, target: bytes, exe: bytes) -> None:
 def test_exe_is_not_argv0(fake: FakeProc) -> None:
     # exec -a /usr/sbin/sshd sleep 300
     fake.add(P, b"sleep", cmdline=b"/usr/sbin/sshd\x00300\x00", exe=b"/usr/bin/sleep")
-    assert read_details(fake.fs, P).exe_name() == b"sleep"
+    assert exe_name(read_details(fake.fs, P)) == b"sleep"
 
 
 def test_read_exe_of_vanished_process(fake: FakeProc) -> None:
