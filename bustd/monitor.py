@@ -1,30 +1,16 @@
-"""The loop: pure decisions, an adaptive interval, an injected clock.
+"""The loop: wake, read, decide, hand over, record, sleep; an injected clock.
 
-Contract: each check reads MemInfo. While memory is in the watch zone (a
-little above the levels that act, or for a while after a PSI trigger event)
-it also reads PSI, zram's real RAM use and the sizes of the largest
-processes, so that a decision knows how long the machine has stalled and who
-grew recently. The pure :func:`decide` says whether to act; :func:`sleep_for`
-how long to sleep (or until the kernel's PSI trigger fires); both live in
-decide.py. Sampling, ranking, warning and acting (acting.py) are loaded only
-when memory first enters the watch zone, reloading (reload.py) only on
-SIGHUP, so an idle daemon holds the loop alone. When acting, it ranks the
-candidates (victim.py), re-reads memory (doing nothing if the emergency has
-passed), signals through a pidfd and waits for the exit. Each kill is then followed (progress.py):
-the checks that come anyway measure what it freed, no other kill is made
-while its memory is coming back, kills in vain start a back-off, and kills
-that cannot end the emergency are not made. One
-:class:`~bustd.record.KillRecord` per kill goes to every output once the
-kill is measured (about a second later).
-
-Outputs (the log line first; the kill log, metrics, hooks, notifications and
-systemd's status, built by outputs.py) are callables in ``Monitor.outputs``:
-each receives every record, a :class:`~bustd.record.KillRecord` after the
-signal, a :class:`~bustd.record.WarnRecord` when decide.warning says a kill
-may come soon, and a :class:`~bustd.outputs.CheckRecord` at the end of every check, and keeps
-what it wants (``record.kind``). Nothing an output does sits between the
-emergency and the signal, except the callables in ``Monitor.pre_kill`` (the
-pre-kill hook), which bound their own wait.
+Contract: each check reads MemInfo and asks the pure functions of decide.py
+whether to act and how long to sleep (or until the kernel's PSI trigger
+fires). While memory is in the watch zone (a little above the levels that
+act, or for a while after a PSI trigger event) a check also reads PSI, swap
+traffic and zram and samples the largest processes; that code and acting's
+(acting.py) load the first time memory enters the watch zone, reloading's
+(reload.py) at the first SIGHUP, so an idle daemon holds the loop alone.
+Every record (outputs.Record) goes to each callable in ``Monitor.outputs``;
+a kill's, from a later check, once what it freed is measured (progress.py).
+Nothing an output does sits between the emergency and the signal, except
+``Monitor.pre_kill`` (the pre-kill hook), which bounds its own wait.
 """
 
 from __future__ import annotations

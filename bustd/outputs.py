@@ -8,10 +8,10 @@ An output is a callable that receives every :data:`Record`: a
 option turns on; the loop only calls ``Monitor.outputs`` (and
 ``Monitor.pre_kill``). Each output's module is imported only when its option
 is set (or, for systemd's, when $NOTIFY_SOCKET is), so an unused output
-costs the daemon nothing. (CheckRecord lives here, not in record.py, because
-the idle loop builds one at every check: loading record.py for it would cost
-an idle daemon about 30 KiB.)
+costs the daemon nothing.
 """
+# CheckRecord lives here, not in record.py, because the idle loop builds one
+# at every check: loading record.py for it costs an idle daemon 28-40 KiB.
 
 from __future__ import annotations
 

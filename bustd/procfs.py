@@ -8,10 +8,6 @@ scan reads several files for every process on the machine.
 A process that vanishes, or whose files become unreadable, between listing
 ``/proc`` and reading its files is a normal event: it raises
 :class:`NoSuchProcess`, which callers skip.
-
-A read that may block for long (a command line) runs in a thread of its own
-(:class:`BackgroundRead`), started by :func:`start_thread`, the one place that
-starts bustd's helper threads with a small stack.
 """
 
 from __future__ import annotations
@@ -52,11 +48,7 @@ THREAD_STACK = 256 * 1024
 
 
 def start_thread(function: Callable[..., object], args: tuple[object, ...] = ()) -> bool:
-    """Start ``function(*args)`` in a thread with a THREAD_STACK stack.
-
-    Returns False if no thread could be started (the caller then does
-    without, or calls ``function`` itself).
-    """
+    """Start ``function(*args)`` in a thread of THREAD_STACK; False if none could start."""
     old = _thread.stack_size(THREAD_STACK)
     try:
         _thread.start_new_thread(function, args)
