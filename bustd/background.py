@@ -19,7 +19,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
 
-__all__ = ["LIMIT", "Background"]
+    from .log import Log
+
+__all__ = ["LIMIT", "Background", "said_failing"]
 
 LIMIT = 256  # queued jobs at most; beyond, new ones are dropped
 
@@ -79,3 +81,15 @@ class Background:
             self._idle.release()
             return True
         return False
+
+
+def said_failing(log: Log, what: str, err: Exception | None, failing: bool) -> bool:
+    """Say once that ``what`` cannot be written (``err``), or that it is written
+    again; return whether writing it is failing now (``failing``: it was)."""
+    if err is not None:
+        if not failing:
+            log.warning(f"cannot write {what}: {getattr(err, 'strerror', None) or err}")
+        return True
+    if failing:
+        log.info(f"{what} written again")
+    return False

@@ -17,7 +17,7 @@ import os
 import time
 
 from . import sig
-from .background import Background
+from .background import Background, said_failing
 from .log import Log, safe
 
 TYPE_CHECKING = False
@@ -163,14 +163,9 @@ class KillLog:
             finally:
                 os.close(fd)
         except (OSError, ValueError) as err:  # ValueError: vet.Unsafe, named
-            if not self.failing:
-                self.log.warning(f"cannot write kill log {self.path}: "
-                                 f"{getattr(err, 'strerror', None) or err}")
-            self.failing = True
+            self.failing = said_failing(self.log, f"kill log {self.path}", err, self.failing)
             return
-        if self.failing:
-            self.log.info(f"kill log {self.path} written again")
-        self.failing = False
+        self.failing = said_failing(self.log, f"kill log {self.path}", None, self.failing)
         self.torn = written < len(data)
         if self.torn:
             self.log.warning(f"kill log {self.path}: only {written} of {len(data)} bytes "

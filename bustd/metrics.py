@@ -14,7 +14,7 @@ first kill. See README.md for the series and a sample alert rule.
 from __future__ import annotations
 
 from . import __version__, sig
-from .background import Background
+from .background import Background, said_failing
 from .held import Held, read_held
 from .log import Log
 from .pressure import parse_pressure
@@ -240,11 +240,6 @@ class Metrics:
             # node_exporter reads it as another user: 0644 whatever the umask.
             replace(self.path, data, 0o644)
         except (OSError, ValueError) as err:  # ValueError: vet.Unsafe, named
-            if not self.failing:
-                self.log.warning(f"cannot write metrics file {self.path}: "
-                                 f"{getattr(err, 'strerror', None) or err}")
-            self.failing = True
+            self.failing = said_failing(self.log, f"metrics file {self.path}", err, self.failing)
             return
-        if self.failing:
-            self.log.info(f"metrics file {self.path} written again")
-        self.failing = False
+        self.failing = said_failing(self.log, f"metrics file {self.path}", None, self.failing)
