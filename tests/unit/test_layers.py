@@ -68,6 +68,7 @@ def own(name: str, kinds: tuple[str, ...] = ("top", "lazy", "type")) -> set[str]
 
 
 def closure(start: str, kinds: tuple[str, ...]) -> set[str]:
+    """Return ``start`` and every bustd module it loads, by the given kinds of import."""
     seen, todo = {"__init__"}, [start]
     while todo:
         name = todo.pop()
@@ -78,6 +79,7 @@ def closure(start: str, kinds: tuple[str, ...]) -> set[str]:
 
 
 def in_layer(*layers: str) -> list[str]:
+    """Return the modules the README's map puts in ``layers``."""
     return [name for name in MODULES if LAYER.get(name) in layers]
 
 
@@ -136,14 +138,15 @@ def test_the_idle_import_set_computed_from_lean_py_is_the_documented_one() -> No
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                     reason="needs root and unshare(1) for a private PID namespace")
 def test_the_idle_import_set_measured_in_a_dry_run_is_the_documented_one() -> None:
-    # The real runtime (lean.py's main) in a private PID namespace, with
-    # levels low enough that no host is in the watch zone; a thread lists
-    # its bustd modules after 2 s and stops it with SIGTERM.
-    from bustd.cli import load_config, parser
-    from bustd.config import ENV, encode
-    argv = ["--dry-run", "--mem", "1", "--psi-mem", "1", "--watch", "1"]
+    # The real runtime (lean.py's main) on the real /proc in a private PID
+    # namespace, given its Config as the front end gives it, with levels low
+    # enough that no host is in the watch zone; a thread lists its bustd
+    # modules after 2 s and stops it with SIGTERM.
+    from bustd.config import ENV, Config, encode
+    cfg = Config().replace(dry_run=True, mem_term_percent=1.0, mem_kill_percent=0.5,
+                           psi_mem_percent=1.0, watch_percent=1.0)
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
-    env[ENV] = encode(load_config(parser(), argv)[1])
+    env[ENV] = encode(cfg)
     probe = (f"import os, sys, _thread, time\nsys.path.insert(0, {str(ROOT)!r})\n"
              "def listing():\n    time.sleep(2)\n"
              "    os.write(1, ' '.join(m for m in sys.modules if m.split('.')[0] == 'bustd')"
@@ -151,7 +154,7 @@ def test_the_idle_import_set_measured_in_a_dry_run_is_the_documented_one() -> No
              "_thread.start_new_thread(listing, ())\n"
              "from bustd.runtime import main\nsys.exit(main())\n")
     done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable,
-                           "-S", "-I", "-c", probe, *argv], env=env, capture_output=True,
+                           "-S", "-I", "-c", probe, "--dry-run"], env=env, capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     loaded = {"__init__" if m == "bustd" else m[6:] for m in done.stdout.split()}
