@@ -1,8 +1,8 @@
 """The manual page bustd(8), generated from the option definitions of ``--help``.
 
 ``python3 -m bustd.manpage man/bustd.8`` writes it (no argument: to stdout).
-Every option of :func:`cli.parser` and of the ``check`` group of
-:func:`cli.check_parser` appears with its metavar and help text exactly as
+Every option of :func:`options.parser` and of the ``check`` group of
+:func:`options.check_parser` appears with its metavar and help text exactly as
 ``--help`` shows them; the prose around them is here. The test suite fails
 when the shipped man/bustd.8 differs from what this module writes, and
 checks the installed copy after ``pip install .``.
@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from . import __version__
-from .cli import CHECK, check_parser, parser
+from .options import CHECK, check_parser, parser
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def option_entries(p: argparse.ArgumentParser, actions: Sequence[argparse.Action
 
 
 def daemon_options() -> list[tuple[list[str], str, str]]:
-    """Return the entries of every option of :func:`cli.parser`."""
+    """Return the entries of every option of :func:`options.parser`."""
     p = parser()
     return option_entries(p, p._actions)
 

@@ -18,7 +18,6 @@ from bustd.cgroup import (
     Figures,
     Units,
     cgroup_mount,
-    fstype_of,
     leaf_of,
     members,
     meminfo_of,
@@ -29,9 +28,9 @@ from bustd.cgroup import (
     parse_stat,
     parse_value,
     refusal,
-    validate,
 )
 from bustd.meminfo import MemInfo
+from bustd.optvalues import fstype_of, validate
 from bustd.procfs import ProcFS
 from tests.fakecgroup import MIB, FakeCgroup, stat_text
 from tests.fakeproc import FAKE_PID, FakeProc
