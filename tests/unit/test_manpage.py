@@ -116,3 +116,14 @@ def test_generator_writes_a_file(tmp_path: Path) -> None:
     assert manpage.main([str(tmp_path / "bustd.8")]) == 0
     assert (tmp_path / "bustd.8").read_text() == manpage.render()
     assert manpage.render().startswith('.TH BUSTD 8 "" "bustd ')
+
+
+def test_the_sighup_entry_names_every_option_a_reload_keeps() -> None:
+    """SIGHUP's entry lists exactly the options reload.FIXED_AT_START keeps until a restart."""
+    from bustd.reload import FIXED_AT_START
+
+    body = unroff(manpage.render().split(".B SIGHUP\n", 1)[1].split(".TP\n", 1)[0])
+    kept = body.split("the option. ", 1)[1].split(" keep their values", 1)[0]
+    named = set(re.findall(r"--[a-z-]+", kept))
+    want = {o.flags[-1] for o in options.OPTIONS if set(o.keys) & set(FIXED_AT_START)}
+    assert named == want and len(want) == len(FIXED_AT_START)
