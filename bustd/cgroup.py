@@ -43,7 +43,7 @@ from .meminfo import MemInfo
 __all__ = ["MAX_CGROUPS", "Cgroup", "CgroupError", "Figures", "TooManyCgroups",
            "cgroup_mount", "leaf_of", "members",
            "meminfo_of", "parse_limit", "parse_mountinfo", "parse_proc_cgroup", "parse_procs",
-           "parse_stat", "parse_value", "read_all", "validate"]
+           "parse_stat", "parse_value", "read_all"]
 
 _FLAGS = os.O_RDONLY | os.O_CLOEXEC
 # memory.stat keys (bytes) whose sum is the memory the kernel reclaims at
@@ -168,16 +168,6 @@ def cgroup_mount(mounts: list[tuple[str, str, str]]) -> tuple[str, str] | None:
         if fstype == "cgroup2":
             found = (root, point)
     return found
-
-
-def fstype_of(path: str, mounts: list[tuple[str, str, str]]) -> str | None:
-    """Return the type of the file system ``path`` (absolute, resolved) is on."""
-    best, kind = "", None
-    for _, point, fstype in mounts:
-        inside = path == point or path.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, kind = point, fstype
-    return kind
 
 
 def leaf_of(proc_cgroup: bytes, mount: tuple[str, str] | None) -> str | None:
@@ -365,40 +355,3 @@ def members(path: str, limit: int = MAX_CGROUPS) -> dict[int, str]:
     return out
 
 
-def validate(path: str, psi: bool, mounts: list[tuple[str, str, str]] | None) -> str:
-    """Return ``path`` resolved if it is a usable cgroup v2 folder.
-
-    ``mounts`` (parsed /proc/self/mountinfo) must show it on a cgroup2 file
-    system when given (a live /proc; a fake tree is not checked). ``psi``:
-    ``memory.pressure`` is needed too. Raises CgroupError with the reason.
-    """
-    real = os.path.realpath(path)
-    if not os.path.isdir(real):
-        raise CgroupError(f"{path}: not a folder")
-    if mounts is not None:
-        kind = fstype_of(real, mounts)
-        if kind != "cgroup2":
-            raise CgroupError(f"{path}: not on a cgroup v2 file system (it is on "
-                              f"{kind or 'an unknown file system'})")
-    if not os.path.exists(f"{real}/cgroup.controllers"):
-        raise CgroupError(f"{path}: not a cgroup v2 folder (no cgroup.controllers)")
-    if not os.path.exists(f"{real}/cgroup.type"):
-        raise CgroupError(f"{path}: the root cgroup: watch the whole machine without "
-                          "--cgroup instead")
-    needed = [*REQUIRED, "memory.pressure"] if psi else list(REQUIRED)
-    missing = [n for n in needed if not os.path.exists(f"{real}/{n}")]
-    if missing:
-        raise CgroupError(f"{path}: no {', '.join(missing)} (is the memory controller "
-                          "enabled in the parent's cgroup.subtree_control?)")
-    group = Cgroup(real)
-    try:
-        group.read()
-        parse_procs(read_all(group.file("cgroup.procs")))
-    except OSError as err:
-        raise CgroupError(f"{path}: cannot read its memory files: "
-                          f"{err.strerror or err}") from None
-    except ValueError as err:
-        raise CgroupError(f"{path}: {err}") from None
-    finally:
-        group.close()
-    return real

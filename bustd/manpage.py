@@ -1,8 +1,8 @@
 """The manual page bustd(8), generated from the option definitions of ``--help``.
 
 ``python3 -m bustd.manpage man/bustd.8`` writes it (no argument: to stdout).
-Every option of :func:`cli.parser` and of the ``check`` group of
-:func:`cli.check_parser` appears with its metavar and help text exactly as
+Every option of :func:`options.parser` and of the ``check`` group of
+:func:`options.check_parser` appears with its metavar and help text exactly as
 ``--help`` shows them; the prose around them is here. The test suite fails
 when the shipped man/bustd.8 differs from what this module writes, and
 checks the installed copy after ``pip install .``.
@@ -14,13 +14,14 @@ import argparse
 import sys
 
 from . import __version__
-from .cli import CHECK, check_parser, parser
+from .options import CHECK, OPTIONS, check_parser, parser
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Sequence
 
-__all__ = ["check_options", "daemon_options", "escape", "main", "option_entries", "render"]
+__all__ = ["check_options", "daemon_options", "escape", "fixed_at_start", "main", "option_entries",
+           "render"]
 
 _SECTIONS_BEFORE = r"""
 .SH SYNOPSIS
@@ -72,8 +73,7 @@ name the file, the line and the option.
 Read the command line and the \fB\-\-config\fR file again, as at start (the daemon
 runs the front end in a validate\-only mode), and apply the new settings from the
 next check. A bad file keeps the running configuration and logs one line naming
-the file, the line and the option. \fB\-\-daemon\fR, \fB\-\-pid\-file\fR and
-\fB\-\-proc\-root\fR keep their values until a restart.
+the file, the line and the option. {fixed} keep their values until a restart.
 .TP
 .BR SIGTERM ", " SIGINT
 Stop (a kill under way is finished and logged first); exit status 0.
@@ -131,7 +131,7 @@ def option_entries(p: argparse.ArgumentParser, actions: Sequence[argparse.Action
 
 
 def daemon_options() -> list[tuple[list[str], str, str]]:
-    """Return the entries of every option of :func:`cli.parser`."""
+    """Return the entries of every option of :func:`options.parser`."""
     p = parser()
     return option_entries(p, p._actions)
 
@@ -150,6 +150,12 @@ def _entry(strings: list[str], metavar: str, help_text: str) -> str:
     return f".TP\n{names}{arg}\n{escape(help_text)}"
 
 
+def fixed_at_start() -> str:
+    """Return, in roff, the options a reload cannot change (the table's reload=False rows)."""
+    names = [f"\\fB{escape(o.flags[-1])}\\fR" for o in OPTIONS if not o.reload]
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def render() -> str:
     """Return the text of bustd(8) in roff (man(7) macros)."""
     p, c = parser(), check_parser()
@@ -162,7 +168,7 @@ def render() -> str:
     checks = "\n".join(_entry(*e) for e in check_options())
     return (f"{head}\n{body}\n{options}\n.SH CHECK OPTIONS\n"
             f"Only after \\fB{CHECK}\\fR, besides the options above:\n{checks}\n"
-            f"{_SECTIONS_AFTER}\n")
+            f"{_SECTIONS_AFTER.format(fixed=fixed_at_start())}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

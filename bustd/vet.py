@@ -24,8 +24,8 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["MAX_LINKS", "Missing", "Unsafe", "open_append", "open_hook", "replace", "resolve",
-           "unsafe", "vet_folder"]
+__all__ = ["MAX_LINKS", "Missing", "Unsafe", "distrust", "kind", "open_append", "open_hook",
+           "replace", "resolve", "unsafe", "vet_folder"]
 
 MAX_LINKS = 40  # links followed in one path (the kernel's own limit, MAXSYMLINKS)
 _PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -39,20 +39,35 @@ class Missing(Unsafe):
     """A folder on the way does not exist; the message names it."""
 
 
+def distrust(st: os.stat_result, euid: int) -> str:
+    """Return why a file, folder or link with lstat ``st`` is not trusted: "owner", "mode" or "".
+
+    The one rule for every path bustd trusts (a hook, the config file, the
+    folders and links on the way to them and to what it writes): "owner"
+    for an owner other than root or ``euid``; "mode" for write access by
+    group or others, except on a symbolic link (whose own mode means
+    nothing) and a folder with the sticky bit; "" when trusted.
+    """
+    if st.st_uid not in (0, euid):
+        return "owner"
+    if stat.S_ISLNK(st.st_mode):
+        return ""
+    sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky_dir:
+        return "mode"
+    return ""
+
+
 def unsafe(st: os.stat_result, euid: int, what: str) -> str | None:
     """Return why ``what`` (a file, folder or link with lstat ``st``) is refused, or None.
 
-    Refused: an owner other than root or ``euid``; for anything but a
-    symbolic link (whose own mode means nothing), write access for group
-    or others, except on a folder with the sticky bit.
+    Refused as :func:`distrust` says; the message names ``what``.
     """
-    if st.st_uid not in (0, euid):
+    problem = distrust(st, euid)
+    if problem == "owner":
         who = "root" if euid == 0 else f"root or uid {euid}"
         return f"{what} is owned by uid {st.st_uid}, not {who}"
-    if stat.S_ISLNK(st.st_mode):
-        return None
-    sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky_dir:
+    if problem == "mode":
         return (f"{what} is writable by group or others (mode "
                 f"{stat.S_IMODE(st.st_mode):04o}); chmod go-w it")
     return None
@@ -154,7 +169,7 @@ def resolve(path: str, euid: int | None = None, last_may_link: bool = True
             os.close(fd)
 
 
-def _kind(mode: int) -> str:
+def kind(mode: int) -> str:
     """Return what a non-regular file is, for an error message."""
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
@@ -183,7 +198,7 @@ def open_hook(path: str, euid: int | None = None) -> int:
         if st is None:
             raise Unsafe(f"{path}: No such file or directory")
         if not stat.S_ISREG(st.st_mode):
-            raise Unsafe(f"{path}: {_kind(st.st_mode)}, not a regular file")
+            raise Unsafe(f"{path}: {kind(st.st_mode)}, not a regular file")
         if not st.st_mode & 0o111:
             raise Unsafe(f"{path}: not executable (chmod +x it)")
         what = "it" if full == path else f"{full} (where it leads)"
@@ -223,7 +238,7 @@ def vet_folder(path: str, what: str, euid: int | None = None) -> os.stat_result 
     if st is None:
         return None
     if not stat.S_ISREG(st.st_mode):
-        raise Unsafe(f"{what}: {_kind(st.st_mode)}, not a regular file")
+        raise Unsafe(f"{what}: {kind(st.st_mode)}, not a regular file")
     if st.st_nlink != 1:
         raise Unsafe(f"{what}: {st.st_nlink} hard links to it: refusing to write through one")
     problem = unsafe(st, os.geteuid() if euid is None else euid, "it")
@@ -235,7 +250,7 @@ def vet_folder(path: str, what: str, euid: int | None = None) -> os.stat_result 
 def _writable(st: os.stat_result, what: str) -> None:
     """Raise Unsafe unless ``st`` is a regular file with one name that root (or we) own."""
     if not stat.S_ISREG(st.st_mode):
-        raise Unsafe(f"{what}: {_kind(st.st_mode)}, not a regular file: not written")
+        raise Unsafe(f"{what}: {kind(st.st_mode)}, not a regular file: not written")
     if st.st_nlink != 1:
         raise Unsafe(f"{what}: {st.st_nlink} hard links to it: not written")
     if st.st_uid not in (0, os.geteuid()):

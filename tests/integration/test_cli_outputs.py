@@ -144,6 +144,6 @@ def test_help_lists_the_output_options() -> None:
 def test_hook_path_with_a_nul_byte_is_refused() -> None:
     import argparse
 
-    from bustd.cli import hook as check_hook
+    from bustd.optvalues import hook as check_hook
     with pytest.raises(argparse.ArgumentTypeError, match="NUL byte"):
         check_hook("/a\0b")

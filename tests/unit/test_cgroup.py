@@ -17,7 +17,6 @@ from bustd.cgroup import (
     CgroupError,
     Figures,
     cgroup_mount,
-    fstype_of,
     leaf_of,
     members,
     meminfo_of,
@@ -27,10 +26,10 @@ from bustd.cgroup import (
     parse_procs,
     parse_stat,
     parse_value,
-    validate,
 )
 from bustd.cgroupkill import Units, refusal
 from bustd.meminfo import MemInfo
+from bustd.optvalues import fstype_of, validate
 from bustd.procfs import ProcFS
 from tests.fakecgroup import MIB, FakeCgroup, stat_text
 from tests.fakeproc import FAKE_PID, FakeProc

@@ -2,7 +2,7 @@
 man/bustd.8 is what the generator writes.
 
 The comparison parses the man page back (``.TP`` entries) and checks, both
-ways, that every option of ``cli.parser()`` and of ``bustd check`` appears
+ways, that every option of ``options.parser()`` and of ``bustd check`` appears
 with its metavar and help text, and nothing else does.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bustd import cli, manpage
+from bustd import manpage, options
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "man" / "bustd.8"
@@ -57,15 +57,15 @@ def parser_entries(p: argparse.ArgumentParser, only: set[str] | None = None) -> 
 
 
 def check_only() -> set[str]:
-    daemon = {s for a in cli.parser()._actions for s in a.option_strings}
-    return {s for a in cli.check_parser()._actions for s in a.option_strings} - daemon
+    daemon = {s for a in options.parser()._actions for s in a.option_strings}
+    return {s for a in options.check_parser()._actions for s in a.option_strings} - daemon
 
 
 def disagreements(text: str) -> list[str]:
     """Return every option that differs between ``text`` and the parsers (both ways)."""
     problems = []
-    for section, want in (("OPTIONS", parser_entries(cli.parser())),
-                          ("CHECK OPTIONS", parser_entries(cli.check_parser(), check_only()))):
+    for section, want in (("OPTIONS", parser_entries(options.parser())),
+                          ("CHECK OPTIONS", parser_entries(options.check_parser(), check_only()))):
         have = man_entries(text, section)
         for key in sorted(set(want) | set(have)):
             if want.get(key) != have.get(key):
@@ -78,7 +78,7 @@ def test_man_page_and_help_agree_both_ways() -> None:
     text = SHIPPED.read_text()
     assert disagreements(text) == []
     assert len(man_entries(text, "OPTIONS")) == len(
-        [a for a in cli.parser()._actions if a.option_strings])
+        [a for a in options.parser()._actions if a.option_strings])
     assert set(man_entries(text, "CHECK OPTIONS")) == {("--json",), ("--interval",), ("--top",)}
 
 
@@ -116,3 +116,14 @@ def test_generator_writes_a_file(tmp_path: Path) -> None:
     assert manpage.main([str(tmp_path / "bustd.8")]) == 0
     assert (tmp_path / "bustd.8").read_text() == manpage.render()
     assert manpage.render().startswith('.TH BUSTD 8 "" "bustd ')
+
+
+def test_the_sighup_entry_names_every_option_a_reload_keeps() -> None:
+    """SIGHUP's entry lists exactly the options reload.FIXED_AT_START keeps until a restart."""
+    from bustd.reload import FIXED_AT_START
+
+    body = unroff(manpage.render().split(".B SIGHUP\n", 1)[1].split(".TP\n", 1)[0])
+    kept = body.split("the option. ", 1)[1].split(" keep their values", 1)[0]
+    named = set(re.findall(r"--[a-z-]+", kept))
+    want = {o.flags[-1] for o in options.OPTIONS if set(o.keys) & set(FIXED_AT_START)}
+    assert named == want and len(want) == len(FIXED_AT_START)

@@ -34,7 +34,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from bustd import cgroup, cli
+from bustd import cgroup, cli, conffile, options, optvalues
 from bustd.config import CHOICES, DEFAULTS, Config, ConfigError, decode, encode
 from bustd.meminfo import parse_meminfo
 from bustd.pressure import parse_pressure
@@ -411,7 +411,7 @@ def test_kernel_text_hostile_raises_only_value_error(parser: KernelParser) -> No
 
 # --- The config file -----------------------------------------------------------
 
-P = cli.parser()
+P = options.parser()
 FLAGS = ("sort-by-rss", "kill-pgroup", "no-daemon", "daemon", "dry-run", "verbose")
 OPTIONS = ("mem", "swap", "mem-size", "swap-size", "psi", "psi-metric", "psi-mem",
            "psi-duration", "watch", "rank", "unkillables", "ignore", "prefer", "avoid",
@@ -447,8 +447,8 @@ CONF_TOKENS = (
 def test_config_file_hostile_raises_only_usage_error(conf_path: Path, data: bytes) -> None:
     _write(conf_path, data)
     try:
-        argv = cli.config_file_args(P, str(conf_path))
-    except cli.UsageError as err:
+        argv = conffile.config_file_args(P, str(conf_path))
+    except optvalues.UsageError as err:
         message = str(err)
         assert message.startswith((f"{conf_path}:", f"config file {conf_path}:")), message
         assert "\n" not in message
@@ -459,7 +459,7 @@ def test_config_file_hostile_raises_only_usage_error(conf_path: Path, data: byte
 @given(st.text())
 def test_config_line_hostile_raises_only_value_error(line: str) -> None:
     try:
-        parsed = cli.parse_config_line(line)
+        parsed = conffile.parse_config_line(line)
     except ValueError as err:
         assert "\n" not in str(err)
     else:
@@ -578,7 +578,7 @@ def test_config_file_stands_for_its_command_line(conf_path: Path,
                                                  case: tuple[bytes, list[str]]) -> None:
     data, argv = case
     _write(conf_path, data)
-    assert cli.config_file_args(P, str(conf_path)) == argv
+    assert conffile.config_file_args(P, str(conf_path)) == argv
     cfg = cli.build_config(P.parse_args(argv))
     globs = [item[len("--unkillables="):] for item in argv if item.startswith("--unkillables=")]
     if globs:  # the last one wins, its globs trimmed

@@ -128,7 +128,7 @@ def test_parse_answer() -> None:
 def test_a_warning_on_stderr_never_breaks_a_good_answer() -> None:
     """Review M5: the answer and the diagnostics are two channels."""
     cfg = Config(ignore="[[a]")
-    warning = b"bustd/cli.py:133: FutureWarning: Possible nested set at position 1\n"
+    warning = b"bustd/optvalues.py:133: FutureWarning: Possible nested set at position 1\n"
     assert parse_answer(0, answer(cfg), warning) == (cfg, "/etc/bustd.conf")
 
 
@@ -294,7 +294,8 @@ def test_reload_and_runtime_never_import_argparse() -> None:
     out = subprocess.run([sys.executable, "-S", "-I", "-c", code, str(REPO)],
                          capture_output=True, text=True, timeout=60, check=True)
     idle, more = out.stdout.splitlines()
-    for name in ("argparse", "subprocess", "bustd.reload", "bustd.cli", "bustd.check"):
+    for name in ("argparse", "subprocess", "bustd.reload", "bustd.cli", "bustd.options",
+                 "bustd.optvalues", "bustd.conffile", "bustd.check"):
         assert f"'{name}'" not in idle, idle
     assert more == "['bustd.reload']", more
 
