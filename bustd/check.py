@@ -516,6 +516,18 @@ def _para(text: str) -> list[str]:
 
 def to_text(r: dict[str, Any]) -> str:
     """Return the report for people: at most WIDTH columns a line."""
+    out = [*_state_lines(r), "", *_rule_lines(r), "", *_decision_lines(r), "",
+           *_candidate_lines(r), "", *_skipped_lines(r)]
+    return "\n".join(line.rstrip() for line in out) + "\n"
+
+
+def _avail(r: dict[str, Any]) -> str:
+    """Return the name of the available memory the report speaks of."""
+    return "MemAvailable" if r["cgroup"] is None else "cgroup available"
+
+
+def _state_lines(r: dict[str, Any]) -> list[str]:
+    """Return the report's head: what was read (memory, swap, pressure, watching)."""
     out: list[str] = []
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
     source = f", config {r['config_file']}" if r["config_file"] else ""
@@ -524,13 +536,12 @@ def to_text(r: dict[str, Any]) -> str:
         out += _field("note", f"run as uid {r['euid']}, not root: other users' executables "
                               "may be unreadable here, and name rules cannot match them")
     m, s, p, cg = r["memory"], r["swap"], r["pressure"], r["cgroup"]
-    avail = "MemAvailable"
+    avail = _avail(r)
     if cg is not None:
         limit = (f"{cg['limit_name']} {size(cg['limit_kib'])}" if cg["limit_kib"] is not None
                  else "no limit of its own: the machine's memory")
         out += _field("cgroup", f"{cg['path']}: {size(cg['current_kib'])} in use "
                                 f"({size(cg['reclaimable_kib'])} reclaimable), {limit}")
-        avail = "cgroup available"
     out += _field("memory", f"{avail} {size(m['available_kib'])} of "
                             f"{size(m['total_kib'])} ({m['available_percent']:.1f}%)"
                   + (f"; user memory {size(m['user_kib'])}" if cg is None else ""))
@@ -569,8 +580,14 @@ def to_text(r: dict[str, Any]) -> str:
     t = r["thresholds"]
     out += _field("watching", ("yes" if r["watching"] else "no") +
                   f" (below {avail} {size(t['watch_kib'])})")
-    out.append("")
-    free = "swap free" if cg is not None else "SwapFree"
+    return out
+
+
+def _rule_lines(r: dict[str, Any]) -> list[str]:
+    """Return the levels, the pressure rule, the ranking and the avoid list in force."""
+    out: list[str] = []
+    t, avail = r["thresholds"], _avail(r)
+    free = "swap free" if r["cgroup"] is not None else "SwapFree"
     out += _field("SIGTERM", f"at {avail} <= {size(t['sigterm']['mem_kib'])} and "
                              f"{free} <= {size(t['sigterm']['swap_kib'])}")
     out += _field("SIGKILL", f"at {avail} <= {size(t['sigkill']['mem_kib'])} and "
@@ -590,8 +607,13 @@ def to_text(r: dict[str, Any]) -> str:
                              "(--default-avoid; --print-config shows them), yielding to "
                              f"any candidate that frees {size(r['need_kib'])}"
                   if listed else "no default avoid list (--default-avoid '')")
+    return out
+
+
+def _decision_lines(r: dict[str, Any]) -> list[str]:
+    """Return what the daemon would do now, and why."""
+    out: list[str] = []
     d = r["decision"]
-    out.append("")
     if d["action"] == "none":
         out += _field("decision", f"nothing to do: {d['reason']}")
     else:
@@ -601,7 +623,12 @@ def to_text(r: dict[str, Any]) -> str:
         out += _field("decision", f"{d['action']}{whom}: {d['reason']}")
         if d["note"]:
             out += _field("", d["note"])
-    out.append("")
+    return out
+
+
+def _candidate_lines(r: dict[str, Any]) -> list[str]:
+    """Return the candidates in kill order, three lines each."""
+    out: list[str] = []
     cands = r["candidates"]
     growth = f"; growth over {r['interval_s']:.1f} s" if r["interval_s"] else ""
     out += _para(f"candidates in kill order ({len(cands)} of {r['candidates_total']}{growth}):")
@@ -625,8 +652,13 @@ def to_text(r: dict[str, Any]) -> str:
         out.append(f"{'':8}{_cut(holds, WIDTH - 8).rstrip()}")
         if c["note"]:
             out.append(f"{'':8}{_cut(c['note'], WIDTH - 8).rstrip()}")
+    return out
+
+
+def _skipped_lines(r: dict[str, Any]) -> list[str]:
+    """Return who is never killed and why, and the count of those that are no candidates."""
+    out: list[str] = []
     users = [x for x in r["skipped"] if x["kind"] in ("protected", "bustd", "self")]
-    out.append("")
     out += _para(f"never killed ({len(users)}):")
     if users:
         out.append(f"{'PID':>7} {'NAME':<15} WHY")
@@ -640,4 +672,4 @@ def to_text(r: dict[str, Any]) -> str:
         ("unreadable", "exited or unreadable", "exited or unreadable")) if rest[k]]
     if words:
         out += _para("not candidates: " + ", ".join(words))
-    return "\n".join(line.rstrip() for line in out) + "\n"
+    return out
