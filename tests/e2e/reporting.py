@@ -311,6 +311,15 @@ def render(outcomes: list[runner.Outcome], command: str, env: str,
     return "\n".join(lines) + "\n"
 
 
+def not_run_text(left_out: dict[str, list[int]]) -> str:
+    """Return the sentence naming the rows left out for want of a saved run ("" if none)."""
+    if not left_out:
+        return ""
+    parts = [f"{name} in scenario{'s' if len(ids) > 1 else ''} {','.join(map(str, ids))}"
+             for name, ids in left_out.items()]
+    return " Not run, so left out of the tables (`--only-saved`): " + "; ".join(parts) + "."
+
+
 def main(argv: list[str]) -> int:
     """Run the matrix (or load it) and write the report; return the exit code."""
     parser = argparse.ArgumentParser(
@@ -324,6 +333,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--from-results", action="store_true", help="do not boot: use the last runs' files"
     )
+    parser.add_argument(
+        "--only-saved", action="store_true",
+        help="with --from-results: leave out a daemon's row in a scenario it was never run "
+             "in (named under the environment line) instead of showing it as a failed run")
     parser.add_argument("--control", action="append", default=[], metavar="DAEMON=IDS",
                         help="also run DAEMON, in scenarios IDS only (e.g. "
                              "bustd-oom_score=6,7: the control for the ranking default)")
@@ -343,6 +356,9 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"e2e: unknown daemon(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
+    if args.only_saved and not args.from_results:
+        print("e2e: --only-saved needs --from-results", file=sys.stderr)
+        return 2
     args.repo = os.path.abspath(args.repo)
     cfg = None
     if not args.from_results:
@@ -350,12 +366,16 @@ def main(argv: list[str]) -> int:
         if cfg is None:
             return 2
     outcomes = []
+    left_out: dict[str, list[int]] = {}
     t0 = time.monotonic()
     for sid in sorted(set(ids).union(*(c for _, c in controls))):
         rows = (names if sid in ids else []) + [c for c, cids in controls if sid in cids]
         for name in rows:
             scen = scenarios.SCENARIOS[sid]
             if cfg is None:
+                if args.only_saved and not runner.saved_runs(args.results, name, sid):
+                    left_out.setdefault(name, []).append(sid)
+                    continue
                 for outcome in runner.load_outcomes(scen, name, args.results):
                     print(runner.describe(outcome), flush=True)
                     outcomes.append(outcome)
@@ -380,6 +400,7 @@ def main(argv: list[str]) -> int:
         env += f" Whole matrix took {(time.monotonic() - t0) / 60:.0f} min."
     else:
         env += " Rebuilt from the saved runs (`--from-results`): " + run_dates(outcomes) + "."
+        env += not_run_text(left_out)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         f.write(render(outcomes, command, env, controls))

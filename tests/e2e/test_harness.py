@@ -695,3 +695,17 @@ def test_zram_note_says_why_bustd_acted() -> None:
     assert "scenario 3 run 3: no kill, at most" in text
     assert text.count("scenario 3 run") == 3  # bustd's runs only
     assert reporting.zram_note([runner.Outcome(SCEN, "bustd", thrash, (), 50.0, "", 1)]) == []
+
+
+def test_only_saved_leaves_out_rows_never_run_and_names_them(tmp_path: Any) -> None:
+    save_run(tmp_path, "bustd", 1, 1, scenario1_ok())
+    out = tmp_path / "report.md"
+    args = ["--from-results", "--scenarios", "1", "--daemons", "nohang,bustd",
+            "--results", str(tmp_path), "--out", str(out)]
+    assert reporting.main([*args, "--only-saved"]) == 0
+    text = out.read_text()
+    assert "| 1 | bustd | 1/1 |" in text and "| 1 | nohang |" not in text
+    assert "Not run, so left out of the tables (`--only-saved`): nohang in scenario 1." in text
+    assert reporting.main(args) == 0  # without it the gap is a failed row, as before
+    assert "| 1 | nohang | **0/1** |" in out.read_text()
+    assert reporting.main(["--only-saved", "--scenarios", "1", "--out", str(out)]) == 2
