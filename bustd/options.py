@@ -16,18 +16,20 @@ import os
 
 from . import __version__
 from . import optvalues as value
-from .config import CHOICES, DEFAULT_AVOID
+from .config import CHOICES, DEFAULTS
 from .optvalues import MAX_KILL_WAIT, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, NoReturn, Sequence
 
-__all__ = ["CHECK", "CHECK_OPTIONS", "OPTIONS", "Option", "check_parser", "parse_args", "parser"]
+__all__ = ["CHECK", "CHECK_OPTIONS", "CONFIG", "OPTIONS", "Option", "check_parser", "parse_args",
+           "parser"]
 
 CHECK = "check"  # the subcommand: ``bustd check [OPTIONS]``
 _OUT, _CGROUP, _CHECK = "telling people and machines", "cgroup v2", "check options"  # sections
 _MODE = "mode"  # -n and --daemon: one excludes the other
+CONFIG = object()  # a row's default: its Config key's, config.DEFAULTS (one source)
 
 
 class Option:
@@ -44,7 +46,8 @@ class Option:
         self.keys = tuple(keys.split())  # the Config keys it sets (none: it sets none)
         self.parse = parse  # a type, the choices, None (a plain string or a flag), a const
         self.metavar = metavar
-        self.default = default  # None: not given (its Config default applies)
+        # None: not given (its Config default applies); CONFIG: config.DEFAULTS's
+        self.default = DEFAULTS[self.keys[0]] if default is CONFIG else default
         self.help = help
         self.action = action
         self.reload = reload  # False: kept until a restart (reload.FIXED_AT_START)
@@ -72,47 +75,47 @@ OPTIONS = (
            "absolute form of --mem in KiB; with both, the lower applies"),
     Option("-S --swap-size", "swap_term_kib swap_kill_kib", value.kib_pair, "KiB[,KiB]", None,
            "absolute form of --swap in KiB; with both, the lower applies"),
-    Option("-p --psi", "psi_cutoff", value.percent, "CUTOFF", 25.0,
+    Option("-p --psi", "psi_cutoff", value.percent, "CUTOFF", CONFIG,
            "SIGTERM when memory stall (over the last second) >= CUTOFF percent of "
            "time and MemAvailable <= --psi-mem (default 25; 0 disables PSI)"),
-    Option("--psi-metric", "psi_metric", CHOICES["psi_metric"], None, "some",
+    Option("--psi-metric", "psi_metric", CHOICES["psi_metric"], None, CONFIG,
            "PSI line to use: some (a task stalled) or full (all stalled); default some"),
-    Option("--psi-mem", "psi_mem_percent", value.percent, "PERCENT", 15.0,
+    Option("--psi-mem", "psi_mem_percent", value.percent, "PERCENT", CONFIG,
            "pressure may only kill when MemAvailable <= PERCENT of MemTotal (default 15)"),
-    Option("--psi-duration", "psi_duration", value.seconds, "SECONDS", 5.0,
+    Option("--psi-duration", "psi_duration", value.seconds, "SECONDS", CONFIG,
            "pressure kills only once the machine has thrashed this long (default 5): the "
            "stall >= CUTOFF and, with swap, pages swapped back in at >= --swapin-rate and at "
            "least 0.6 as fast as they go out, all along; 0 acts on one reading"),
-    Option("--swapin-rate", "swapin_rate", value.mib_rate, "MiB/s", 1.0,
+    Option("--swapin-rate", "swapin_rate", value.mib_rate, "MiB/s", CONFIG,
            "with swap, the swap-in rate that makes a stall thrashing (default 1), with "
            "swap-ins at least 0.6 of swap-outs; a stall while more pages go out than come "
            "back (a program growing into zram) never kills; 0: the stall alone"),
-    Option("--watch", "watch_percent", value.percent, "PERCENT", 25.0,
+    Option("--watch", "watch_percent", value.percent, "PERCENT", CONFIG,
            "below this MemAvailable percent (or after a PSI event) sample stall, zram and "
            "the growth of the largest processes at every check (default 25)"),
-    Option("--rank", "rank", CHOICES["rank"], None, "growth",
+    Option("--rank", "rank", CHOICES["rank"], None, CONFIG,
            "victim ranking: growth (oom_score plus 30 s of recent growth), oom_score, or "
            "rss (RSS plus swap); default growth"),
     Option("--sort-by-rss", "", "rss", None, None, "same as --rank rss (compatibility)",
            action="store_const", dest="rank"),
-    Option("-u --unkillables", "unkillables", value.globs, "'GLOB|GLOB'", "",
+    Option("-u --unkillables", "unkillables", value.globs, "'GLOB|GLOB'", CONFIG,
            "never kill processes whose executable matches one of these globs: the whole "
            "real path for a glob with a '/', else the name of a root-owned executable in "
            "root-owned folders (what no other user can forge)"),
-    Option("--ignore", "ignore", value.regex, "REGEX", "",
+    Option("--ignore", "ignore", value.regex, "REGEX", CONFIG,
            "never kill processes whose executable matches REGEX (as --unkillables: "
            "the whole path with a '/', else the name of a root-owned executable)"),
-    Option("--prefer", "prefer", value.regex, "REGEX", "",
+    Option("--prefer", "prefer", value.regex, "REGEX", CONFIG,
            "add 300 to the oom_score of processes whose executable matches REGEX"),
-    Option("--avoid", "avoid", value.regex, "REGEX", "",
+    Option("--avoid", "avoid", value.regex, "REGEX", CONFIG,
            "subtract 300 from the oom_score of processes whose executable matches REGEX "
            "(as --ignore)"),
-    Option("--default-avoid", "default_avoid", value.real_paths, "'PATH|PATH'", DEFAULT_AVOID,
+    Option("--default-avoid", "default_avoid", value.real_paths, "'PATH|PATH'", CONFIG,
            "executables (real paths, globs) avoided unless no other candidate frees "
            "what the emergency needs; the default lists init, display servers, "
            "compositors, desktop shells, session and display managers, logind, D-Bus, sshd "
            "and package managers (see --print-config); '' clears it"),
-    Option("--grace", "grace", value.grace, "SECONDS", 0.5,
+    Option("--grace", "grace", value.grace, "SECONDS", CONFIG,
            "after SIGTERM, wait this long for the exit before SIGKILL (default 0.5; at "
            f"most {MAX_KILL_WAIT:g} together with --hook-timeout)"),
     _flag("-g --kill-pgroup", "kill_pgroup",
@@ -121,25 +124,25 @@ OPTIONS = (
           group=_MODE),
     _flag("--daemon", "daemon", "fork to the background and write --pid-file", group=_MODE,
           reload=False),
-    Option("--pid-file", "pid_file", value.path, "PATH", "/run/bustd.pid",
+    Option("--pid-file", "pid_file", value.path, "PATH", CONFIG,
            "pid file written with --daemon (default /run/bustd.pid)", reload=False),
     _flag("--dry-run", "dry_run",
           "decide and log the kill line, marked as a dry run, but never signal"),
-    Option("-r --report", "report", value.seconds, "SECONDS", 3600.0,
+    Option("-r --report", "report", value.seconds, "SECONDS", CONFIG,
            "log a status line every SECONDS (default 3600; 0 disables)"),
     _flag("-V --verbose", "verbose", "also log debug lines"),
     Option("--version", "", None, None, None, "", action="version", in_file=False),
-    Option("--proc-root", "proc_root", value.path, "PATH", "/proc",
+    Option("--proc-root", "proc_root", value.path, "PATH", CONFIG,
            "read this tree instead of /proc (for tests); any other root implies "
            "--dry-run and no PSI trigger", reload=False),
-    Option("--sys-root", "sys_root", value.path, "PATH", "/sys",
+    Option("--sys-root", "sys_root", value.path, "PATH", CONFIG,
            "read zram statistics from this tree instead of /sys (for tests)"),
     _flag("--print-config", "", "print the effective settings and exit", in_file=False),
     Option("-c --config", "", None, "FILE", None,
            "read options from FILE first ('option = value' lines, see "
            "contrib/bustd.conf); options on the command line override them", in_file=False),
     # Warnings, notifications, hooks, kill log and metrics (issue 8).
-    Option("--warn", "warn_percent", value.percent, "PERCENT", 0.0,
+    Option("--warn", "warn_percent", value.percent, "PERCENT", CONFIG,
            "warn (log line, notification, metrics) when MemAvailable and SwapFree fall to "
            "PERCENT, or the stall reaches half of --psi below --psi-mem, naming the likely "
            "victim; again only after memory recovered (default 0: off)", group=_OUT),
@@ -153,7 +156,7 @@ OPTIONS = (
            "signal, waiting at most --hook-timeout", group=_OUT, reload=False),
     Option("--post-kill-hook", "post_kill_hook", value.hook, "PATH", None,
            "run PATH after each kill (not waited for)", group=_OUT, reload=False),
-    Option("--hook-timeout", "hook_timeout", value.hook_timeout, "SECONDS", 0.2,
+    Option("--hook-timeout", "hook_timeout", value.hook_timeout, "SECONDS", CONFIG,
            "longest wait for the pre-kill hook before the signal (default 0.2)", group=_OUT,
            reload=False),
     Option("--kill-log", "kill_log", value.output_file, "FILE", None,
