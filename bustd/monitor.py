@@ -4,8 +4,8 @@ Contract: each check reads MemInfo and asks the pure functions of decide.py
 whether to act and how long to sleep (or until the kernel's PSI trigger
 fires). While memory is in the watch zone (a little above the levels that
 act, or for a while after a PSI trigger event) a check also reads PSI, swap
-traffic and zram and samples the largest processes; that code and acting's
-(acting.py) load the first time memory enters the watch zone, reloading's
+traffic and zram and samples the largest processes; that code and the
+emergency's (emergency.py) load the first time memory enters the watch zone, reloading's
 (reload.py) at the first SIGHUP, so an idle daemon holds the loop alone.
 Every record (outputs.Record) goes to each callable in ``Monitor.outputs``;
 a kill's, from a later check, once what it freed is measured (progress.py).
@@ -126,7 +126,7 @@ class Monitor:
         self.last_act = -1e9
         self.stuck = False  # warned that nothing may be killed in this emergency
         self.progress: Progress | None = None  # what the kills achieved (issue 14)
-        self.held_back: set[str] = set()  # kinds of "no kill" said (acting.held_back)
+        self.held_back: set[str] = set()  # kinds of "no kill" said (emergency.held_back)
         self.next_report = clock() + cfg.report if cfg.report > 0 else float("inf")
         self.watch_until = -1e9
         self.watching = False
@@ -503,16 +503,16 @@ class Monitor:
         watching = short or now < self.watch_until
         cands: list[Candidate] | None = None
         if watching:
-            from . import acting  # loaded with choose, kill and record (see load_watch_code)
+            from . import emergency  # loaded with choose, kill and record (see load_watch_code)
             self.faults_at_wake = own_major_faults()
             mem = self.effective(mem)
             # What a kill must free to lift MemAvailable above the SIGTERM
             # level: the default avoid list yields to a candidate that frees it.
             self.need_kib = max(0, int(thresholds(cfg, mem).mem_term - mem.available))
-            cands = acting.sample(self, now)
+            cands = emergency.sample(self, now)
             self.scan_s = self.clock() - now
             if not self.watching:
-                acting.rehearse(self, cands)
+                emergency.rehearse(self, cands)
             self.watching = True
         else:
             self.watching = False
@@ -529,10 +529,10 @@ class Monitor:
             self.stuck = False
             self.held_back.clear()
             if cands is not None and not self.warned:
-                from .acting import warn
+                from .emergency import warn
                 warn(self, mem, stall, cands, now)
         else:
-            from .acting import act
+            from .emergency import act
             self.acting = True
             try:
                 pause = act(self, decision, stall, cands)

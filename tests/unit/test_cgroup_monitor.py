@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bustd import acting, cgroup, kill
+from bustd import cgroup, emergency, kill
 from bustd.choose import Ranking, make_rules
 from bustd.monitor import Monitor
 from bustd.procfs import ProcFS
@@ -256,7 +256,7 @@ def test_real_kill_branch_kills_the_cgroup_whole_or_says_why_not(
 def test_a_victim_that_left_the_cgroup_is_passed_over(env: Env, tmp_path: Path) -> None:
     cg = setup(env, tmp_path)
     m = monitor(env, cg)
-    cands = acting.sample(m, env.clock.now)
+    cands = emergency.sample(m, env.clock.now)
     assert {c.pid: c.cgroup for c in cands} == {HOG: cg.path("work/a"),
                                                PARTNER: cg.path("work/a"),
                                                SMALL: cg.path("work/b")}

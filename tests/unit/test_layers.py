@@ -113,8 +113,8 @@ def test_pure_decisions_do_no_io(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", in_layer("output"))
-def test_outputs_never_import_the_loop_or_acting(name: str) -> None:
-    assert own(name) & {"monitor", "acting", "runtime", "reload"} == set()
+def test_outputs_never_import_the_loop_or_the_emergency(name: str) -> None:
+    assert own(name) & {"monitor", "emergency", "runtime", "reload"} == set()
 
 
 @pytest.mark.parametrize("name", in_layer("front"))

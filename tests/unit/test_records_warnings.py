@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from bustd.acting import WARN_EVERY
 from bustd.config import Config
 from bustd.decide import warning, watch_level
+from bustd.emergency import WARN_EVERY
 from bustd.meminfo import MemInfo
 from bustd.monitor import Monitor
 from bustd.outputs import CheckRecord
