@@ -38,7 +38,10 @@ def time_tree(tree: str) -> str:
         for _ in range(CHECKS):
             m.check()
         rounds.append((time.perf_counter() - t) / CHECKS * 1e6)
-    idle = not getattr(m, "watch_code_loaded", getattr(m, "armed", True))
+    if hasattr(m, "emergency"):  # since issue 16: made when memory first runs short
+        idle = m.emergency is None
+    else:
+        idle = not getattr(m, "watch_code_loaded", getattr(m, "armed", True))
     return f"{tree}: {' '.join(f'{r:.1f}' for r in rounds)} µs per check; idle: {idle}"
 
 

@@ -4,9 +4,11 @@ Contract: each check reads MemInfo and asks the pure functions of decide.py
 whether to act and how long to sleep (or until the kernel's PSI trigger
 fires). While memory is in the watch zone (a little above the levels that
 act, or for a while after a PSI trigger event) a check also reads PSI, swap
-traffic and zram and samples the largest processes; that code and the
-emergency's (emergency.py) load the first time memory enters the watch zone, reloading's
-(reload.py) at the first SIGHUP, so an idle daemon holds the loop alone.
+traffic and zram and hands the readings to the Emergency (emergency.py),
+which owns the kill state, samples the largest processes and acts. That code
+loads the first time memory enters the watch zone, reloading's (reload.py)
+at the first SIGHUP, so an idle daemon holds the loop alone. No function
+outside this module takes the Monitor.
 Every record (outputs.Record) goes to each callable in ``Monitor.outputs``;
 a kill's, from a later check, once what it freed is measured (progress.py).
 Nothing an output does sits between the emergency and the signal, except
@@ -41,17 +43,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Protocol
 
-    from . import kill
     from .cgroup import Cgroup, Figures
-    from .cgroupkill import Units
-    from .freeable import Shared
-    from .growth import Tracker
+    from .emergency import Emergency, Wakeup
     from .outputs import Record
     from .process import Candidate
     from .procfs import BackgroundRead
-    from .progress import Followed, Progress
+    from .progress import Followed
     from .record import KillRecord
-    from .victim import Rules
     from .zram import Zram
 
     class Reloading(Protocol):
@@ -102,47 +100,27 @@ class Monitor:
         self.clock = clock
         self.wall = wall or clock
         self.self_pid = self_pid
-        # The watch-zone modules loaded, rules, units, progress... made (load_watch_code)
-        self.watch_code_loaded = False
-        self.rules: Rules | None = None
-        self.units: Units | None = None  # victims' cgroups (--cgroup, --kill-cgroup)
-        self.tracker: Tracker | None = None
-        self.shared: Shared | None = None  # what RSS holds that a kill would not free
-        self.need_kib = 0  # what a kill must free to end the emergency (while watching)
-        self.dry = cfg.dry_run or not cfg.live  # a fake tree is never signalled
+        # The kill state, made with the watch-zone modules (load_watch_code)
+        self.emergency: Emergency | None = None
         self.meter = StallMeter()
         self.swapins = RateMeter()  # pswpin, pages
         self.swapouts = RateMeter()  # pswpout, pages (the machine's only)
         self.run_ = StallRun()
         self.vmstat_fd = -1
         self.vmstat_failed = False
-        self.scaled = True  # oom_score in the 0..1333 form (set by load_watch_code)
         self.zram: list[Zram] = []
         self.zram_failed = False
-        self.passed: set[tuple[int, int]] = set()  # (pid, starttime) refused a signal
-        self.reading_cmdline: tuple[tuple[int, int], BackgroundRead] | None = None
-        self.dying: dict[tuple[int, int], kill.Target] = {}  # alive after SIGKILL
-        self.kills = 0
-        self.last_act = -1e9
-        self.stuck = False  # warned that nothing may be killed in this emergency
-        self.progress: Progress | None = None  # what the kills achieved (issue 14)
-        self.held_back: set[str] = set()  # kinds of "no kill" said (emergency.held_back)
         self.next_report = clock() + cfg.report if cfg.report > 0 else float("inf")
         self.watch_until = -1e9
         self.watching = False
-        self.faults_at_wake = -1  # own major faults when the current check began
         self.trigger_fd = -1
         self.trigger_window = 0.0
         self.trigger_fired = False
         self.acting = False  # a kill is under way: a stop request waits for it
         self.stopping = False
-        self.woke = clock()  # when the current check began (reaction times)
-        self.woken_by = "timer"  # or "PSI trigger"
         self.outputs: list[Callable[[Record], None]] = [self._log_record]
         self.pre_kill: list[Callable[[KillRecord, BackgroundRead], None]] = []
         self.max_sleep = float("inf")
-        self.warned = False  # a warning was given: none again until memory recovers
-        self.last_warn = -1e9
         self.scan_s = 0.0  # how long the last scan took
         self.mem_fd = fs.open("meminfo")
         self.machine = read_meminfo(self.mem_fd)  # the last reading of /proc/meminfo
@@ -167,6 +145,11 @@ class Monitor:
         self.reload_left: list[Reloading] = []  # front ends ended but not reaped yet
         self.wake_fd = -1
         self.open_psi()
+
+    @property
+    def kills(self) -> int:
+        """Return how many kills were made (signals sent: none in a dry run)."""
+        return 0 if self.emergency is None else self.emergency.kills
 
     def psi_path(self) -> str:
         """Return the PSI file watched: the machine's, or the cgroup's memory.pressure."""
@@ -245,15 +228,16 @@ class Monitor:
     def _poll(self, timeout: float) -> list[tuple[int, int]]:
         return self._poller.poll(max(1, int(timeout * 1000)))
 
-    def load_watch_code(self) -> None:
-        """Load what watching and killing need, the first time memory runs short.
+    def load_watch_code(self) -> Emergency:
+        """Return the Emergency, made (with what watching and killing need loaded)
+        the first time memory runs short.
 
         A machine with memory to spare never holds these modules (issue 7:
         watching must not raise the idle footprint); they are loaded while
         memory is still at the watch level, well before any emergency.
         """
-        if self.watch_code_loaded:
-            return
+        if self.emergency is not None:
+            return self.emergency
         from . import (  # noqa: F401 - loaded here on purpose
             choose,
             freeable,
@@ -263,23 +247,11 @@ class Monitor:
             record,
             zram,
         )
-        self.rules = choose.make_rules(self.cfg, self.self_pid)
-        self.progress = progress.Progress()
-        self.tracker = growth.Tracker()
-        self.shared = freeable.Shared(self.fs)
-        if self.cfg.cgroup or self.cfg.kill_cgroup:
-            self.units = self.units_for_kill()
-        self.scaled = choose.kernel_scales_oom_score()
-        self.watch_code_loaded = True
-
-    def units_for_kill(self) -> Units:
-        """Return how victims' cgroups are found and killed (--cgroup, --kill-cgroup)."""
-        from .cgroupkill import units_of
-        units, err = units_of(self.fs)
-        if err is not None:
-            self.log.warning(f"cannot read {self.fs.path('self/mountinfo')} ({err}): "
-                             "victims' cgroups unknown")
-        return units
+        from .emergency import Emergency
+        self.emergency = Emergency(self.cfg, self.fs, self.log, self.clock, self.wall,
+                                   self.self_pid, self.emit, self.pre_kill, self.guarded,
+                                   None if self.cgroup is None else self.cgroup.path)
+        return self.emergency
 
     # -- readings ----------------------------------------------------------
 
@@ -382,7 +354,8 @@ class Monitor:
         self.meter.add(now, psi.total(self.cfg.psi_metric))
         stall = self.meter.percent()
         start = self.meter.start()
-        if (fired and now - self.last_act >= self.trigger_window
+        last_act = -1e9 if self.emergency is None else self.emergency.last_act
+        if (fired and now - last_act >= self.trigger_window
                 and (stall is None or stall < cutoff)):
             stall, start = float(cutoff), now - self.trigger_window
         swapin, swapout = self.swap_rates(now) if mem.swap_total > 0 else (None, None)
@@ -477,6 +450,44 @@ class Monitor:
             self._poller.unregister(r.fd)
         return r
 
+    def take_answer(self) -> None:
+        """Read the front end's answer; apply the new Config once it is complete."""
+        r = self.reloading
+        if r is None or not r.read():
+            return
+        self.end_reload()
+        from .reload import answer_of, reloaded
+        answer = answer_of(r, self.log, self.reload_left)
+        if answer is not None:
+            changed = self.apply(answer[0])
+            self.log.info(reloaded(answer[1], changed, self.cfg) + self.describe())
+
+    def apply(self, new: Config) -> list[str]:
+        """Use ``new`` from the next check; return the names of the settings that changed.
+
+        Settings in reload.FIXED_AT_START keep their running value (said in
+        one line). Rebuilt: the PSI file and trigger when ``psi``/``psi-metric``
+        changed, the zram tree, the report timer, the verbose switch, and the
+        Emergency's rules, units and dry-run switch (Emergency.reconfigure).
+        """
+        from .reload import changes
+        old = self.cfg
+        new, changed = changes(old, new, self.log)
+        self.cfg = new
+        self.log.verbose = new.verbose
+        if new.sys_root != old.sys_root:
+            self.sys = ProcFS(new.sys_root)
+            self.zram_failed = False
+        if self.emergency is not None:
+            self.emergency.reconfigure(new)
+        if {"psi_cutoff", "psi_metric"} & set(changed):
+            self.close_psi()
+            self.reset_stall()
+            self.open_psi()
+        if "report" in changed:
+            self.next_report = self.clock() + new.report if new.report > 0 else float("inf")
+        return changed
+
     def cancel_reload(self) -> None:
         """End a reload under way, killing its front end (at exit)."""
         r = self.end_reload()
@@ -488,56 +499,58 @@ class Monitor:
     def check(self) -> float:
         """Run one check (and act if needed); return seconds to sleep."""
         cfg = self.cfg
-        now = self.woke = self.clock()
+        now = self.clock()  # when this check began (reaction times)
         fired = self.trigger_fired
         self.trigger_fired = False
-        self.woken_by = "PSI trigger" if fired else "timer"
         if fired:
             self.watch_until = now + WATCH_AFTER_EVENT
         mem = self.read_mem()
         short = mem.available <= watch_level(cfg, mem)
-        if not short:
-            self.warned = False  # memory recovered: the next shortage is warned of again
-            if self.progress is not None:
-                self.progress.recovered()
+        e = self.emergency
+        if not short and e is not None:
+            e.recovered()  # the next shortage is warned of again
         watching = short or now < self.watch_until
         cands: list[Candidate] | None = None
+        faults = -1  # own major faults when this check began (read while watching)
         if watching:
-            from . import emergency  # loaded with choose, kill and record (see load_watch_code)
-            self.faults_at_wake = own_major_faults()
+            faults = own_major_faults()
             mem = self.effective(mem)
+            e = self.load_watch_code()
             # What a kill must free to lift MemAvailable above the SIGTERM
             # level: the default avoid list yields to a candidate that frees it.
-            self.need_kib = max(0, int(thresholds(cfg, mem).mem_term - mem.available))
-            cands = emergency.sample(self, now)
+            e.need_kib = max(0, int(thresholds(cfg, mem).mem_term - mem.available))
+            cands = e.sample(now)
             self.scan_s = self.clock() - now
             if not self.watching:
-                emergency.rehearse(self, cands)
+                e.rehearse(cands, self.read_again, self.zram, self.wakeup(now, fired, faults))
             self.watching = True
         else:
             self.watching = False
-            if self.tracker is not None:
-                self.tracker.clear()
-            if self.shared is not None:
-                self.shared.clear()
+            if e is not None:
+                e.stop_watching()
             self.zram = []
-        settled = self.follow(now, mem)
+        settled = [] if e is None else e.follow(now, mem.available + mem.swap_free)
         stall = self.pressure(mem, now, watching, fired)
         decision = decide(mem, stall.percent, cfg, stall.seconds, stall.swapin, stall.swapout)
         pause = 0.0
         if decision is None:
-            self.stuck = False
-            self.held_back.clear()
-            if cands is not None and not self.warned:
-                from .emergency import warn
-                warn(self, mem, stall, cands, now)
+            if e is not None:
+                e.calm()
+                if cands is not None and not e.warned:
+                    e.warn(mem, stall, cands, now, self.machine, self.zram)
         else:
-            from .emergency import act
+            e = self.load_watch_code()
             self.acting = True
             try:
-                pause = act(self, decision, stall, cands)
+                if cands is None:
+                    cands = e.sample(self.clock())
+                acted = e.act(decision, stall, cands, self.machine, self.zram,
+                              self.wakeup(now, fired, faults), self.read_fresh)
             finally:
                 self.acting = False
+            pause = acted.pause
+            if acted.signalled:
+                self.reset_stall()  # the kill made the stall history stale
             mem = self.effective(self.read_mem()) if watching else mem
         for f in settled:  # after any signal of this check: outputs may block
             self.emit_followed(f)
@@ -545,27 +558,28 @@ class Monitor:
         if now >= self.next_report:
             self.report(mem, stall.percent)
             self.next_report = now + cfg.report
-        self.emit(CheckRecord(now, mem, stall.percent, watching, self.scan_s, self.kills,
-                        len(self.dying)))
+        self.emit(CheckRecord(now, mem, stall.percent, watching, self.scan_s,
+                              self.kills, 0 if e is None else len(e.dying)))
         return max(pause, min(sleep_for(mem, cfg, self.trigger_fd >= 0, watching),
                               max(MIN_SLEEP, self.next_report - now), self.max_sleep,
                               max(MIN_SLEEP, self.due(now))))
 
-    def follow(self, now: float, mem: MemInfo) -> list[Followed]:
-        """Measure the kills being followed with this check's reading (progress.py).
+    def wakeup(self, now: float, fired: bool, faults: int) -> Wakeup:
+        """Return the Wakeup of the check that began at ``now`` (``fired``: by the PSI trigger)."""
+        from .emergency import Wakeup
+        return Wakeup(now, "PSI trigger" if fired else "timer", faults)
 
-        Returns the kills settled now; their records are emitted at the end
-        of the check. A signalled process still in ``dying`` is tearing down.
-        """
-        if self.progress is None or not self.progress.followed:
-            return []
-        dying = self.dying
-        return self.progress.observe(now, mem.available + mem.swap_free,
-                                     lambda key: key in dying)
+    def read_again(self) -> tuple[MemInfo, MemInfo]:
+        """Read memory now: (what decisions read, the machine's MemInfo)."""
+        return self.read_mem(), self.machine
+
+    def read_fresh(self) -> tuple[MemInfo, MemInfo]:
+        """Read memory now with zram at its worth: (what decisions read, the machine's)."""
+        return self.read_mem(zram=True), self.machine
 
     def due(self, now: float) -> float:
         """Return the seconds until a kill being followed is to be measured (inf: none)."""
-        return float("inf") if self.progress is None else self.progress.due(now)
+        return float("inf") if self.emergency is None else self.emergency.progress.due(now)
 
     def emit_followed(self, f: Followed, cut_short: bool = False) -> None:
         """Put what kill ``f`` freed into its record and hand the record to every output."""
@@ -575,8 +589,8 @@ class Monitor:
         r.freed_kib = f.freed_kib
         r.freed_s = (f.settled if f.settled >= 0 else self.clock()) - f.time
         r.vain = None if cut_short else f.vain
-        if f.vain and not cut_short and self.progress is not None:
-            r.backoff_s = max(0.0, self.progress.pause_until - f.settled)
+        if f.vain and not cut_short and self.emergency is not None:
+            r.backoff_s = max(0.0, self.emergency.progress.pause_until - f.settled)
         if self.cgroup is None and not cut_short:
             # Said with the kill when it is a reason memory was short: read
             # now, well after the signal (held.py never waits on a disk).
@@ -597,16 +611,17 @@ class Monitor:
 
     def flush_kills(self) -> None:
         """Emit the records of kills still being measured (bustd is stopping)."""
-        for f in self.progress.followed if self.progress is not None else []:
+        for f in self.emergency.progress.followed if self.emergency is not None else []:
             if f.record is not None:
                 self.emit_followed(f, cut_short=True)
 
     def emit(self, record: Record) -> None:
         """Hand ``record`` to every output; one that fails is logged, the rest still run."""
         for output in self.outputs:
-            self._call(output, record)
+            self.guarded(output, record)
 
-    def _call(self, output: Callable[..., None], record: Record, *more: object) -> None:
+    def guarded(self, output: Callable[..., None], record: Record, *more: object) -> None:
+        """Call ``output(record, *more)``; a failure is logged, never raised."""
         try:
             output(record, *more)
         except Exception as err:
@@ -629,10 +644,8 @@ class Monitor:
 
     def close(self) -> None:
         """Close every descriptor the Monitor holds."""
-        from . import kill
-        for t in self.dying.values():
-            kill.close_pidfd(t)
-        self.dying.clear()
+        if self.emergency is not None:
+            self.emergency.close()
         self.cancel_reload()
         for fd in (self.trigger_fd, self.psi_fd, self.mem_fd, self.vmstat_fd, self.wake_fd):
             if fd >= 0:
@@ -698,14 +711,13 @@ class Monitor:
                 elif fd == self.wake_fd:
                     _drain(fd)  # a signal arrived: its handler has run
                 elif self.reloading is not None and fd == self.reloading.fd:
-                    from .reload import take_answer
-                    take_answer(self)
+                    self.take_answer()
             if self.reloading is not None and self.clock() >= self.reloading.deadline:
                 from .reload import give_up
-                give_up(self)
+                give_up(self.end_reload(), self.log, self.reload_left)
             if self.reload_left:
                 from .reload import reap_left
-                reap_left(self)
+                reap_left(self.reload_left, self.clock())
 
 
 def _drain(fd: int) -> None:

@@ -10,8 +10,9 @@ encoded Config between two marker lines) and its stderr (the diagnostics:
 the one line naming what is wrong, any warning) are two pipes, read
 without blocking between checks; the child is never waited for. A child that does not answer within
 :data:`TIMEOUT` seconds is killed (it is our own child, named by its PID).
-:func:`take_answer` applies a good answer to the Monitor (:func:`reconfigure`),
-so that code too stays out of a daemon that is never reloaded.
+:func:`answer_of` takes a good answer and :func:`changes` what it changes,
+which ``Monitor.apply`` then uses, so that code too stays out of a daemon
+that is never reloaded.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ import os
 
 from . import sig
 from .config import DEFAULTS, Config, ConfigError, decode
-from .procfs import ProcFS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .log import Log
+    from .monitor import Reloading
 
 __all__ = ["END", "FIXED_AT_START", "MAX_ANSWER", "MAGIC", "TIMEOUT", "Reload", "ReloadError",
-           "give_up", "parse_answer", "reap_left", "reconfigure", "take_answer"]
+           "answer_of", "changes", "give_up", "parse_answer", "reap_left", "reloaded"]
 
 TIMEOUT = 10.0  # seconds the front end may take (it needs about 0.1 s)
 MAX_ANSWER = 1 << 20  # an answer is a few hundred bytes: more is not an answer
@@ -218,21 +219,20 @@ def _reap_now(pid: int) -> tuple[bool, int | None]:
     return True, _exit_code(status)
 
 
-def reap_left(m: Monitor) -> None:
+def reap_left(left: list[Reloading], now: float) -> None:
     """Reap the front ends that had not exited when their reload ended (never waits).
 
     One that gave its answer is exiting; one still there at its deadline
     is sent SIGKILL (once). One in uninterruptible sleep (a hung NFS
     mount) may take long to die even so: the loop never waits for it.
     """
-    now = m.clock()
-    for r in list(m.reload_left):
+    for r in list(left):
         if r.pid > 0 and not r.killed and now >= r.deadline:
             r.kill()
         if r.pid > 0 and _reap_now(r.pid)[0]:
             r.pid = -1
         if r.pid <= 0:
-            m.reload_left.remove(r)
+            left.remove(r)
 
 
 def _exit_code(status: int) -> int:
@@ -242,73 +242,49 @@ def _exit_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def reconfigure(m: Monitor, new: Config) -> list[str]:
-    """Apply ``new`` to the Monitor ``m`` from the next check; return what changed.
-
-    Returns the names of the settings that changed.
-    Rebuilds what depends on the Config: the victim rules, the PSI file
-    and trigger when ``psi``/``psi-metric`` changed, the zram tree, the
-    report timer, the dry-run and verbose switches. Settings in
-    FIXED_AT_START keep their running value (said in one line).
-    """
-    old = m.cfg
+def changes(old: Config, new: Config, log: Log) -> tuple[Config, list[str]]:
+    """Return ``new`` with the settings of FIXED_AT_START kept from ``old`` (said in
+    one line if any differed), and the names of the settings that change."""
     fixed = [k for k in FIXED_AT_START if getattr(new, k) != getattr(old, k)]
     if fixed:
-        m.log.warning("reload: " + ", ".join(k.replace("_", "-") for k in fixed)
-                      + " cannot change while bustd runs: kept until a restart")
+        log.warning("reload: " + ", ".join(k.replace("_", "-") for k in fixed)
+                    + " cannot change while bustd runs: kept until a restart")
         new = new.replace(**{k: getattr(old, k) for k in fixed})
-    changed = [k for k in DEFAULTS if getattr(new, k) != getattr(old, k)]
-    m.cfg = new
-    m.log.verbose = new.verbose
-    m.dry = new.dry_run or not new.live
-    m.stuck = False
-    if new.sys_root != old.sys_root:
-        m.sys = ProcFS(new.sys_root)
-        m.zram_failed = False
-    if m.watch_code_loaded and {"unkillables", "ignore", "prefer", "avoid", "default_avoid",
-                    "rank"} & set(changed):
-        from .choose import make_rules
-        m.rules = make_rules(new, m.self_pid)
-    if m.watch_code_loaded and new.kill_cgroup and m.units is None:
-        m.units = m.units_for_kill()
-    if {"psi_cutoff", "psi_metric"} & set(changed):
-        m.close_psi()
-        m.reset_stall()
-        m.open_psi()
-    if "report" in changed:
-        m.next_report = m.clock() + new.report if new.report > 0 else float("inf")
-    return changed
+    return new, [k for k in DEFAULTS if getattr(new, k) != getattr(old, k)]
 
 
-def take_answer(m: Monitor) -> None:
-    """Read the front end's answer; apply the new Config once it is complete."""
-    r = m.reloading
-    if r is None or not r.read():
-        return
-    m.end_reload()
+def answer_of(r: Reloading, log: Log, left: list[Reloading]) -> tuple[Config, str] | None:
+    """Return the answer of ``r`` (its output ended): (Config, config file path or ""),
+    or None when it is no good (said in one line).
+
+    A front end not reaped yet goes to ``left`` (see :func:`reap_left`); a
+    warning it gave is logged as its own.
+    """
     try:
         cfg, path = r.finish()
     except (ReloadError, OSError) as err:
-        m.log.error(f"reload failed, running configuration kept: {err}")
-        return
+        log.error(f"reload failed, running configuration kept: {err}")
+        return None
     finally:
         if r.pid > 0:
-            m.reload_left.append(r)
+            left.append(r)
     for line in r.diagnostics():  # a warning the front end gave: marked as its own
-        m.log.info(f"reload: the front end said: {line}")
-    changed = reconfigure(m, cfg)
+        log.info(f"reload: the front end said: {line}")
+    return cfg, path
+
+
+def reloaded(path: str, changed: list[str], cfg: Config) -> str:
+    """Return the start of the line that says a reload was applied (the description follows)."""
     source = path or "the command line (no --config)"
-    what = (", ".join(f"{k}={getattr(m.cfg, k)!r}" for k in changed)
-            if changed else "no change")
-    m.log.info(f"reloaded {source}: {what}; {m.describe()}")
+    what = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in changed) if changed else "no change"
+    return f"reloaded {source}: {what}; "
 
 
-def give_up(m: Monitor) -> None:
-    """Give up on a front end that did not answer in time."""
-    r = m.end_reload()
+def give_up(r: Reloading | None, log: Log, left: list[Reloading]) -> None:
+    """Give up on a front end that did not answer in time (``r``, no longer polled)."""
     if r is not None:
         r.cancel()
         if r.pid > 0:
-            m.reload_left.append(r)
-        m.log.error("reload failed, running configuration kept: the front end gave "
-                    "no answer in time")
+            left.append(r)
+        log.error("reload failed, running configuration kept: the front end gave "
+                  "no answer in time")

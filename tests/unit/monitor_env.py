@@ -22,7 +22,12 @@ from bustd.monitor import Monitor
 from bustd.procfs import ProcFS
 from tests.fakeproc import FAKE_PID, FakeProc
 
-__all__ = ["P", "SELF", "SWAP", "TOTAL", "Clock", "Env", "LogFile", "env", "never_wait",
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from bustd.emergency import Emergency
+
+__all__ = ["P", "SELF", "SWAP", "TOTAL", "Clock", "Env", "LogFile", "emergency", "env",
+           "never_wait",
            "no_signals", "refuse"]
 
 P = FAKE_PID
@@ -39,6 +44,12 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def emergency(m: Monitor) -> Emergency:
+    """Return the Monitor's Emergency, which must exist (memory has entered the watch zone)."""
+    assert m.emergency is not None, "memory never entered the watch zone"
+    return m.emergency
 
 
 def never_wait(timeout: float) -> list[tuple[int, int]]:

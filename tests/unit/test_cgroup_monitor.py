@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from bustd import cgroup, emergency, kill
+from bustd import cgroup, kill
 from bustd.choose import Ranking, make_rules
 from bustd.monitor import Monitor
 from bustd.procfs import ProcFS
-from bustd.reload import reconfigure
 from tests.fakecgroup import FakeCgroup
 from tests.fakeproc import PAGE_KIB
-from tests.unit.monitor_env import SELF, Env, P, env, no_signals
+from tests.unit.monitor_env import SELF, Env, P, emergency, env, no_signals
 
 __all__ = ["env", "no_signals"]  # fixtures, used by name
 
@@ -234,7 +233,7 @@ def test_real_kill_branch_kills_the_cgroup_whole_or_says_why_not(
     fake = Recorder(note)
     monkeypatch.setattr(kill, "signal_targets", fake)
     m = monitor(env, cg, kill_cgroup=True)
-    m.dry = False
+    m.load_watch_code().may_signal = True
     cg.set_memory("work", current_mib=92, max_mib=100)
     m.check()
     assert fake.calls == [{"pids": [HOG, PARTNER], "first": signal.SIGTERM,
@@ -256,13 +255,14 @@ def test_real_kill_branch_kills_the_cgroup_whole_or_says_why_not(
 def test_a_victim_that_left_the_cgroup_is_passed_over(env: Env, tmp_path: Path) -> None:
     cg = setup(env, tmp_path)
     m = monitor(env, cg)
-    cands = emergency.sample(m, env.clock.now)
+    cands = m.load_watch_code().sample(env.clock.now)
     assert {c.pid: c.cgroup for c in cands} == {HOG: cg.path("work/a"),
                                                PARTNER: cg.path("work/a"),
                                                SMALL: cg.path("work/b")}
     cg.set_procs("work/a", [PARTNER])  # the hog moved (or its PID is someone else's now)
-    assert m.units is not None
-    ranking = Ranking(env.fake.fs, cands, make_rules(m.cfg, SELF), 0.0, units=m.units)
+    units = emergency(m).units
+    assert units is not None
+    ranking = Ranking(env.fake.fs, cands, make_rules(m.cfg, SELF), 0.0, units=units)
     victim = ranking.next()
     assert victim is not None and victim.candidate.pid == SMALL
     assert (cands[0] if cands[0].pid == HOG else next(c for c in cands if c.pid == HOG),
@@ -303,7 +303,7 @@ def test_a_cgroup_that_goes_away_is_said_once_and_watched_again(
 def test_cgroup_cannot_change_on_reload(env: Env, tmp_path: Path) -> None:
     cg = setup(env, tmp_path)
     m = monitor(env, cg)
-    changed = reconfigure(m, m.cfg.replace(cgroup=cg.path("work/b"), kill_cgroup=True))
+    changed = m.apply(m.cfg.replace(cgroup=cg.path("work/b"), kill_cgroup=True))
     assert changed == ["kill_cgroup"]
     assert m.cfg.cgroup == cg.path("work")
     assert env.out.count("reload: cgroup cannot change while bustd runs") == 1

@@ -17,7 +17,7 @@ from bustd.growth import Tracker
 from bustd.monitor import Monitor
 from bustd.procfs import ProcFS
 from tests.fakeproc import PAGE_KIB, FakeProc
-from tests.unit.monitor_env import SELF, SWAP, TOTAL, Env, P, env, no_signals
+from tests.unit.monitor_env import SELF, SWAP, TOTAL, Env, P, emergency, env, no_signals
 
 __all__ = ["env", "no_signals"]  # fixtures, used by name
 
@@ -73,8 +73,7 @@ class World:
 
 
 def tracker(m: Monitor) -> Tracker:
-    assert m.tracker is not None, "the Monitor never watched"
-    return m.tracker
+    return emergency(m).tracker  # made when the Monitor first watched
 
 
 # The stall tests count seconds against this --psi-duration (the default
@@ -255,7 +254,7 @@ def test_nothing_is_sampled_outside_the_watch_zone(env: Env) -> None:
     env.monitors.append(m)
     for _ in range(5):
         env.clock.now += m.check()
-    assert fs.reads == {} and not m.watch_code_loaded and m.tracker is None
+    assert fs.reads == {} and m.emergency is None
     env.set_mem(20, 0)  # inside the 25 % watch zone: the largest are sampled
     env.clock.now += m.check()
     # PID 1 and bustd are skipped by the scan; 32 sizes are sampled. The

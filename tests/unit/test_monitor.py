@@ -23,7 +23,17 @@ from bustd.decide import DRY_RUN_PAUSE, NO_VICTIM_PAUSE
 from bustd.monitor import Monitor
 from bustd.procfs import BackgroundRead, ProcFS
 from tests.fakeproc import PAGE_KIB, FakeProc
-from tests.unit.monitor_env import SELF, SWAP, TOTAL, Env, P, env, never_wait, no_signals
+from tests.unit.monitor_env import (
+    SELF,
+    SWAP,
+    TOTAL,
+    Env,
+    P,
+    emergency,
+    env,
+    never_wait,
+    no_signals,
+)
 
 __all__ = ["env", "no_signals"]  # fixtures, used by name
 
@@ -60,7 +70,7 @@ def test_dry_run_kill_line_names_the_right_victim(env: Env) -> None:
     assert line.endswith("; cmdline=/usr/bin/hog")
     assert pause >= DRY_RUN_PAUSE
     assert m.kills == 0
-    assert m.last_act == env.clock.now
+    assert emergency(m).last_act == env.clock.now
 
 
 def test_term_level_gives_sigterm(env: Env) -> None:
@@ -336,7 +346,7 @@ def test_trigger_event_vouches_for_the_cutoff_unless_it_predates_the_last_act(en
     env.set_mem(12, 50)  # under the PSI gate
     m.check()  # first sample: the meter alone has no rate yet
     assert env.out.lines() == []
-    m.last_act = env.clock.now - 1.0  # a kill 1 s ago: inside the 2 s window
+    m.load_watch_code().last_act = env.clock.now - 1.0  # a kill 1 s ago: inside the 2 s window
     m.trigger_fired = True
     env.clock.now += 0.05
     m.check()
@@ -508,7 +518,7 @@ def test_real_kill_branch_signals_once_and_resets_the_stall_meter(
     fake = FakeKill()
     monkeypatch.setattr(kill, "signal_targets", fake)
     m = env.monitor(psi_duration=0.0)
-    m.dry = False  # as if live: the fake kill above is all that can be reached
+    m.load_watch_code().may_signal = True  # as if live: the fake kill above is all there is
     env.set_mem(12, 50)
     for pct in (60, 60, 60):
         env.clock.now += 0.5
@@ -518,7 +528,7 @@ def test_real_kill_branch_signals_once_and_resets_the_stall_meter(
         if fake.calls:
             break
     assert fake.calls == [([(P + 1, 1000)], signal.SIGTERM)]
-    assert m.kills == 1 and m.last_act == env.clock.now
+    assert m.kills == 1 and emergency(m).last_act == env.clock.now
     assert m.meter.percent() is None, "the stall meter was not reset after the kill"
     assert m.run_.seconds(env.clock.now) == 0.0
     # The next check does not kill again on the stall measured before the kill.
@@ -543,7 +553,7 @@ def test_real_kill_of_a_vanished_victim_is_not_counted(
     fake = FakeKill({P + 1: kill.GONE})
     monkeypatch.setattr(kill, "signal_targets", fake)
     m = env.monitor()
-    m.dry = False
+    m.load_watch_code().may_signal = True
     env.set_mem(3, 0)
     m.check()
     assert m.kills == 0 and len(fake.calls) == 1  # decided again at the next check
@@ -557,7 +567,7 @@ def test_refused_victim_is_passed_over_once_and_the_next_one_killed(
     fake = FakeKill({P + 1: kill.REFUSED})
     monkeypatch.setattr(kill, "signal_targets", fake)
     m = env.monitor()
-    m.dry = False
+    m.load_watch_code().may_signal = True
     env.set_mem(3, 0)
     m.check()
     # The refusing one, then the next in the same check.
@@ -578,7 +588,7 @@ def test_failed_signal_is_retried_soon_without_passing_over(
     fake = FakeKill({P + 1: kill.FAILED})
     monkeypatch.setattr(kill, "signal_targets", fake)
     m = env.monitor()
-    m.dry = False
+    m.load_watch_code().may_signal = True
     env.set_mem(3, 0)
     assert m.check() <= 0.2
     assert m.kills == 0 and [pids[0][0] for pids, _ in fake.calls] == [P + 1]
@@ -598,10 +608,10 @@ def test_victim_alive_after_sigkill_is_remembered_not_chosen_again(
     monkeypatch.setattr(kill, "exited", lambda fs, t: not os.path.exists(
         env.fake.path(str(t.pid))))
     m = env.monitor()
-    m.dry = False
+    m.load_watch_code().may_signal = True
     env.set_mem(3, 0)
     m.check()
-    assert list(m.dying) == [(P + 1, 1000)]
+    assert list(emergency(m).dying) == [(P + 1, 1000)]
     env.free(4000)  # process_mrelease gave its memory back
     env.clock.now += 1
     m.check()  # memory still short: the next victim, not the dying one again
@@ -612,7 +622,7 @@ def test_victim_alive_after_sigkill_is_remembered_not_chosen_again(
     env.fake.remove(P + 1)  # thawed at last, and gone
     env.clock.now += 1
     m.check()
-    assert m.dying == {}
+    assert emergency(m).dying == {}
 
 
 def test_stop_during_a_kill_waits_for_its_record(
@@ -620,7 +630,7 @@ def test_stop_during_a_kill_waits_for_its_record(
     # SIGTERM to bustd while it is killing: the kill is finished and logged first.
     populate(env.fake)
     m = env.monitor()
-    m.dry = False
+    m.load_watch_code().may_signal = True
     inner = FakeKill()
 
     def signal_targets(*args: Any) -> kill.Outcome:
@@ -648,15 +658,15 @@ def test_refusing_processes_are_forgotten_once_gone(
     populate(env.fake)
     monkeypatch.setattr(kill, "signal_targets", FakeKill({P + 1: kill.REFUSED}))
     m = env.monitor()
-    m.dry = False
+    m.load_watch_code().may_signal = True
     env.set_mem(3, 0)
     m.check()
-    assert m.passed == {(P + 1, 1000)}
+    assert emergency(m).refused == {(P + 1, 1000)}
     env.fake.remove(P + 1)
     env.fake.add(P + 1, b"newcomer", starttime=2000)  # the PID reused
     env.clock.now += 1
     m.check()
-    assert (P + 1, 1000) not in m.passed
+    assert (P + 1, 1000) not in emergency(m).refused
 
 
 def test_one_cmdline_read_at_a_time(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:

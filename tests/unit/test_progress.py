@@ -29,7 +29,7 @@ from bustd.progress import (
     shortfall,
 )
 from tests.fakeproc import PAGE_KIB, meminfo_text
-from tests.unit.monitor_env import SELF, TOTAL, Env, P, env, no_signals
+from tests.unit.monitor_env import SELF, TOTAL, Env, P, emergency, env, no_signals
 from tests.unit.test_monitor import FakeKill
 
 __all__ = ["env", "no_signals"]  # fixtures, used by name
@@ -269,7 +269,7 @@ def live(env: Env, monkeypatch: pytest.MonkeyPatch, **settings: object) -> tuple
     fake = FakeKill()
     monkeypatch.setattr(kill, "signal_targets", fake)
     m = env.monitor(False, **settings)
-    m.dry = False  # as if live: the fake kill is all that can be reached
+    m.load_watch_code().may_signal = True  # as if live: the fake kill is all that can be reached
     return m, fake
 
 
@@ -372,10 +372,10 @@ def test_progress_is_loaded_only_once_memory_runs_short(env: Env) -> None:
     m = env.monitor()
     env.set_mem(80, 80)
     m.check()
-    assert m.progress is None  # made by Monitor.arm with the rest of the kill path
+    assert m.emergency is None  # its progress is made with the rest of the kill path
     env.set_mem(3, 0)
     m.check()
-    assert isinstance(m.progress, progress.Progress)
+    assert isinstance(emergency(m).progress, progress.Progress)
 
 
 def test_no_second_kill_while_a_large_victim_tears_down(
@@ -392,7 +392,7 @@ def test_no_second_kill_while_a_large_victim_tears_down(
         env.fake.path(str(t.pid))))
     m = env.monitor(mem_term_kib=3 << 20, mem_kill_kib=3 << 20, mem_term_percent=100,
                     mem_kill_percent=100, psi_cutoff=0.0)
-    m.dry = False
+    m.load_watch_code().may_signal = True
     m.check()
     assert [pids[0][0] for pids, _ in fake.calls] == [P + 20]
     for _ in range(8):  # 4 s of teardown

@@ -22,7 +22,7 @@ import pytest
 from bustd import cli, reload
 from bustd.config import Config, encode
 from bustd.monitor import Monitor
-from bustd.reload import Reload, ReloadError, parse_answer, reconfigure
+from bustd.reload import Reload, ReloadError, parse_answer
 from tests.fakeproc import PAGE_KIB
 from tests.unit.monitor_env import SELF, Env, P, env, no_signals
 
@@ -211,21 +211,14 @@ def test_reader_stops_at_a_megabyte(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     reap_all([r])  # killed by reap_left, as the loop does
 
 
-class Left:
-    """The part of a Monitor reap_left uses."""
-
-    def __init__(self, left: list[Reload]) -> None:
-        self.reload_left = left
-        self.clock = lambda: 0.0  # before every deadline: only cancel() kills
-
-
 def reap_all(rs: list[Reload], limit: float = 10.0) -> None:
     """Call reap_left as the loop does until every child is reaped."""
-    m = Left([r for r in rs if r.pid > 0])
+    left = [r for r in rs if r.pid > 0]
     deadline = time.monotonic() + limit
-    while m.reload_left:
+    while left:
         assert time.monotonic() < deadline, "a child was never reaped"
-        reload.reap_left(m)  # type: ignore[arg-type]
+        # At 0.0, before every deadline: only cancel() kills.
+        reload.reap_left(left, 0.0)  # type: ignore[arg-type]
         time.sleep(0.01)
 
 
@@ -300,7 +293,7 @@ def test_reload_and_runtime_never_import_argparse() -> None:
     assert more == "['bustd.reload']", more
 
 
-# --- Monitor.reconfigure --------------------------------------------------------------
+# --- Monitor.apply ------------------------------------------------------------------
 
 def populate(env: Env) -> None:
     env.fake.add(SELF, b"python3", oom_score=1500)
@@ -315,7 +308,7 @@ def test_a_changed_threshold_changes_the_description_and_the_next_decision(env: 
     m.check()
     assert env.out.lines() == []
     before = m.describe()
-    changed = reconfigure(m, m.cfg.replace(mem_term_percent=10.0, mem_kill_percent=5.0))
+    changed = m.apply(m.cfg.replace(mem_term_percent=10.0, mem_kill_percent=5.0))
     assert changed == ["mem_term_percent", "mem_kill_percent"]
     assert "SIGTERM at MemAvailable <= 819.2 MiB" in m.describe() != before
     m.check()
@@ -331,7 +324,7 @@ def test_changed_name_rules_are_rebuilt(env: Env) -> None:
     m.check()
     assert f"would kill pid={P + 1} name=hog" in env.out.lines()[-1]
     env.fake.set_exe(P + 1, b"/usr/bin/true")  # a name protects only a root-owned file
-    assert reconfigure(m, m.cfg.replace(unkillables="true")) == ["unkillables"]
+    assert m.apply(m.cfg.replace(unkillables="true")) == ["unkillables"]
     env.clock.now += 10
     m.check()
     assert f"would kill pid={P} name=small" in env.out.lines()[-1]
@@ -341,22 +334,22 @@ def test_psi_settings_reopen_the_pressure_file(env: Env) -> None:
     m = env.monitor()
     first = m.psi_fd
     assert first >= 0
-    assert reconfigure(m, m.cfg.replace(psi_cutoff=0.0)) == ["psi_cutoff"]
+    assert m.apply(m.cfg.replace(psi_cutoff=0.0)) == ["psi_cutoff"]
     assert m.psi_fd == -1
     assert "PSI off" in m.describe()
     m.meter.add(1.0, 5)
-    reconfigure(m, m.cfg.replace(psi_cutoff=30.0, psi_metric="full"))
+    m.apply(m.cfg.replace(psi_cutoff=30.0, psi_metric="full"))
     assert m.psi_fd >= 0 and m.meter.percent() is None
     assert "full stall >= 30%" in m.describe()
     fd = m.psi_fd
-    reconfigure(m, m.cfg.replace(psi_duration=1.0, psi_mem_percent=20.0))
+    m.apply(m.cfg.replace(psi_duration=1.0, psi_mem_percent=20.0))
     assert m.psi_fd == fd  # other PSI settings need no new descriptor
 
 
 def test_settings_fixed_at_start_are_kept_with_one_line(env: Env) -> None:
     m = env.monitor()
     root = m.cfg.proc_root
-    changed = reconfigure(m, m.cfg.replace(daemon=True, pid_file="/run/x.pid",
+    changed = m.apply(m.cfg.replace(daemon=True, pid_file="/run/x.pid",
                                           proc_root="/proc", grace=1.0))
     assert changed == ["grace"]
     assert (m.cfg.daemon, m.cfg.pid_file, m.cfg.proc_root) == (False, "/run/bustd.pid", root)
@@ -368,13 +361,14 @@ def test_switches_and_timers_follow_the_new_config(env: Env) -> None:
     m = env.monitor(verbose=False)
     assert m.next_report == float("inf")
     verbose = [env.out.log.verbose]
-    reconfigure(m, m.cfg.replace(verbose=True, report=60.0, dry_run=True, sys_root="/nowhere"))
+    m.apply(m.cfg.replace(verbose=True, report=60.0, dry_run=True, sys_root="/nowhere"))
     verbose.append(env.out.log.verbose)
     assert verbose == [False, True]
     assert m.next_report == env.clock.now + 60.0
     assert m.sys.root == "/nowhere"
-    reconfigure(m, m.cfg.replace(dry_run=False))
-    assert m.dry  # a fake tree is never live, whatever the file says
+    e = m.load_watch_code()
+    m.apply(m.cfg.replace(dry_run=False))
+    assert not e.may_signal  # a fake tree is never live, whatever the file says
 
 
 # --- the loop ------------------------------------------------------------------------
