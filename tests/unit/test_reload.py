@@ -1,5 +1,5 @@
 """Reload on SIGHUP, piece by piece: the front end's validate-only mode, the
-answer's parsing, the spawned reader (reload.Reload), Monitor.reconfigure and
+answer's parsing, the spawned reader (reload.Reload), Monitor.apply and
 the loop that ties them together (in simulated time, on fake trees).
 
 Only the test's own children are ever signalled (a stand-in front end that
