@@ -368,8 +368,9 @@ class Emergency:
                 self.emit(record)
                 self.last_act = self.clock()
                 return Acted(DRY_RUN_PAUSE)
-            # Emitted once its memory is measured (Monitor.follow), about a second
-            # from now, by a later check: nothing here waits for it.
+            # Emitted once its memory is measured (Emergency.follow, then
+            # Monitor.emit_followed), about a second from now, by a later check:
+            # nothing here waits for it.
             keys = [(c.pid, c.starttime) for c in (victim.candidate, *victim.group)]
             self.progress.killed(self.last_act, keys, record.expected_kib, worth(fresh_mem),
                                  record)

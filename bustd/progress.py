@@ -28,7 +28,7 @@ rules are tested over simulated histories (tests/unit/test_progress.py).
 * **A cap**: at most KILL_CAP kills in any KILL_WINDOW seconds, whatever
   the measurements say.
 
-Nothing here reads anything: the Monitor hands in the readings it has, so
+Nothing here reads anything: the loop hands in the readings it has, so
 following a kill never delays the next decision (the measurement is taken
 from the checks the loop makes anyway).
 """

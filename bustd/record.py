@@ -1,8 +1,8 @@
 """One record per kill or warning: who, why, the readings, the runners-up, the timings.
 
-The Monitor builds a :class:`KillRecord` once per kill (or dry-run
-decision), and a :class:`WarnRecord` once per warning that a kill may come,
-and hands each to every output; every output (the log line here, and the
+The Emergency (emergency.py) builds a :class:`KillRecord` once per kill (or
+dry-run decision), and a :class:`WarnRecord` once per warning that a kill may
+come, and hands each to every output; every output (the log line here, and the
 kill log, metrics, hooks and notifications) is a small consumer of the same
 record, so the loop never formats five things (STYLE.md, habit 13). Each
 record says what it is in ``kind`` ("kill", "warn"; the Monitor's per-check
