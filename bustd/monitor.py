@@ -17,7 +17,6 @@ Nothing an output does sits between the emergency and the signal, except
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 
@@ -25,32 +24,28 @@ from .config import Config
 from .decide import (
     MIN_SLEEP,
     NO_VICTIM_PAUSE,
-    Stall,
     avail_name,
     decide,
     sleep_for,
-    thrashing,
     thresholds,
     watch_level,
 )
 from .log import Log, pct, size
-from .meminfo import MemInfo, parse_swap_traffic, read_meminfo
+from .meminfo import MemInfo
 from .outputs import CheckRecord
-from .pressure import RateMeter, StallMeter, StallRun, arm_trigger, read_pressure
 from .procfs import ProcFS, own_major_faults
+from .sensors import Sensors
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Protocol
 
-    from .cgroup import Cgroup, Figures
     from .emergency import Emergency, Wakeup
     from .outputs import Record
     from .process import Candidate
     from .procfs import BackgroundRead
     from .progress import Followed
     from .record import KillRecord
-    from .zram import Zram
 
     class Reloading(Protocol):
         """A reading of the config file under way (reload.Reload)."""
@@ -95,26 +90,19 @@ class Monitor:
                  wall: Callable[[], float] | None = None) -> None:
         self.cfg = cfg
         self.fs = fs
-        self.sys = ProcFS(cfg.sys_root)
         self.log = log
         self.clock = clock
         self.wall = wall or clock
         self.self_pid = self_pid
+        self._poller = select.poll()
+        self._wait = wait or self._poll
+        # The readings: memory, zram, PSI and its trigger, swap traffic (sensors.py)
+        self.sensors = Sensors(cfg, fs, log, self._poller)
         # The kill state, made with the watch-zone modules (load_watch_code)
         self.emergency: Emergency | None = None
-        self.meter = StallMeter()
-        self.swapins = RateMeter()  # pswpin, pages
-        self.swapouts = RateMeter()  # pswpout, pages (the machine's only)
-        self.run_ = StallRun()
-        self.vmstat_fd = -1
-        self.vmstat_failed = False
-        self.zram: list[Zram] = []
-        self.zram_failed = False
         self.next_report = clock() + cfg.report if cfg.report > 0 else float("inf")
         self.watch_until = -1e9
         self.watching = False
-        self.trigger_fd = -1
-        self.trigger_window = 0.0
         self.trigger_fired = False
         self.acting = False  # a kill is under way: a stop request waits for it
         self.stopping = False
@@ -122,20 +110,6 @@ class Monitor:
         self.pre_kill: list[Callable[[KillRecord, BackgroundRead], None]] = []
         self.max_sleep = float("inf")
         self.scan_s = 0.0  # how long the last scan took
-        self.mem_fd = fs.open("meminfo")
-        self.machine = read_meminfo(self.mem_fd)  # the last reading of /proc/meminfo
-        # --cgroup: the watched cgroup's files (cgroup.py, loaded only then),
-        # its last reading, and whether it is gone (a stopped service).
-        self.cgroup: Cgroup | None = None
-        self.figures: Figures | None = None
-        self.cgroup_lost = False
-        if cfg.cgroup:
-            from .cgroup import Cgroup
-            self.cgroup = Cgroup(cfg.cgroup)
-        self.psi_fd = -1
-        self.psi_failing = False  # said that pressure/memory cannot be read
-        self._poller = select.poll()
-        self._wait = wait or self._poll
         # SIGHUP: the handler sets reload_wanted; between checks the loop
         # starts ``reloader(now)`` (set by the runtime) and reads its answer
         # without blocking; signals wake the poll through wake_fd.
@@ -144,81 +118,33 @@ class Monitor:
         self.reloading: Reloading | None = None
         self.reload_left: list[Reloading] = []  # front ends ended but not reaped yet
         self.wake_fd = -1
-        self.open_psi()
+        self.sensors.open_psi()
 
     @property
     def kills(self) -> int:
         """Return how many kills were made (signals sent: none in a dry run)."""
         return 0 if self.emergency is None else self.emergency.kills
 
-    def psi_path(self) -> str:
-        """Return the PSI file watched: the machine's, or the cgroup's memory.pressure."""
-        if self.cgroup is not None:
-            return self.cgroup.file("memory.pressure")
-        return self.fs.path("pressure/memory")
-
-    def open_psi(self) -> None:
-        """Open the PSI file watched (:meth:`psi_path`) and, on a live /proc, a kernel trigger.
-
-        Without PSI (``--psi 0``, a kernel booted with psi=0, a file that
-        cannot be read) says so once and leaves ``psi_fd`` -1: memory
-        thresholds alone decide. Where a trigger is not allowed it polls.
-        """
-        cfg = self.cfg
-        if cfg.psi_cutoff <= 0:
-            return
-        try:
-            self.psi_fd = os.open(self.psi_path(), os.O_RDONLY | os.O_CLOEXEC)
-            read_pressure(self.psi_fd)
-        except (OSError, ValueError) as err:
-            if self.psi_fd >= 0:
-                os.close(self.psi_fd)
-                self.psi_fd = -1
-            reason = "disabled at boot (psi=0)" if getattr(err, "errno", 0) in (
-                errno.EOPNOTSUPP, errno.ENOTSUP) else str(err)
-            self.log.warning(f"PSI not available ({reason}): acting on memory thresholds alone")
-            return
-        if not cfg.live:
-            return  # a fake tree: its PSI file is no kernel's and takes no trigger
-        armed = arm_trigger(self.psi_path(), cfg.psi_metric, cfg.psi_cutoff)
-        if armed is None:
-            self.log.debug("PSI trigger not allowed here: polling")
-            return
-        self.trigger_fd, self.trigger_window = armed
-        self._poller.register(self.trigger_fd, select.POLLPRI)
-
-    def close_psi(self) -> None:
-        """Close the PSI file and the kernel trigger (before opening them anew)."""
-        if self.trigger_fd >= 0:
-            self._poller.unregister(self.trigger_fd)
-            os.close(self.trigger_fd)
-        if self.psi_fd >= 0:
-            os.close(self.psi_fd)
-        self.trigger_fd = self.psi_fd = -1
-        self.trigger_window = 0.0
-        self.trigger_fired = False
-        self.psi_failing = False
-
     def describe(self) -> str:
         """Return the one-line summary of what will be watched and how."""
-        cfg = self.cfg
-        mem = self.read_mem()
+        cfg, sensors = self.cfg, self.sensors
+        mem = sensors.read_mem()
         t = thresholds(cfg, mem)
         psi = "PSI off"
-        if self.psi_fd >= 0:
+        if sensors.psi_fd >= 0:
             psi = (f"{cfg.psi_metric} stall >= {cfg.psi_cutoff:g}% for {cfg.psi_duration:g} s "
                    f"below {cfg.psi_mem_percent:g}% MemAvailable, ")
-            psi += (f"kernel trigger {self.trigger_window:g} s window" if self.trigger_fd >= 0
-                    else "polled")
-            if self.cgroup is not None:
-                psi += f" on {self.psi_path()}"
+            psi += (f"kernel trigger {sensors.trigger_window:g} s window"
+                    if sensors.trigger_fd >= 0 else "polled")
+            if sensors.cgroup is not None:
+                psi += f" on {sensors.psi_path()}"
         scope = ""
-        if self.cgroup is not None:
-            fig = self.figures
+        if sensors.cgroup is not None:
+            fig = sensors.cgroup_reading
             limit = ("gone" if fig is None else
                      f"{fig.limit_name} {size(fig.limit_kib)}" if fig.limit_kib is not None
                      else "no limit of its own: the machine's MemAvailable")
-            scope = f"cgroup {self.cgroup.path} ({limit}): "
+            scope = f"cgroup {sensors.cgroup.path} ({limit}): "
         kill_unit = "; killing whole cgroups" if cfg.kill_cgroup else ""
         return (f"{scope}SIGTERM at MemAvailable <= {size(t.mem_term)} and SwapFree <= "
                 f"{size(t.swap_term)}; SIGKILL at {size(t.mem_kill)} and {size(t.swap_kill)}"
@@ -250,172 +176,9 @@ class Monitor:
         from .emergency import Emergency
         self.emergency = Emergency(self.cfg, self.fs, self.log, self.clock, self.wall,
                                    self.self_pid, self.emit, self.pre_kill, self.guarded,
-                                   None if self.cgroup is None else self.cgroup.path)
+                                   None if self.sensors.cgroup is None
+                                   else self.sensors.cgroup.path)
         return self.emergency
-
-    # -- readings ----------------------------------------------------------
-
-    def read_mem(self, zram: bool = False) -> MemInfo:
-        """Return what decisions read: the machine's memory, or with --cgroup the cgroup's.
-
-        Reads /proc/meminfo (kept in ``machine``) and, with --cgroup, the
-        cgroup's memory files (kept in ``figures``; see cgroup.meminfo_of).
-        ``zram``: count zram at its RAM worth with the devices last read.
-        A cgroup that cannot be read (gone) reads as all memory available.
-        """
-        machine = read_meminfo(self.mem_fd)
-        if zram and self.zram:
-            from .zram import effective_swap
-            machine = effective_swap(machine, self.zram)
-        self.machine = machine
-        if self.cgroup is None:
-            return machine
-        return self._cgroup_mem(machine)
-
-    def _cgroup_mem(self, machine: MemInfo) -> MemInfo:
-        """Return the cgroup's MemInfo given the machine's (re-reading the cgroup)."""
-        from .cgroup import meminfo_of
-        assert self.cgroup is not None
-        path = self.cgroup.path
-        try:
-            self.figures = self.cgroup.read()
-        except (OSError, ValueError) as err:
-            self.cgroup.close()
-            self.figures = None
-            if not self.cgroup_lost:
-                self.log.warning(f"cannot read cgroup {path} ({err}): nothing to watch "
-                                 "until it is back")
-                self.cgroup_lost = True
-                self.close_psi()
-                self.reset_stall()
-            return MemInfo(machine.total, machine.total, 0, 0, path)
-        if self.cgroup_lost:
-            self.cgroup_lost = False
-            self.log.info(f"cgroup {path} is back: watching it again")
-            self.open_psi()
-        return meminfo_of(self.figures, machine)
-
-    def effective(self, mem: MemInfo) -> MemInfo:
-        """Return ``mem`` with zram counted at its RAM worth (see zram.py).
-
-        With --cgroup, zram is applied to the machine's swap and the cgroup's
-        reading is built again from it (its swap is bounded by the machine's).
-        """
-        if self.machine.swap_total <= 0 or self.zram_failed:
-            return mem
-        from .zram import effective_swap, read_zram
-        try:
-            self.zram = read_zram(self.fs, self.sys)
-        except (OSError, ValueError) as err:
-            self.log.warning(f"cannot read {self.fs.path('swaps')} ({err}): "
-                             "swap counted as SwapFree says from now on")
-            self.zram_failed = True
-            self.zram = []
-        if self.cgroup is None:
-            return effective_swap(mem, self.zram)
-        self.machine = effective_swap(self.machine, self.zram)
-        if self.figures is None:
-            return mem
-        from .cgroup import meminfo_of
-        return meminfo_of(self.figures, self.machine)
-
-    def pressure(self, mem: MemInfo, now: float, watching: bool, fired: bool) -> Stall:
-        """Return the stall, how long the machine has been thrashing, swap-ins and -outs.
-
-        PSI (and, with swap, ``pswpin`` and ``pswpout`` of /proc/vmstat) is
-        read only while watching. Thrashing (decide.thrashing) is the stall
-        at or above the cutoff and, on a machine with swap, pages swapped
-        back in at ``swapin_rate`` MiB/s or more and at least THRASH_IN_OUT
-        as fast as they go out: a program growing into zram makes the
-        machine stall while more pages go out than come back, and that ends
-        by itself. A trigger event vouches
-        for a stall of at least the cutoff over its window, unless that
-        window reaches back before the last kill.
-        """
-        if self.psi_fd < 0 or not watching:
-            self.reset_stall()
-            return Stall(None, 0.0, None)
-        try:
-            psi = read_pressure(self.psi_fd)
-        except (OSError, ValueError) as err:
-            # Said once per outage; memory thresholds alone decide until the
-            # file reads again (a transient EINTR, ENOMEM or torn read must
-            # not switch PSI off for good).
-            if not self.psi_failing:
-                self.log.warning(f"cannot read pressure/memory ({err}): acting on memory "
-                                 "thresholds alone until it reads again")
-                self.psi_failing = True
-            self.reset_stall()
-            return Stall(None, 0.0, None)
-        if self.psi_failing:
-            self.log.info("pressure/memory reads again: PSI back in use")
-            self.psi_failing = False
-        cutoff = self.cfg.psi_cutoff
-        self.meter.add(now, psi.total(self.cfg.psi_metric))
-        stall = self.meter.percent()
-        start = self.meter.start()
-        last_act = -1e9 if self.emergency is None else self.emergency.last_act
-        if (fired and now - last_act >= self.trigger_window
-                and (stall is None or stall < cutoff)):
-            stall, start = float(cutoff), now - self.trigger_window
-        swapin, swapout = self.swap_rates(now) if mem.swap_total > 0 else (None, None)
-        if stall is not None and start is not None:
-            self.run_.update(start, thrashing(self.cfg, stall, swapin, swapout))
-        return Stall(stall, self.run_.seconds(now), swapin, swapout)
-
-    def swap_rates(self, now: float) -> tuple[float | None, float | None]:
-        """Return the swap-in and swap-out rates in MiB/s over about the last second.
-
-        None where unknown (not yet two readings, a source that cannot tell).
-        """
-        from .process import PAGE_MIB  # loaded with the watch-zone modules (choose)
-        if self.vmstat_failed:
-            return None, None
-        pages = self._swapped()
-        if pages is None:
-            return None, None
-        self.swapins.add(now, pages[0])
-        rate = self.swapins.rate()
-        out = None
-        if pages[1] is not None:
-            self.swapouts.add(now, pages[1])
-            out = self.swapouts.rate()
-        return (None if rate is None else rate * PAGE_MIB,
-                None if out is None or rate is None else out * PAGE_MIB)
-
-    def _swapped(self) -> tuple[int, int | None] | None:
-        """Return the pages swapped in and out so far: the machine's, or with
-        --cgroup the cgroup's swap-ins (its swap-outs are not counted: None).
-
-        None when unknown now (a cgroup not read); a source that cannot tell
-        is said once and ``vmstat_failed`` set for good.
-        """
-        if self.cgroup is not None:
-            if self.figures is None:
-                return None
-            if self.figures.swapins is None:
-                self.log.warning(f"{self.cgroup.file('memory.stat')} has no pswpin nor "
-                                 "workingset_refault_anon: pressure kills on the stall "
-                                 "alone, without telling thrashing from swapping out")
-                self.vmstat_failed = True
-                return None
-            return self.figures.swapins, None
-        try:
-            if self.vmstat_fd < 0:
-                self.vmstat_fd = self.fs.open("vmstat")
-            return parse_swap_traffic(os.pread(self.vmstat_fd, 16384, 0))
-        except (OSError, ValueError) as err:
-            self.log.warning(f"cannot read {self.fs.path('vmstat')} ({err}): pressure kills "
-                             "on the stall alone, without telling thrashing from swapping out")
-            self.vmstat_failed = True
-            return None
-
-    def reset_stall(self) -> None:
-        """Forget the stall and swap-in history (after a kill, or when not watching)."""
-        self.meter.reset()
-        self.swapins.reset()
-        self.swapouts.reset()
-        self.run_.reset()
 
     # -- reload (SIGHUP) ----------------------------------------------------
 
@@ -471,19 +234,14 @@ class Monitor:
         Emergency's rules, units and dry-run switch (Emergency.reconfigure).
         """
         from .reload import changes
-        old = self.cfg
-        new, changed = changes(old, new, self.log)
+        new, changed = changes(self.cfg, new, self.log)
         self.cfg = new
         self.log.verbose = new.verbose
-        if new.sys_root != old.sys_root:
-            self.sys = ProcFS(new.sys_root)
-            self.zram_failed = False
+        self.sensors.reconfigure(new, changed)
+        if {"psi_cutoff", "psi_metric"} & set(changed):
+            self.trigger_fired = False  # an event of the trigger closed
         if self.emergency is not None:
             self.emergency.reconfigure(new)
-        if {"psi_cutoff", "psi_metric"} & set(changed):
-            self.close_psi()
-            self.reset_stall()
-            self.open_psi()
         if "report" in changed:
             self.next_report = self.clock() + new.report if new.report > 0 else float("inf")
         return changed
@@ -500,11 +258,13 @@ class Monitor:
         """Run one check (and act if needed); return seconds to sleep."""
         cfg = self.cfg
         now = self.clock()  # when this check began (reaction times)
-        fired = self.trigger_fired
+        sensors = self.sensors
+        # An event of a trigger closed since (a cgroup gone, PSI reopened) is stale.
+        fired = self.trigger_fired and sensors.psi_fd >= 0
         self.trigger_fired = False
         if fired:
             self.watch_until = now + WATCH_AFTER_EVENT
-        mem = self.read_mem()
+        mem = sensors.read_mem()
         short = mem.available <= watch_level(cfg, mem)
         e = self.emergency
         if not short and e is not None:
@@ -514,7 +274,7 @@ class Monitor:
         faults = -1  # own major faults when this check began (read while watching)
         if watching:
             faults = own_major_faults()
-            mem = self.effective(mem)
+            mem = sensors.with_zram_worth(mem)
             e = self.load_watch_code()
             # What a kill must free to lift MemAvailable above the SIGTERM
             # level: the default avoid list yields to a candidate that frees it.
@@ -522,36 +282,37 @@ class Monitor:
             cands = e.sample(now)
             self.scan_s = self.clock() - now
             if not self.watching:
-                e.rehearse(cands, self.read_again, self.zram, self.wakeup(now, fired, faults))
+                e.rehearse(cands, self.read_again, sensors.zram, self.wakeup(now, fired, faults))
             self.watching = True
         else:
             self.watching = False
             if e is not None:
                 e.stop_watching()
-            self.zram = []
+            sensors.zram = []
         settled = [] if e is None else e.follow(now, mem.available + mem.swap_free)
-        stall = self.pressure(mem, now, watching, fired)
+        stall = sensors.pressure(mem, now, watching, fired,
+                                 -1e9 if e is None else e.last_act)
         decision = decide(mem, stall.percent, cfg, stall.seconds, stall.swapin, stall.swapout)
         pause = 0.0
         if decision is None:
             if e is not None:
                 e.calm()
                 if cands is not None and not e.warned:
-                    e.warn(mem, stall, cands, now, self.machine, self.zram)
+                    e.warn(mem, stall, cands, now, sensors.machine, sensors.zram)
         else:
             e = self.load_watch_code()
             self.acting = True
             try:
                 if cands is None:
                     cands = e.sample(self.clock())
-                acted = e.act(decision, stall, cands, self.machine, self.zram,
+                acted = e.act(decision, stall, cands, sensors.machine, sensors.zram,
                               self.wakeup(now, fired, faults), self.read_fresh)
             finally:
                 self.acting = False
             pause = acted.pause
             if acted.signalled:
-                self.reset_stall()  # the kill made the stall history stale
-            mem = self.effective(self.read_mem()) if watching else mem
+                sensors.reset_stall()  # the kill made the stall history stale
+            mem = sensors.with_zram_worth(sensors.read_mem()) if watching else mem
         for f in settled:  # after any signal of this check: outputs may block
             self.emit_followed(f)
         now = self.clock()
@@ -560,7 +321,7 @@ class Monitor:
             self.next_report = now + cfg.report
         self.emit(CheckRecord(now, mem, stall.percent, watching, self.scan_s,
                               self.kills, 0 if e is None else len(e.dying)))
-        return max(pause, min(sleep_for(mem, cfg, self.trigger_fd >= 0, watching),
+        return max(pause, min(sleep_for(mem, cfg, sensors.trigger_fd >= 0, watching),
                               max(MIN_SLEEP, self.next_report - now), self.max_sleep,
                               max(MIN_SLEEP, self.due(now))))
 
@@ -571,11 +332,11 @@ class Monitor:
 
     def read_again(self) -> tuple[MemInfo, MemInfo]:
         """Read memory now: (what decisions read, the machine's MemInfo)."""
-        return self.read_mem(), self.machine
+        return self.sensors.read_mem(), self.sensors.machine
 
     def read_fresh(self) -> tuple[MemInfo, MemInfo]:
         """Read memory now with zram at its worth: (what decisions read, the machine's)."""
-        return self.read_mem(zram=True), self.machine
+        return self.sensors.read_mem(zram=True), self.sensors.machine
 
     def due(self, now: float) -> float:
         """Return the seconds until a kill being followed is to be measured (inf: none)."""
@@ -591,7 +352,7 @@ class Monitor:
         r.vain = None if cut_short else f.vain
         if f.vain and not cut_short and self.emergency is not None:
             r.backoff_s = max(0.0, self.emergency.progress.pause_until - f.settled)
-        if self.cgroup is None and not cut_short:
+        if self.sensors.cgroup is None and not cut_short:
             # Said with the kill when it is a reason memory was short: read
             # now, well after the signal (held.py never waits on a disk).
             from .held import read_held
@@ -647,10 +408,10 @@ class Monitor:
         if self.emergency is not None:
             self.emergency.close()
         self.cancel_reload()
-        for fd in (self.trigger_fd, self.psi_fd, self.mem_fd, self.vmstat_fd, self.wake_fd):
-            if fd >= 0:
-                os.close(fd)
-        self.trigger_fd = self.psi_fd = self.mem_fd = self.vmstat_fd = self.wake_fd = -1
+        self.sensors.close()
+        if self.wake_fd >= 0:
+            os.close(self.wake_fd)
+        self.wake_fd = -1
 
     def _log_record(self, record: Record) -> None:
         if record.kind == "kill":
@@ -700,12 +461,10 @@ class Monitor:
                 self.log.warning(f"woke {late:.1f} s later than planned (stopped, frozen or "
                                  "suspended?): watching again")
             for fd, ev in events:
-                if fd == self.trigger_fd:
+                if fd == self.sensors.trigger_fd:
                     if ev & (select.POLLERR | select.POLLNVAL):
                         self.log.warning("PSI trigger failed: polling from now on")
-                        self._poller.unregister(fd)
-                        os.close(fd)
-                        self.trigger_fd = -1
+                        self.sensors.drop_trigger()
                     else:
                         self.trigger_fired = True
                 elif fd == self.wake_fd:

@@ -118,10 +118,10 @@ class Env:
 
     def close(self) -> None:
         for m in self.monitors:
-            os.close(m.mem_fd)
-            if m.psi_fd >= 0:
-                os.close(m.psi_fd)
-            assert m.trigger_fd < 0  # a fake tree never arms a kernel trigger
+            os.close(m.sensors.mem_fd)
+            if m.sensors.psi_fd >= 0:
+                os.close(m.sensors.psi_fd)
+            assert m.sensors.trigger_fd < 0  # a fake tree never arms a kernel trigger
         os.close(self.out.fd)
 
 

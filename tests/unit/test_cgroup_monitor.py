@@ -115,7 +115,7 @@ def test_reclaimable_cache_counts_as_available(env: Env, tmp_path: Path) -> None
 def test_the_cgroup_pressure_file_drives_the_pressure_rule(env: Env, tmp_path: Path) -> None:
     cg = setup(env, tmp_path)
     m = monitor(env, cg, psi_duration=2.0)
-    assert m.psi_path() == cg.path("work") + "/memory.pressure"
+    assert m.sensors.psi_path() == cg.path("work") + "/memory.pressure"
     cg.set_memory("work", current_mib=88, max_mib=100)  # 12 %: under --psi-mem 15
     some = 0
     for _ in range(5):
@@ -290,12 +290,12 @@ def test_a_cgroup_that_goes_away_is_said_once_and_watched_again(
         m.check()
     assert env.out.count(f"cannot read cgroup {cg.path('work')}") == 1
     assert kill_lines(env) == []
-    assert m.psi_fd < 0
+    assert m.sensors.psi_fd < 0
     cg.add("work", [HOG], current_mib=97, max_mib=100)
     env.clock.now += 1.0
     m.check()
     assert env.out.count(f"cgroup {cg.path('work')} is back: watching it again") == 1
-    assert m.psi_fd >= 0
+    assert m.sensors.psi_fd >= 0
     (line,) = kill_lines(env)
     assert f"would kill pid={HOG} " in line
 

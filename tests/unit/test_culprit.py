@@ -324,7 +324,7 @@ def test_growth_into_zram_never_kills_however_long_it_stalls(env: Env) -> None:
     m = env.monitor(psi_duration=DURATION)
     stalled(env, m, [90] * 40, swapin_mib=0.05)
     assert kills(env) == []
-    assert m.run_.seconds(env.clock.now) == 0.0
+    assert m.sensors.thrashing.seconds(env.clock.now) == 0.0
 
 
 @pytest.mark.parametrize("profile", [
@@ -391,7 +391,7 @@ def test_fast_growth_into_zram_that_re_reads_pages_is_not_thrashing(env: Env) ->
     m = env.monitor(psi_duration=DURATION)
     stalled(env, m, [75] * len(S10_IN), avail_pct=0.5, swapin=S10_IN, swapout_mib=S10_OUT)
     assert kills(env) == []
-    assert m.run_.seconds(env.clock.now) == 0.0
+    assert m.sensors.thrashing.seconds(env.clock.now) == 0.0
 
 
 def test_thrashing_brings_back_as_much_as_goes_out_and_is_caught(env: Env) -> None:
@@ -443,7 +443,7 @@ def test_stall_above_the_memory_gate_never_kills(env: Env) -> None:
     m = env.monitor(psi_duration=DURATION)
     stalled(env, m, [100] * 10, avail_pct=20.0, swapin_mib=12.0)  # watching, above 15 %
     assert kills(env) == []
-    assert m.run_.seconds(env.clock.now) >= 9.0  # the run is measured all the same
+    assert m.sensors.thrashing.seconds(env.clock.now) >= 9.0  # the run is measured all the same
     stalled(env, m, [100], avail_pct=12.0, swapin_mib=12.0)
     assert len(kills(env)) == 1  # it persisted, and now memory is short too
 
@@ -460,7 +460,7 @@ def test_stall_history_is_dropped_outside_the_watch_zone(env: Env) -> None:
     m = env.monitor(psi_duration=DURATION)
     stalled(env, m, [90] * 6, avail_pct=12.0, swapin_mib=12.0)
     stalled(env, m, [90], avail_pct=60.0, swapin_mib=12.0)  # memory came back: not watching
-    assert m.run_.seconds(env.clock.now) == 0.0
+    assert m.sensors.thrashing.seconds(env.clock.now) == 0.0
     stalled(env, m, [90] * 6, avail_pct=12.0, swapin_mib=12.0)
     assert kills(env) == []
 

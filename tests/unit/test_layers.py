@@ -85,14 +85,20 @@ def in_layer(*layers: str) -> list[str]:
 
 def test_the_readme_map_names_exactly_the_package_modules() -> None:
     assert sorted(MAP) == MODULES
-    assert set(LAYER.values()) == {"shared", "reader", "pure", "act", "output", "loop",
-                                   "front"}
+    assert set(LAYER.values()) == {"shared", "reader", "pure", "sense", "act", "output",
+                                   "loop", "front"}
 
 
 @pytest.mark.parametrize("name", in_layer("shared", "reader"))
 def test_shared_modules_and_readers_import_only_shared_modules_and_readers(name: str) -> None:
     allowed = {"shared"} if LAYER[name] == "shared" else {"shared", "reader"}
     assert {m for m in own(name) if LAYER[m] not in allowed} == set()
+
+
+@pytest.mark.parametrize("name", in_layer("sense"))
+def test_sensors_import_only_shared_modules_readers_and_pure_decisions(name: str) -> None:
+    # what the daemon and the check both read: nothing of killing, nor of the loop
+    assert {m for m in own(name) if LAYER[m] not in ("shared", "reader", "pure")} == set()
 
 
 @pytest.mark.parametrize("name", in_layer("pure"))

@@ -227,7 +227,7 @@ def test_missing_pressure_file_warns_once_and_uses_memory_alone(env: Env) -> Non
     os.unlink(env.fake.path("pressure/memory"))
     populate(env.fake)
     m = env.monitor()
-    assert m.psi_fd < 0
+    assert m.sensors.psi_fd < 0
     (line,) = env.out.lines()
     assert line.startswith("warning: PSI not available (")
     assert line.endswith("acting on memory thresholds alone")
@@ -245,14 +245,14 @@ def test_missing_pressure_file_warns_once_and_uses_memory_alone(env: Env) -> Non
 def test_garbage_pressure_file_warns_once(env: Env) -> None:
     env.fake.write("pressure/memory", b"no such thing\n")
     m = env.monitor()
-    assert m.psi_fd < 0
+    assert m.sensors.psi_fd < 0
     assert env.out.count("PSI not available (pressure: no 'some' line)") == 1
 
 
 def test_psi_cutoff_zero_does_not_open_pressure(env: Env) -> None:
     os.unlink(env.fake.path("pressure/memory"))
     m = env.monitor(psi_cutoff=0.0)
-    assert m.psi_fd < 0
+    assert m.sensors.psi_fd < 0
     assert env.out.lines() == []
 
 
@@ -275,7 +275,7 @@ def run_stalled(env: Env, m: Monitor, stall_pct: float, seconds: float,
 def test_stall_under_the_gate_gives_psi_dry_run_kill(env: Env) -> None:
     populate(env.fake)
     m = env.monitor(psi_duration=0.0)
-    assert m.psi_fd >= 0
+    assert m.sensors.psi_fd >= 0
     env.set_mem(12, 50, swap_total=0)  # above the TERM level, under the 15 % PSI gate
     run_stalled(env, m, 50.0, 0.2)  # less than the meter's minimum span
     assert env.out.lines() == []
@@ -323,10 +323,10 @@ def test_meter_resets_when_memory_is_plentiful(env: Env) -> None:
     run_stalled(env, m, 10.0, 1.0)
     env.set_mem(50, 50)
     run_stalled(env, m, 10.0, 0.5)
-    assert m.meter.percent() is None
+    assert m.sensors.stall_meter.percent() is None
     env.set_mem(12, 50)
     run_stalled(env, m, 10.0, 0.5)
-    assert m.meter.percent() == pytest.approx(10.0, abs=0.1)
+    assert m.sensors.stall_meter.percent() == pytest.approx(10.0, abs=0.1)
     assert env.out.lines() == []
 
 
@@ -342,7 +342,7 @@ def test_describe(env: Env) -> None:
 def test_trigger_event_vouches_for_the_cutoff_unless_it_predates_the_last_act(env: Env) -> None:
     populate(env.fake)
     m = env.monitor(psi_duration=0.0)
-    m.trigger_window = 2.0  # as if a kernel trigger were armed
+    m.sensors.trigger_window = 2.0  # as if a kernel trigger were armed
     env.set_mem(12, 50)  # under the PSI gate
     m.check()  # first sample: the meter alone has no rate yet
     assert env.out.lines() == []
@@ -362,7 +362,7 @@ def test_trigger_event_vouches_for_the_cutoff_unless_it_predates_the_last_act(en
 def test_trigger_event_above_the_gate_does_nothing(env: Env) -> None:
     populate(env.fake)
     m = env.monitor()
-    m.trigger_window = 2.0
+    m.sensors.trigger_window = 2.0
     env.set_mem(40, 50)
     m.trigger_fired = True
     m.check()
@@ -379,7 +379,7 @@ def test_pressure_unreadable_later_warns_once_then_recovers(env: Env) -> None:
         m.check()
     assert env.out.count("cannot read pressure/memory") == 1
     assert env.out.count("until it reads again") == 1
-    assert m.psi_fd >= 0  # kept: the failure may be transient
+    assert m.sensors.psi_fd >= 0  # kept: the failure may be transient
     env.set_mem(2, 0)
     m.check()
     assert env.out.count(KILL_LINE) == 1  # memory thresholds alone still act
@@ -441,7 +441,7 @@ def test_run_passes_trigger_events_to_the_next_check(env: Env) -> None:
     populate(env.fake)
     m = env.monitor()
     r, w = os.pipe()
-    m.trigger_fd = r
+    m.sensors.trigger_fd = r
     m._poller.register(r, select.POLLPRI)
     seen: list[bool] = []
     real_check = m.check
@@ -465,7 +465,7 @@ def test_run_passes_trigger_events_to_the_next_check(env: Env) -> None:
     os.close(w)
     assert seen == [False, True, False, False, False]
     assert env.out.count("PSI trigger failed: polling from now on") == 1
-    assert m.trigger_fd == -1
+    assert m.sensors.trigger_fd == -1
 
 
 def test_run_says_when_it_woke_late(env: Env) -> None:
@@ -529,8 +529,8 @@ def test_real_kill_branch_signals_once_and_resets_the_stall_meter(
             break
     assert fake.calls == [([(P + 1, 1000)], signal.SIGTERM)]
     assert m.kills == 1 and emergency(m).last_act == env.clock.now
-    assert m.meter.percent() is None, "the stall meter was not reset after the kill"
-    assert m.run_.seconds(env.clock.now) == 0.0
+    assert m.sensors.stall_meter.percent() is None, "the stall meter was not reset after the kill"
+    assert m.sensors.thrashing.seconds(env.clock.now) == 0.0
     # The next check does not kill again on the stall measured before the kill.
     env.clock.now += 0.1
     m.check()
@@ -697,11 +697,11 @@ def test_one_cmdline_read_at_a_time(env: Env, monkeypatch: pytest.MonkeyPatch) -
 
 def test_meminfo_failing_transiently_is_one_line_and_the_next_check_works(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    import bustd.monitor as monitor_module
+    import bustd.sensors as sensors_module
 
     populate(env.fake)
     m = env.monitor()
-    real = getattr(monitor_module, "read_meminfo")  # noqa: B009 - not in __all__
+    real = getattr(sensors_module, "read_meminfo")  # noqa: B009 - not in __all__
     failures = [OSError(12, "Cannot allocate memory")]
 
     def flaky(fd: int) -> Any:
@@ -709,7 +709,7 @@ def test_meminfo_failing_transiently_is_one_line_and_the_next_check_works(
             raise failures.pop()
         return real(fd)
 
-    monkeypatch.setattr(monitor_module, "read_meminfo", flaky)
+    monkeypatch.setattr(sensors_module, "read_meminfo", flaky)
     env.set_mem(3, 0)
     waits: list[float] = []
 

@@ -332,18 +332,18 @@ def test_changed_name_rules_are_rebuilt(env: Env) -> None:
 
 def test_psi_settings_reopen_the_pressure_file(env: Env) -> None:
     m = env.monitor()
-    first = m.psi_fd
+    first = m.sensors.psi_fd
     assert first >= 0
     assert m.apply(m.cfg.replace(psi_cutoff=0.0)) == ["psi_cutoff"]
-    assert m.psi_fd == -1
+    assert m.sensors.psi_fd == -1
     assert "PSI off" in m.describe()
-    m.meter.add(1.0, 5)
+    m.sensors.stall_meter.add(1.0, 5)
     m.apply(m.cfg.replace(psi_cutoff=30.0, psi_metric="full"))
-    assert m.psi_fd >= 0 and m.meter.percent() is None
+    assert m.sensors.psi_fd >= 0 and m.sensors.stall_meter.percent() is None
     assert "full stall >= 30%" in m.describe()
-    fd = m.psi_fd
+    fd = m.sensors.psi_fd
     m.apply(m.cfg.replace(psi_duration=1.0, psi_mem_percent=20.0))
-    assert m.psi_fd == fd  # other PSI settings need no new descriptor
+    assert m.sensors.psi_fd == fd  # other PSI settings need no new descriptor
 
 
 def test_settings_fixed_at_start_are_kept_with_one_line(env: Env) -> None:
@@ -365,7 +365,7 @@ def test_switches_and_timers_follow_the_new_config(env: Env) -> None:
     verbose.append(env.out.log.verbose)
     assert verbose == [False, True]
     assert m.next_report == env.clock.now + 60.0
-    assert m.sys.root == "/nowhere"
+    assert m.sensors.sys.root == "/nowhere"
     e = m.load_watch_code()
     m.apply(m.cfg.replace(dry_run=False))
     assert not e.may_signal  # a fake tree is never live, whatever the file says
@@ -575,9 +575,9 @@ def test_the_wakeup_pipe_is_drained(env: Env) -> None:
     with pytest.raises(BlockingIOError):
         os.read(r, 1)
     m.close()
-    assert m.wake_fd == -1 and m.mem_fd == -1
+    assert m.wake_fd == -1 and m.sensors.mem_fd == -1
     os.close(w)
-    m.mem_fd = os.open(os.devnull, os.O_RDONLY)  # for the fixture, which closes it
+    m.sensors.mem_fd = os.open(os.devnull, os.O_RDONLY)  # for the fixture, which closes it
 
 
 def test_a_reload_under_way_is_cancelled_at_exit(env: Env) -> None:
