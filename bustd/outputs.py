@@ -22,7 +22,7 @@ from .log import Log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, ClassVar, Literal, Mapping, Protocol, Union
+    from typing import Callable, ClassVar, Literal, Mapping, Union
 
     from .meminfo import MemInfo
     from .procfs import BackgroundRead, ProcFS
@@ -30,14 +30,6 @@ if TYPE_CHECKING:
 
     Record = Union[KillRecord, WarnRecord, "CheckRecord"]
 
-    class Loop(Protocol):
-        """What :func:`attach` needs of the loop (monitor.Monitor)."""
-
-        clock: Callable[[], float]
-        fs: ProcFS
-        outputs: list[Callable[[Record], None]]
-        pre_kill: list[Callable[[KillRecord, BackgroundRead], None]]
-        max_sleep: float
 
 __all__ = ["DRAIN", "CheckRecord", "attach", "open_hooks"]
 
@@ -91,57 +83,64 @@ def open_hooks(cfg: Config) -> dict[str, int]:
     return programs
 
 
-def attach(monitor: Loop, cfg: Config, log: Log, environ: Mapping[str, str],
-           pid: int, programs: Mapping[str, int]) -> Callable[[], None]:
-    """Add the outputs ``cfg`` and ``environ`` ask for to ``monitor``; return a closer.
+def attach(cfg: Config, log: Log, environ: Mapping[str, str], pid: int,
+           programs: Mapping[str, int], clock: Callable[[], float], fs: ProcFS,
+           outputs: list[Callable[[Record], None]],
+           pre_kill: list[Callable[[KillRecord, BackgroundRead], None]]
+           ) -> tuple[float, Callable[[], None]]:
+    """Add the outputs ``cfg`` and ``environ`` ask for to ``outputs`` and ``pre_kill``
+    (the loop's lists); return the longest sleep they allow between checks
+    (inf: any) and a closer.
 
     ``programs`` maps each hook's path to the descriptor it was checked
-    and opened with at start (:func:`open_hooks`).
+    and opened with at start (:func:`open_hooks`); ``clock`` is the loop's
+    and ``fs`` its /proc.
 
     The closer (call it once, when bustd stops) waits up to DRAIN seconds
     for queued kill-log lines and tells systemd bustd is stopping.
     """
+    max_sleep = float("inf")
     closers: list[Callable[[], object]] = []
     children = None
     if cfg.notify or cfg.pre_kill_hook or cfg.post_kill_hook:
         from .spawn import Children
-        children = Children(log, monitor.clock)
-        monitor.outputs.append(children.on_record)  # reaps when awake anyway
+        children = Children(log, clock)
+        outputs.append(children.on_record)  # reaps when awake anyway
     if cfg.pre_kill_hook:
         from .hooks import PreKillHook
         assert children is not None
-        monitor.pre_kill.append(PreKillHook(cfg.pre_kill_hook, programs[cfg.pre_kill_hook],
-                                            cfg.hook_timeout, children, log))
+        pre_kill.append(PreKillHook(cfg.pre_kill_hook, programs[cfg.pre_kill_hook],
+                                    cfg.hook_timeout, children, log))
     if cfg.post_kill_hook:
         from .hooks import PostKillHook
         assert children is not None
-        monitor.outputs.append(PostKillHook(cfg.post_kill_hook, programs[cfg.post_kill_hook],
-                                            children))
+        outputs.append(PostKillHook(cfg.post_kill_hook, programs[cfg.post_kill_hook],
+                                    children))
     if cfg.notify:
         from .notify import Notifier
         assert children is not None
-        monitor.outputs.append(Notifier(cfg.notify_owner_only, children))
+        outputs.append(Notifier(cfg.notify_owner_only, children))
     if cfg.kill_log:
         from .background import Background
         from .killlog import KillLog
         lines = Background()
-        monitor.outputs.append(KillLog(cfg.kill_log, lines, log))
+        outputs.append(KillLog(cfg.kill_log, lines, log))
         closers.append(lambda: lines.drain(DRAIN))
     if cfg.metrics_file:
         from .background import Background
         from .metrics import Metrics
-        monitor.outputs.append(Metrics(cfg.metrics_file, Background(), log, monitor.fs,
-                                       cfg.psi_metric, children))
+        outputs.append(Metrics(cfg.metrics_file, Background(), log, fs, cfg.psi_metric,
+                               children))
     if environ.get("NOTIFY_SOCKET"):
         from .sdnotify import from_environment
         notifier, close = from_environment(environ, log, pid)
         if notifier is not None:
-            monitor.outputs.append(notifier)
+            outputs.append(notifier)
             if notifier.ping_every:
-                monitor.max_sleep = notifier.ping_every / 2
+                max_sleep = notifier.ping_every / 2
             closers.append(close)
 
     def close_all() -> None:
         for close in closers:
             close()
-    return close_all
+    return max_sleep, close_all

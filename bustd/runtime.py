@@ -321,7 +321,9 @@ def main() -> int:
             os.set_blocking(wake_w, False)
             sig.set_wakeup_fd(wake_w)
             monitor.wake_on(wake_r)
-        close_outputs = attach(monitor, cfg, log, os.environ, os.getpid(), programs)
+        monitor.max_sleep, close_outputs = attach(
+            cfg, log, os.environ, os.getpid(), programs, monitor.clock, fs, monitor.outputs,
+            monitor.pre_kill)
         stop = monitor.stop  # a kill in progress is finished and logged first
 
         def on_stop(signum: int, frame: object) -> None:

@@ -123,6 +123,19 @@ def test_outputs_never_import_the_loop_or_the_emergency(name: str) -> None:
     assert own(name) & {"monitor", "emergency", "runtime", "reload"} == set()
 
 
+@pytest.mark.parametrize("name", [m for m in MODULES if m != "monitor"])
+def test_no_function_outside_the_loop_module_takes_the_monitor(name: str) -> None:
+    tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            for arg in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg):
+                if arg is None:
+                    continue
+                hint = ast.unparse(arg.annotation) if arg.annotation else ""
+                assert "Monitor" not in hint and arg.arg != "monitor", f"{node.name}({arg.arg})"
+
+
 @pytest.mark.parametrize("name", in_layer("front"))
 def test_the_front_end_never_imports_the_loop(name: str) -> None:
     assert own(name, ("top", "lazy")) & set(in_layer("loop")) == set()
