@@ -5,14 +5,15 @@ schema is docs/check-schema.json, described in docs/check.md); the text for
 people (:func:`to_text`, at most 80 columns) and the JSON for scripts
 (:func:`to_json`) are two renderings of that same record.
 
-The readings and the verdict come from the daemon's own functions: memory
-(meminfo.py), zram at its RAM worth (zram.py), the stall rate from PSI's
-``total`` counter sampled twice (pressure.StallMeter), the thresholds and
-the decision (decide.thresholds, watch_level, decide), the sizes and growth
-of the largest processes (choose.sample) and the kill order with each
-process's protection (choose.Ranking). Nothing here imports kill.py or sends
-a signal: the module runs in the front end, never in the daemon, and is safe
-to run anywhere.
+The readings and the verdict come from the daemon's own code: memory, zram
+at its RAM worth, the stall rate from PSI's ``total`` counter, the swap-in
+and swap-out rates and how long the machine has been thrashing come from
+the daemon's sensors (sensors.Sensors, read twice ``interval`` apart), the
+thresholds and the decision from decide.py (thresholds, watch_level,
+decide), the sizes and growth of the largest processes from choose.sample
+and the kill order with each process's protection from choose.Ranking.
+Nothing here imports kill.py or sends a signal: the module runs in the front
+end, never in the daemon, and is safe to run anywhere.
 """
 
 from __future__ import annotations
@@ -35,19 +36,32 @@ from .choose import (
 )
 from .choose import size as size_now
 from .config import DEFAULTS, Config
-from .decide import THRASH_IN_OUT, avail_name, decide, thrashing, thresholds, watch_level
+from .decide import (
+    THRASH_IN_OUT,
+    Decision,
+    Stall,
+    Thresholds,
+    avail_name,
+    decide,
+    thrashing,
+    thresholds,
+    watch_level,
+)
 from .growth import Tracker
 from .held import Held, held_text, read_held
-from .log import pct, safe, size
-from .meminfo import MemInfo, parse_swap_traffic, read_meminfo
-from .pressure import Pressure, StallMeter, read_pressure
-from .process import DEAD_STATES, PAGE_MIB, PF_KTHREAD, Candidate, parse_stat
+from .log import Log, pct, safe, size
+from .meminfo import MemInfo
+from .pressure import Pressure, StallMeter
+from .process import DEAD_STATES, PF_KTHREAD, Candidate, parse_stat
 from .procfs import NoSuchProcess, ProcFS
-from .zram import Zram, effective_swap, read_zram
+from .sensors import Sensors
+from .zram import Zram
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .cgroup import Figures
+    from .cgroupkill import Units
+    from .freeable import Shared
+    from .victim import Rules, Victim
 
 __all__ = ["SCHEMA", "WIDTH", "gather", "quiet_reason", "to_json", "to_text", "width"]
 
@@ -178,6 +192,109 @@ def _not_candidates(fs: ProcFS, known: set[int], self_pid: int) -> list[dict[str
     return out
 
 
+class _Quiet(Log):
+    """A log that says nothing: the report names what could not be read."""
+
+    __slots__ = ()
+
+    def write(self, level: int, message: str) -> None:
+        """Drop ``message``."""
+
+
+class _Seen:
+    """What the check read: memory, zram, pressure and the candidates sampled twice.
+
+    ``mem`` is what decisions read (the machine's or the cgroup's), ``eff``
+    the same with zram at its RAM worth, ``machine`` /proc/meminfo as read;
+    ``first`` and ``last`` the PSI readings at the interval's start and end
+    (None when unavailable), ``stall`` what the daemon's meters made of them.
+    """
+
+    def __init__(self, mem: MemInfo, eff: MemInfo, machine: MemInfo, sensors: Sensors,
+                 first: tuple[float, Pressure] | None, last: tuple[float, Pressure] | None,
+                 stall: Stall, span: float, cands: list[Candidate]) -> None:
+        self.mem, self.eff, self.machine = mem, eff, machine
+        self.figures = sensors.cgroup_reading
+        self.devices = sensors.zram
+        self.zram_error = sensors.zram_error
+        self.psi_error = sensors.psi_error
+        self.first, self.last, self.stall, self.span = first, last, stall, span
+        self.cands = cands
+
+
+def _pressure_now(sensors: Sensors, when: float) -> tuple[float, Pressure] | None:
+    """Return (``when``, the PSI reading just taken), or None if PSI cannot be read."""
+    if sensors.psi_fd < 0 or sensors.psi_error is not None or sensors.psi is None:
+        return None
+    return when, sensors.psi
+
+
+def _mem_of(sensors: Sensors) -> MemInfo:
+    """Return what decisions read now; raises cgroup.CgroupError naming a cgroup unread."""
+    mem = sensors.read_mem()
+    if sensors.cgroup is not None and sensors.cgroup_reading is None:
+        from .cgroup import CgroupError
+        raise CgroupError(f"cgroup {sensors.cgroup.path}: {sensors.cgroup_error}")
+    return mem
+
+
+def _read(cfg: Config, fs: ProcFS, interval: float, sleep: Callable[[float], None],
+          clock: Callable[[], float], scan: Callable[[float, str | None], list[Candidate]]
+          ) -> _Seen:
+    """Read memory, pressure and swap traffic through the daemon's sensors, and
+    ``scan`` the processes (of the cgroup watched), twice ``interval`` seconds
+    apart (once when 0)."""
+    sensors = Sensors(cfg, fs, _Quiet(), min_span=0.0)  # the meters take any interval
+    try:
+        sensors.open_psi(always=True)  # reported with --psi 0 too
+        mem = _mem_of(sensors)  # fails early (exit 3) on a tree without memory figures
+        start = clock()
+        stall = sensors.pressure(mem, start, True)
+        first = last = _pressure_now(sensors, start)
+        where = None if sensors.cgroup is None else sensors.cgroup.path
+        cands = scan(start, where)
+        span = 0.0
+        if interval > 0:
+            sleep(interval)
+            cands = scan(clock(), where)
+            mem = _mem_of(sensors)
+            now = clock()
+            stall = sensors.pressure(mem, now, True)
+            last, span = _pressure_now(sensors, now), now - start
+        machine = sensors.machine
+        eff = sensors.with_zram_worth(mem)
+        seen = _Seen(mem, eff, machine, sensors, first, last, stall, span, cands)
+    finally:
+        sensors.close()
+    return seen
+
+
+def _scanner(fs: ProcFS, rules: Rules, shared: Shared, units: Units | None,
+             me: int) -> Callable[[float, str | None], list[Candidate]]:
+    """Return the scan of the candidates (of a cgroup's subtree) at a time, as
+    the daemon samples them."""
+    from .freeable import ROLLUP_MIN_KIB
+    tracker = Tracker()
+
+    def scan(now: float, cgroup: str | None) -> list[Candidate]:
+        leaves = None
+        if cgroup is not None:
+            assert units is not None  # made with --cgroup
+            leaves = units.subtree(cgroup)
+        found = sample(fs, tracker, now, frozenset((me,)), set(), rules.shifts,
+                       None if leaves is None else sorted(leaves), shared)
+        for c in found:
+            if leaves is not None:
+                c.cgroup = leaves.get(c.pid, "")
+            # The daemon reads smaps_rollup in the background while watching;
+            # the check reads it now for the sized processes holding shared
+            # memory, so it shows what the daemon would count as theirs alone.
+            if c.sized and c.shmem_kib >= ROLLUP_MIN_KIB and shared.learn(c.pid, c.starttime):
+                size_now(fs, c, shared)
+        return found
+    return scan
+
+
 def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str | None = None,
            sleep: Callable[[float], None] = time.sleep,
            clock: Callable[[], float] = time.monotonic,
@@ -192,140 +309,28 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
     ValueError if the tree's meminfo or process list cannot be read,
     cgroup.CgroupError if the ``--cgroup`` cannot.
     """
-    fs, sysfs = ProcFS(cfg.proc_root), ProcFS(cfg.sys_root)
+    from .freeable import Shared
+    fs = ProcFS(cfg.proc_root)
     me = os.getpid() if self_pid is None else self_pid
     rules = make_rules(cfg, me)
-    tracker = Tracker()
-    from .freeable import ROLLUP_MIN_KIB, Shared
     shared = Shared(fs)
-    # --cgroup: the cgroup's memory, pressure and swap-ins, its processes only,
-    # as the daemon reads them (cgroup.py, Monitor.read_mem).
-    cg = None
-    if cfg.cgroup:
-        from .cgroup import Cgroup
-        cg = Cgroup(cfg.cgroup)
     units = None
     if cfg.cgroup or cfg.kill_cgroup:
         from .cgroupkill import units_of
         units = units_of(fs)[0]
-    mem_fd = fs.open("meminfo")
-    psi_fd = -1
-    psi_error: str | None = None
-    try:
-        try:
-            psi_fd = (os.open(cg.file("memory.pressure"), os.O_RDONLY | os.O_CLOEXEC)
-                      if cg is not None else fs.open("pressure/memory"))
-        except OSError as err:
-            psi_error = err.strerror or str(err)
-
-        def pressure() -> tuple[float, Pressure] | None:
-            nonlocal psi_error
-            if psi_fd < 0 or psi_error is not None:
-                return None
-            try:
-                return clock(), read_pressure(psi_fd)
-            except (OSError, ValueError) as err:
-                psi_error = getattr(err, "strerror", None) or str(err)
-                return None
-
-        def read_cgroup() -> Figures | None:
-            """The cgroup's figures now (None without --cgroup); CgroupError names it."""
-            if cg is None:
-                return None
-            from .cgroup import CgroupError
-            try:
-                return cg.read()
-            except (OSError, ValueError) as err:
-                raise CgroupError(f"cgroup {cg.path}: {err}") from None
-
-        def swapped(fig: Figures | None) -> tuple[int | None, int | None]:
-            """Pages swapped in and out so far (a cgroup's swap-outs are not counted)."""
-            if fig is not None:
-                return fig.swapins, None
-            try:
-                return parse_swap_traffic(fs.read("vmstat", 16384))
-            except (OSError, ValueError):
-                return None, None
-
-        def own_shmem(found: list[Candidate]) -> list[Candidate]:
-            # The daemon reads smaps_rollup in the background while watching;
-            # the check reads it now for the sized processes holding shared
-            # memory, so it shows what the daemon would count as theirs alone.
-            for c in found:
-                if c.sized and c.shmem_kib >= ROLLUP_MIN_KIB and shared.learn(c.pid,
-                                                                             c.starttime):
-                    size_now(fs, c, shared)
-            return found
-
-        def scan(now: float) -> list[Candidate]:
-            if cg is None:
-                found = sample(fs, tracker, now, frozenset((me,)), set(), rules.shifts,
-                               shared=shared)
-                return own_shmem(found)
-            assert units is not None  # made above with --cgroup
-            leaves = units.subtree(cg.path)
-            found = sample(fs, tracker, now, frozenset((me,)), set(), rules.shifts,
-                           sorted(leaves), shared)
-            for c in found:
-                c.cgroup = leaves.get(c.pid, "")
-            return own_shmem(found)
-
-        read_meminfo(mem_fd)  # fail early (exit 3) on a tree without memory figures
-        figures = read_cgroup()  # and on a cgroup without memory files
-        psi_first = pressure()
-        pswpin_first, pswpout_first = swapped(figures)
-        start = clock()
-        cands = scan(start)
-        psi_last = psi_first
-        pswpin_last, pswpout_last = pswpin_first, pswpout_first
-        if interval > 0:
-            sleep(interval)
-            cands = scan(clock())
-            figures = read_cgroup()
-            pswpin_last, pswpout_last = swapped(figures)
-            psi_last = pressure()
-        span = clock() - start if interval > 0 else 0.0
-        machine = read_meminfo(mem_fd)
-    finally:
-        os.close(mem_fd)
-        if psi_fd >= 0:
-            os.close(psi_fd)
-        if cg is not None:
-            cg.close()
-    devices: list[Zram] = []
-    zram_error: str | None = None
-    if machine.swap_total > 0:
-        try:
-            devices = read_zram(fs, sysfs)
-        except (OSError, ValueError) as err:
-            zram_error = str(err)
-    eff_machine = effective_swap(machine, devices)
-    if figures is not None:
-        from .cgroup import meminfo_of
-        mem, eff = meminfo_of(figures, machine), meminfo_of(figures, eff_machine)
-    else:
-        mem, eff = machine, eff_machine
-
-    some = _stall(psi_first, psi_last, "some")
-    full = _stall(psi_first, psi_last, "full")
-    stall = full if cfg.psi_metric == "full" else some
-    swapin: float | None = None
-    swapout: float | None = None
-    if mem.swap_total > 0 and span > 0 and pswpin_first is not None and pswpin_last is not None:
-        swapin = max(0, pswpin_last - pswpin_first) * PAGE_MIB / span
-        if pswpout_first is not None and pswpout_last is not None:
-            swapout = max(0, pswpout_last - pswpout_first) * PAGE_MIB / span
-    held = span if thrashing(cfg, stall, swapin, swapout) else 0.0
+    seen = _read(cfg, fs, interval, sleep, clock, _scanner(fs, rules, shared, units, me))
+    eff, stall = seen.eff, seen.stall
     t = thresholds(cfg, eff)
     watch = watch_level(cfg, eff)
-    decision = decide(eff, stall, cfg, held, swapin, swapout)
+    decision = decide(eff, stall.percent, cfg, stall.seconds, stall.swapin, stall.swapout)
 
     # Every candidate in kill order, each one's protection read as the daemon does.
-    daemons = [c for c in cands if _is_daemon(fs, c)]
-    cands = [c for c in cands if c not in daemons]
+    daemons = [c for c in seen.cands if _is_daemon(fs, c)]
+    cands = [c for c in seen.cands if c not in daemons]
     # Growth is priced against the machine's RAM + swap, as oom_score is.
     need = max(0, int(t.mem_term - eff.available))  # what a kill must free (as the daemon)
-    ranking = Ranking(fs, cands, rules, oom_score_per_kib(machine, kernel_scales_oom_score()),
+    ranking = Ranking(fs, cands, rules,
+                      oom_score_per_kib(seen.machine, kernel_scales_oom_score()),
                       cfg.kill_pgroup, None, units, cfg.kill_cgroup, shared, need)
     victims = []
     while True:
@@ -333,6 +338,103 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
         if v is None:
             break
         victims.append(v)
+    skipped = _skipped(fs, ranking, victims, cands, daemons, me)
+    listed = [_listed(fs, shared, ranking, i, v)
+              for i, v in enumerate(victims[:top] if top else victims, 1)]
+    # What holds memory outside processes (a kill frees none of it).
+    try:
+        outside: Held | None = read_held(fs)
+    except (OSError, ValueError):
+        outside = None
+    verdict = _verdict(cfg, decision, seen, victims,
+                       _held_back(decision, victims, cands, seen, t, clock))
+    return {
+        "schema": SCHEMA,
+        "version": __version__,
+        "time": round(wall(), 3),
+        "proc_root": cfg.proc_root,
+        "config_file": config_file,
+        "euid": os.geteuid(),
+        "interval_s": round(seen.span, 3),
+        **_readings(cfg, seen, outside),
+        "thresholds": {
+            "sigterm": {"mem_kib": int(t.mem_term), "swap_kib": int(t.swap_term)},
+            "sigkill": {"mem_kib": int(t.mem_kill), "swap_kib": int(t.swap_kill)},
+            "psi": {"enabled": cfg.psi_cutoff > 0, "cutoff_percent": cfg.psi_cutoff,
+                    "metric": cfg.psi_metric, "duration_s": cfg.psi_duration,
+                    "swapin_rate_mib_s": cfg.swapin_rate,
+                    "mem_kib": int(t.psi_mem)},
+            "watch_kib": int(watch), "rank": cfg.rank,
+            "kill_pgroup": cfg.kill_pgroup, "dry_run": cfg.dry_run},
+        "settings": {key: getattr(cfg, key) for key in DEFAULTS},
+        "watching": eff.available <= watch,
+        "decision": verdict,
+        "candidates_total": len(victims),
+        "candidates": listed,
+        "skipped": skipped,
+        "need_kib": need,
+    }
+
+
+def _verdict(cfg: Config, decision: Decision | None, seen: _Seen, victims: list[Victim],
+             held_back: str | None) -> dict[str, Any]:
+    """Return the report's decision: what the daemon would do now, and why."""
+    if decision is None:
+        stall = seen.stall
+        return {"action": "none",
+                "reason": quiet_reason(seen.eff, stall.percent, stall.seconds, cfg,
+                                       stall.swapin, stall.swapout),
+                "victim_pid": None, "note": None}
+    note = None
+    if not victims:
+        note = "no process may be killed"
+    elif held_back is not None:
+        note = f"the daemon would not kill: {held_back}"
+    elif cfg.dry_run:
+        note = "dry run: the daemon would only log the kill line"
+    return {"action": sig.name(decision.signal), "reason": decision.reason,
+            "victim_pid": victims[0].candidate.pid if victims else None, "note": note}
+
+
+def _readings(cfg: Config, seen: _Seen, outside: Held | None) -> dict[str, Any]:
+    """Return the report's fields of what was read: cgroup, memory, held, swap, pressure."""
+    mem, eff, figures, stall = seen.mem, seen.eff, seen.figures, seen.stall
+    some = _stall(seen.first, seen.last, "some")
+    full = _stall(seen.first, seen.last, "full")
+    last = seen.last
+    return {
+        "cgroup": None if figures is None else {
+            "path": figures.path, "current_kib": figures.current_kib,
+            "limit_kib": figures.limit_kib, "limit_name": figures.limit_name or None,
+            "reclaimable_kib": figures.reclaimable_kib},
+        "memory": {"total_kib": mem.total, "available_kib": mem.available,
+                   "available_percent": round(100.0 * mem.available / mem.total, 2),
+                   "user_kib": mem.user},
+        "held": None if outside is None else {
+            "shmem_kib": outside.shmem, "hugetlb_kib": outside.hugetlb,
+            "slab_unreclaimable_kib": outside.slab, "other_kib": outside.other,
+            "outside_kib": outside.outside, "significant": outside.significant(),
+            "tmpfs": [{"mount": point, "used_kib": kib} for point, kib in outside.tmpfs]},
+        "swap": {"total_kib": mem.swap_total, "free_kib": mem.swap_free,
+                 "effective_free_kib": eff.swap_free,
+                 "zram": [_zram(z) for z in seen.devices], "zram_error": seen.zram_error},
+        "pressure": {
+            "available": seen.psi_error is None, "error": seen.psi_error,
+            "metric": cfg.psi_metric,
+            "some_percent": None if some is None else round(some, 2),
+            "full_percent": None if full is None else round(full, 2),
+            "some_avg10": last[1].some_avg10 if last else None,
+            "full_avg10": last[1].full_avg10 if last else None,
+            "stall_percent": None if stall.percent is None else round(stall.percent, 2),
+            "swapin_mib_s": None if stall.swapin is None else round(stall.swapin, 3),
+            "swapout_mib_s": None if stall.swapout is None else round(stall.swapout, 3),
+            "held_s": round(stall.seconds, 3)},
+    }
+
+
+def _skipped(fs: ProcFS, ranking: Ranking, victims: list[Victim], cands: list[Candidate],
+             daemons: list[Candidate], me: int) -> list[dict[str, Any]]:
+    """Return who is never killed and why, and who is no candidate, in the report's order."""
     skipped: list[dict[str, Any]] = [
         {"pid": c.pid, "name": _text(c.comm), "kind": "protected",
          "reason": why + (f"; {ranking.notes[c.pid]}" if c.pid in ranking.notes else "")}
@@ -348,111 +450,48 @@ def gather(cfg: Config, interval: float = 1.0, top: int = 10, config_file: str |
                             "reason": "exited or turned unreadable during the check"})
     skipped += _not_candidates(fs, {c.pid for c in cands} | {c.pid for c in daemons}, me)
     skipped.sort(key=lambda s: (KINDS.index(s["kind"]), s["pid"]))
+    return skipped
 
-    listed = []
-    for i, v in enumerate(victims[:top] if top else victims, 1):
-        c, d = v.candidate, v.details
-        size_now(fs, c, shared)  # its sizes now, as the kill record reads them
-        known = c.growth_s > 0
-        listed.append({
-            "rank": i, "pid": c.pid, "name": _text(c.comm), "exe": _text(d.exe),
-            "uid": d.uid, "user": _user(d.uid), "freeable_kib": c.freeable_kib,
-            "rss_kib": c.rss_kib, "swap_kib": c.swap_kib, "shmem_kib": c.shmem_kib,
-            "own_shmem_kib": c.own_shmem_kib, "file_kib": c.file_kib,
-            "growth_kib": c.growth_kib if known else None,
-            "growth_s": c.growth_s if known else None,
-            "oom_score": c.oom_score, "oom_score_adj": d.oom_score_adj,
-            "score": round(c.badness, 1), "group": [m.pid for m in v.group],
-            "avoided": ("--default-avoid" if c.session else "--avoid" if c.avoid_shift
-                        else None),
-            "note": ranking.notes.get(c.pid)})
 
-    # What holds memory outside processes, and whether the daemon's checks
-    # of progress (progress.py) would hold the kill back: with no kills
-    # behind it, only "killing cannot end it" can.
-    try:
-        outside: Held | None = read_held(fs)
-    except (OSError, ValueError):
-        outside = None
-    held_back = None
-    if decision is not None and victims:
-        from .progress import Progress, expected_kib, shortfall
-        if decision.cause == "pressure":
-            short = shortfall(eff, t.psi_mem, float("inf"))
-        else:
-            short = shortfall(eff, t.mem_term, t.swap_term)
-        first = victims[0]
-        gate = Progress().gate(clock(), short,
-                               sum(expected_kib(c) for c in (first.candidate, *first.group)),
-                               sum(expected_kib(c) for c in cands),
-                               machine.outside if figures is None else 0)
-        if not gate.kill:
-            held_back = gate.why
-    if decision is None:
-        verdict: dict[str, Any] = {"action": "none",
-                                   "reason": quiet_reason(eff, stall, held, cfg, swapin,
-                                                          swapout),
-                                   "victim_pid": None, "note": None}
-    else:
-        note = None
-        if not victims:
-            note = "no process may be killed"
-        elif held_back is not None:
-            note = f"the daemon would not kill: {held_back}"
-        elif cfg.dry_run:
-            note = "dry run: the daemon would only log the kill line"
-        verdict = {"action": sig.name(decision.signal), "reason": decision.reason,
-                   "victim_pid": victims[0].candidate.pid if victims else None, "note": note}
+def _listed(fs: ProcFS, shared: Shared, ranking: Ranking, rank: int, v: Victim
+            ) -> dict[str, Any]:
+    """Return the report's entry of the candidate ranked ``rank``, its sizes read now."""
+    c, d = v.candidate, v.details
+    size_now(fs, c, shared)  # its sizes now, as the kill record reads them
+    known = c.growth_s > 0
     return {
-        "schema": SCHEMA,
-        "version": __version__,
-        "time": round(wall(), 3),
-        "proc_root": cfg.proc_root,
-        "config_file": config_file,
-        "euid": os.geteuid(),
-        "interval_s": round(span, 3),
-        "cgroup": None if figures is None else {
-            "path": figures.path, "current_kib": figures.current_kib,
-            "limit_kib": figures.limit_kib, "limit_name": figures.limit_name or None,
-            "reclaimable_kib": figures.reclaimable_kib},
-        "memory": {"total_kib": mem.total, "available_kib": mem.available,
-                   "available_percent": round(100.0 * mem.available / mem.total, 2),
-                   "user_kib": mem.user},
-        "held": None if outside is None else {
-            "shmem_kib": outside.shmem, "hugetlb_kib": outside.hugetlb,
-            "slab_unreclaimable_kib": outside.slab, "other_kib": outside.other,
-            "outside_kib": outside.outside, "significant": outside.significant(),
-            "tmpfs": [{"mount": point, "used_kib": kib} for point, kib in outside.tmpfs]},
-        "swap": {"total_kib": mem.swap_total, "free_kib": mem.swap_free,
-                 "effective_free_kib": eff.swap_free,
-                 "zram": [_zram(z) for z in devices], "zram_error": zram_error},
-        "pressure": {
-            "available": psi_error is None, "error": psi_error, "metric": cfg.psi_metric,
-            "some_percent": None if some is None else round(some, 2),
-            "full_percent": None if full is None else round(full, 2),
-            "some_avg10": psi_last[1].some_avg10 if psi_last else None,
-            "full_avg10": psi_last[1].full_avg10 if psi_last else None,
-            "stall_percent": None if stall is None else round(stall, 2),
-            "swapin_mib_s": None if swapin is None else round(swapin, 3),
-            "swapout_mib_s": None if swapout is None else round(swapout, 3),
-            "held_s": round(held, 3)},
-        "thresholds": {
-            "sigterm": {"mem_kib": int(t.mem_term), "swap_kib": int(t.swap_term)},
-            "sigkill": {"mem_kib": int(t.mem_kill), "swap_kib": int(t.swap_kill)},
-            "psi": {"enabled": cfg.psi_cutoff > 0, "cutoff_percent": cfg.psi_cutoff,
-                    "metric": cfg.psi_metric, "duration_s": cfg.psi_duration,
-                    "swapin_rate_mib_s": cfg.swapin_rate,
-                    "mem_kib": int(t.psi_mem)},
-            "watch_kib": int(watch), "rank": cfg.rank, "kill_pgroup": cfg.kill_pgroup,
-            "dry_run": cfg.dry_run},
-        "settings": {key: getattr(cfg, key) for key in DEFAULTS},
-        "watching": eff.available <= watch,
-        "decision": verdict,
-        "candidates_total": len(victims),
-        "candidates": listed,
-        "skipped": skipped,
-        "need_kib": need,
-    }
+        "rank": rank, "pid": c.pid, "name": _text(c.comm), "exe": _text(d.exe),
+        "uid": d.uid, "user": _user(d.uid), "freeable_kib": c.freeable_kib,
+        "rss_kib": c.rss_kib, "swap_kib": c.swap_kib, "shmem_kib": c.shmem_kib,
+        "own_shmem_kib": c.own_shmem_kib, "file_kib": c.file_kib,
+        "growth_kib": c.growth_kib if known else None,
+        "growth_s": c.growth_s if known else None,
+        "oom_score": c.oom_score, "oom_score_adj": d.oom_score_adj,
+        "score": round(c.badness, 1), "group": [m.pid for m in v.group],
+        "avoided": ("--default-avoid" if c.session else "--avoid" if c.avoid_shift
+                    else None),
+        "note": ranking.notes.get(c.pid)}
+
+
+def _held_back(decision: Decision | None, victims: list[Victim], cands: list[Candidate],
+               seen: _Seen, t: Thresholds, clock: Callable[[], float]) -> str | None:
+    """Return why the daemon's checks of progress (progress.py) would hold the kill
+    back (None: they would not). With no kills behind it, only "killing cannot
+    end it" can."""
+    if decision is None or not victims:
+        return None
+    from .progress import Progress, expected_kib, shortfall
+    eff = seen.eff
+    if decision.cause == "pressure":
+        short = shortfall(eff, t.psi_mem, float("inf"))
+    else:
+        short = shortfall(eff, t.mem_term, t.swap_term)
+    first = victims[0]
+    gate = Progress().gate(clock(), short,
+                           sum(expected_kib(c) for c in (first.candidate, *first.group)),
+                           sum(expected_kib(c) for c in cands),
+                           seen.machine.outside if seen.figures is None else 0)
+    return None if gate.kill else gate.why
 
 
 def to_json(report: dict[str, Any]) -> str:

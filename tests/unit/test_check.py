@@ -294,6 +294,19 @@ def test_no_psi_and_no_swap(tmp_path: Path) -> None:
     assert "swap      none" in text and "config /etc/x.conf" in " ".join(text.split())
 
 
+def test_unreadable_pressure_is_named_and_swap_traffic_goes_unmeasured(tmp_path: Path) -> None:
+    t = Tree(tmp_path)
+    t.fake.write("pressure/memory", b"some garbage\n")
+    r = t.gather()
+    validate(r)
+    p = r["pressure"]
+    assert (p["available"], p["error"]) == (False, "pressure: malformed item b'garbage'")
+    # As in the daemon, whose sensors count swap traffic only beside the stall.
+    assert (p["swapin_mib_s"], p["swapout_mib_s"], p["held_s"]) == (None, None, 0.0)
+    assert "pressure  PSI not available (pressure: malformed item b'garbage')" in \
+        check.to_text(r)
+
+
 def test_unreadable_zram_is_reported(tmp_path: Path) -> None:
     t = Tree(tmp_path)
     t.fake.write("swaps", b"Filename\n/dev/zram0 garbage\n")

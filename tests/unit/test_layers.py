@@ -136,6 +136,15 @@ def test_no_function_outside_the_loop_module_takes_the_monitor(name: str) -> Non
                 assert "Monitor" not in hint and arg.arg != "monitor", f"{node.name}({arg.arg})"
 
 
+@pytest.mark.parametrize("name", MODULES)
+def test_no_function_is_over_100_lines(name: str) -> None:
+    tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    long = [f"{n.name}: {(n.end_lineno or n.lineno) - n.lineno + 1} lines" for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and (n.end_lineno or n.lineno) - n.lineno + 1 > 100]
+    assert long == []
+
+
 @pytest.mark.parametrize("name", in_layer("front"))
 def test_the_front_end_never_imports_the_loop(name: str) -> None:
     assert own(name, ("top", "lazy")) & set(in_layer("loop")) == set()
