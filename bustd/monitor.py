@@ -1,19 +1,18 @@
-"""The loop: wake, read, decide, hand over, record, sleep; an injected clock.
-
-Contract: each check reads MemInfo and asks the pure functions of decide.py
-whether to act and how long to sleep (or until the kernel's PSI trigger
-fires). While memory is in the watch zone (a little above the levels that
-act, or for a while after a PSI trigger event) a check also reads PSI, swap
-traffic and zram and hands the readings to the Emergency (emergency.py),
-which owns the kill state, samples the largest processes and acts. That code
-loads the first time memory enters the watch zone, reloading's (reload.py)
-at the first SIGHUP, so an idle daemon holds the loop alone. No function
-outside this module takes the Monitor.
-Every record (outputs.Record) goes to each callable in ``Monitor.outputs``;
-a kill's, from a later check, once what it freed is measured (progress.py).
-Nothing an output does sits between the emergency and the signal, except
-``Monitor.pre_kill`` (the pre-kill hook), which bounds its own wait.
-"""
+"""The loop: wake, read, decide, hand over, record, sleep; an injected clock."""
+# Contract: each check reads memory through the sensors (sensors.py) and asks
+# the pure functions of decide.py whether to act and how long to sleep (or
+# until the kernel's PSI trigger fires). While memory is in the watch zone (a
+# little above the levels that act, or for a while after a PSI trigger event)
+# a check also reads PSI, swap traffic and zram and hands the readings to the
+# Emergency (emergency.py), which owns the kill state, samples the largest
+# processes and acts. That code loads the first time memory enters the watch
+# zone, reloading's (reload.py) at the first SIGHUP, so an idle daemon holds
+# the loop alone. No function outside this module takes the Monitor.
+# Every record (outputs.Record) goes to each callable in ``Monitor.outputs``;
+# a kill's, from a later check, once what it freed is measured (progress.py).
+# Nothing an output does sits between the emergency and the signal, except
+# ``Monitor.pre_kill`` (the pre-kill hook), which bounds its own wait.
+# The explanations are comments, not docstrings, which an idle daemon holds.
 
 from __future__ import annotations
 
@@ -38,7 +37,7 @@ from .sensors import Sensors
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Protocol
+    from typing import Callable
 
     from .emergency import Emergency, Wakeup
     from .outputs import Record
@@ -46,24 +45,7 @@ if TYPE_CHECKING:
     from .procfs import BackgroundRead
     from .progress import Followed
     from .record import KillRecord
-
-    class Reloading(Protocol):
-        """A reading of the config file under way (reload.Reload)."""
-
-        fd: int
-        pid: int
-        deadline: float
-        killed: bool
-
-        def read(self) -> bool: ...
-
-        def diagnostics(self) -> list[str]: ...
-
-        def finish(self) -> tuple[Config, str]: ...
-
-        def cancel(self) -> None: ...
-
-        def kill(self) -> None: ...
+    from .reload import Reloading
 
 __all__ = ["Monitor"]
 
@@ -72,17 +54,16 @@ WATCH_AFTER_EVENT = 10.0  # seconds of watching after a PSI trigger event
 
 
 class Monitor:
-    """The daemon's state between checks; ``run`` is the loop.
+    """The daemon's state between checks; ``run`` is the loop."""
 
-    ``clock`` returns monotonic seconds, ``wall`` the time of day for
-    records; ``wait(timeout)`` sleeps up to ``timeout`` seconds or until the
-    PSI trigger has an event and returns the (fd, events) pairs (the real one
-    polls with ``select.poll``), so tests drive the loop in simulated time.
-    ``outputs`` receive every record (KillRecord, WarnRecord, CheckRecord; the log
-    line is the first output), ``pre_kill`` each KillRecord just before its
-    signal, with the background read of the victim's command line;
-    ``max_sleep`` caps the sleep between checks (the systemd watchdog sets it).
-    """
+    # ``clock`` returns monotonic seconds, ``wall`` the time of day for
+    # records; ``wait(timeout)`` sleeps up to ``timeout`` seconds or until the
+    # PSI trigger has an event and returns the (fd, events) pairs (the real one
+    # polls with ``select.poll``), so tests drive the loop in simulated time.
+    # ``outputs`` receive every record (KillRecord, WarnRecord, CheckRecord; the
+    # log line is the first output), ``pre_kill`` each KillRecord just before
+    # its signal, with the background read of the victim's command line;
+    # ``max_sleep`` caps the sleep between checks (the systemd watchdog sets it).
 
     def __init__(self, cfg: Config, fs: ProcFS, log: Log, self_pid: int,
                  clock: Callable[[], float],
@@ -155,13 +136,10 @@ class Monitor:
         return self._poller.poll(max(1, int(timeout * 1000)))
 
     def load_watch_code(self) -> Emergency:
-        """Return the Emergency, made (with what watching and killing need loaded)
-        the first time memory runs short.
-
-        A machine with memory to spare never holds these modules (issue 7:
-        watching must not raise the idle footprint); they are loaded while
-        memory is still at the watch level, well before any emergency.
-        """
+        """Return the Emergency, made (its modules loaded) the first time memory runs short."""
+        # A machine with memory to spare never holds these modules (issue 7:
+        # watching must not raise the idle footprint); they are loaded while
+        # memory is still at the watch level, well before any emergency.
         if self.emergency is not None:
             return self.emergency
         from . import (  # noqa: F401 - loaded here on purpose
@@ -226,13 +204,12 @@ class Monitor:
             self.log.info(reloaded(answer[1], changed, self.cfg) + self.describe())
 
     def apply(self, new: Config) -> list[str]:
-        """Use ``new`` from the next check; return the names of the settings that changed.
-
-        Settings in reload.FIXED_AT_START keep their running value (said in
-        one line). Rebuilt: the PSI file and trigger when ``psi``/``psi-metric``
-        changed, the zram tree, the report timer, the verbose switch, and the
-        Emergency's rules, units and dry-run switch (Emergency.reconfigure).
-        """
+        """Use ``new`` from the next check; return the names of the settings that changed."""
+        # Settings in reload.FIXED_AT_START keep their running value (said in
+        # one line). Rebuilt: the PSI file and trigger when ``psi``/``psi-metric``
+        # changed, the zram tree (Sensors.reconfigure), the report timer, the
+        # verbose switch, and the Emergency's rules, units and dry-run switch
+        # (Emergency.reconfigure).
         from .reload import changes
         new, changed = changes(self.cfg, new, self.log)
         self.cfg = new

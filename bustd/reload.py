@@ -24,8 +24,27 @@ from .config import DEFAULTS, Config, ConfigError, decode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from .log import Log
-    from .monitor import Reloading
+
+    class Reloading(Protocol):
+        """A reading of the config file under way (a Reload, or a test's stand-in)."""
+
+        fd: int
+        pid: int
+        deadline: float
+        killed: bool
+
+        def read(self) -> bool: ...
+
+        def diagnostics(self) -> list[str]: ...
+
+        def finish(self) -> tuple[Config, str]: ...
+
+        def cancel(self) -> None: ...
+
+        def kill(self) -> None: ...
 
 __all__ = ["END", "FIXED_AT_START", "MAX_ANSWER", "MAGIC", "TIMEOUT", "Reload", "ReloadError",
            "answer_of", "changes", "give_up", "parse_answer", "reap_left", "reloaded"]

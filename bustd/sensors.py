@@ -1,18 +1,18 @@
-"""What bustd reads of the machine, and the thrashing rule applied to it.
+"""What bustd reads of the machine, and the thrashing rule applied to it: one
+set of sensors for the daemon's loop (monitor.py) and ``bustd check`` alike.
 
-One set of sensors serves the daemon's loop (monitor.py) and ``bustd
-check`` (check.py) alike, so the check shows what the daemon sees: memory
-(/proc/meminfo, or with --cgroup the cgroup's files through cgroup.py), zram
-at its RAM worth (zram.py), the PSI file and its kernel trigger, the stall
-rate from PSI's ``total`` counter (pressure.StallMeter), the swap-in and
-swap-out rates, and how long the machine has been thrashing
-(decide.thrashing, measured by pressure.StallRun).
-
-Each source that cannot be read is said once through the log and kept in an
-``*_error`` attribute (the check reports it), and the readings carry on
-without it: memory thresholds alone without PSI, swap as SwapFree says
-without zram, the stall alone without swap-in counts.
+A source that cannot be read is said once and named in an ``*_error``
+attribute; the readings carry on without it.
 """
+# What is read: memory (/proc/meminfo, or with --cgroup the cgroup's files
+# through cgroup.py), zram at its RAM worth (zram.py), the PSI file and its
+# kernel trigger, the stall rate from PSI's ``total`` counter
+# (pressure.StallMeter), the swap-in and swap-out rates from /proc/vmstat (or
+# the cgroup's memory.stat), and how long the machine has been thrashing
+# (decide.thrashing, timed by pressure.StallRun). Without PSI memory
+# thresholds alone decide; without zram swap counts as SwapFree says; without
+# swap-in counts the stall alone. The long explanations live in comments, not
+# docstrings, which an idle daemon would hold in memory.
 
 from __future__ import annotations
 
@@ -36,12 +36,16 @@ __all__ = ["Sensors"]
 
 
 class Sensors:
-    """The readings of one watched scope (the machine, or ``cfg.cgroup``).
+    """The readings of one watched scope (the machine, or ``cfg.cgroup``)."""
 
-    ``poller`` (the loop's ``select.poll``) gets the kernel trigger's
-    descriptor, when one is armed; ``min_span`` is the shortest interval
-    the rate meters measure over (the check samples twice, once apart).
-    """
+    # ``poller`` (the loop's ``select.poll``) gets the kernel trigger's
+    # descriptor, when one is armed; ``min_span`` is the shortest interval the
+    # rate meters measure over (the check's two readings may be any time apart).
+
+    __slots__ = ("cfg", "fs", "sys", "log", "poller", "stall_meter", "swapin_meter",
+                 "swapout_meter", "thrashing", "vmstat_fd", "vmstat_failed", "zram",
+                 "zram_error", "mem_fd", "machine", "cgroup", "cgroup_reading",
+                 "cgroup_error", "psi_fd", "psi_error", "psi", "trigger_fd", "trigger_window")
 
     def __init__(self, cfg: Config, fs: ProcFS, log: Log,
                  poller: select.poll | None = None, min_span: float = 0.2) -> None:
@@ -81,14 +85,12 @@ class Sensors:
     # -- memory -------------------------------------------------------------
 
     def read_mem(self, zram: bool = False) -> MemInfo:
-        """Return what decisions read: the machine's memory, or with --cgroup the cgroup's.
-
-        Reads /proc/meminfo (kept in ``machine``) and, with --cgroup, the
-        cgroup's memory files (kept in ``cgroup_reading``; see
-        cgroup.meminfo_of). ``zram``: count zram at its RAM worth with the
-        devices last read. A cgroup that cannot be read (gone) reads as all
-        memory available.
-        """
+        """Return what decisions read: the machine's memory, or with --cgroup the cgroup's."""
+        # Reads /proc/meminfo (kept in ``machine``) and, with --cgroup, the
+        # cgroup's memory files (kept in ``cgroup_reading``; see
+        # cgroup.meminfo_of). ``zram``: count zram at its RAM worth with the
+        # devices last read. A cgroup that cannot be read (gone) reads as all
+        # memory available.
         machine = read_meminfo(self.mem_fd)
         if zram and self.zram:
             from .zram import effective_swap
@@ -122,12 +124,9 @@ class Sensors:
         return meminfo_of(self.cgroup_reading, machine)
 
     def with_zram_worth(self, mem: MemInfo) -> MemInfo:
-        """Return ``mem`` with zram counted at its RAM worth (see zram.py), reading
-        the devices anew (kept in ``zram``).
-
-        With --cgroup, zram is applied to the machine's swap and the cgroup's
-        reading is built again from it (its swap is bounded by the machine's).
-        """
+        """Return ``mem`` with zram counted at its RAM worth, the devices read anew."""
+        # With --cgroup, zram is applied to the machine's swap and the cgroup's
+        # reading is built again from it (its swap is bounded by the machine's).
         if self.machine.swap_total <= 0 or self.zram_error is not None:
             return mem
         from .zram import effective_swap, read_zram
@@ -155,15 +154,12 @@ class Sensors:
         return self.fs.path("pressure/memory")
 
     def open_psi(self, always: bool = False) -> None:
-        """Open the PSI file watched (:meth:`psi_path`) and, on a live /proc with a
-        poller, a kernel trigger.
-
-        Without PSI (``--psi 0``, a kernel booted with psi=0, a file that
-        cannot be read) says so once and leaves ``psi_fd`` -1 (and why in
-        ``psi_error``): memory thresholds alone decide. Where a trigger is
-        not allowed it polls. ``always``: open the file even with ``--psi 0``
-        (the check reports the pressure all the same).
-        """
+        """Open the PSI file watched and, on a live /proc with a poller, a kernel trigger."""
+        # Without PSI (``--psi 0``, a kernel booted with psi=0, a file that
+        # cannot be read) says so once and leaves ``psi_fd`` -1 (and why in
+        # ``psi_error``): memory thresholds alone decide. Where a trigger is
+        # not allowed it polls. ``always``: open the file even with ``--psi 0``
+        # (the check reports the pressure all the same).
         cfg = self.cfg
         if cfg.psi_cutoff <= 0 and not always:
             return
@@ -207,18 +203,16 @@ class Sensors:
 
     def pressure(self, mem: MemInfo, now: float, watching: bool, fired: bool = False,
                  last_act: float = -1e9) -> Stall:
-        """Return the stall, how long the machine has been thrashing, swap-ins and -outs.
-
-        PSI (and, with swap, ``pswpin`` and ``pswpout`` of /proc/vmstat) is
-        read only while watching. Thrashing (decide.thrashing) is the stall
-        at or above the cutoff and, on a machine with swap, pages swapped
-        back in at ``swapin_rate`` MiB/s or more and at least THRASH_IN_OUT
-        as fast as they go out: a program growing into zram makes the
-        machine stall while more pages go out than come back, and that ends
-        by itself. A trigger event (``fired``) vouches for a stall of at
-        least the cutoff over its window, unless that window reaches back
-        before the last kill (``last_act``).
-        """
+        """Return the stall, how long the machine has been thrashing, swap-ins and -outs."""
+        # PSI (and, with swap, ``pswpin`` and ``pswpout`` of /proc/vmstat) is
+        # read only while watching. Thrashing (decide.thrashing) is the stall
+        # at or above the cutoff and, on a machine with swap, pages swapped
+        # back in at ``swapin_rate`` MiB/s or more and at least THRASH_IN_OUT
+        # as fast as they go out: a program growing into zram makes the
+        # machine stall while more pages go out than come back, and that ends
+        # by itself. A trigger event (``fired``) vouches for a stall of at
+        # least the cutoff over its window, unless that window reaches back
+        # before the last kill (``last_act``).
         if self.psi_fd < 0 or not watching:
             self.reset_stall()
             return Stall(None, 0.0, None)
@@ -270,12 +264,10 @@ class Sensors:
                 None if out is None or rate is None else out * PAGE_MIB)
 
     def _swapped(self) -> tuple[int, int | None] | None:
-        """Return the pages swapped in and out so far: the machine's, or with
-        --cgroup the cgroup's swap-ins (its swap-outs are not counted: None).
-
-        None when unknown now (a cgroup not read); a source that cannot tell
-        is said once and ``vmstat_failed`` set for good.
-        """
+        """Return the pages swapped in and out so far (None: unknown now)."""
+        # The machine's, or with --cgroup the cgroup's swap-ins (its swap-outs
+        # are not counted: None). None when unknown now (a cgroup not read); a
+        # source that cannot tell is said once and ``vmstat_failed`` set for good.
         if self.cgroup is not None:
             fig = self.cgroup_reading
             if fig is None:
