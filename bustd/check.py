@@ -33,6 +33,7 @@ from .choose import (
     make_rules,
     oom_score_per_kib,
     sample,
+    sample_subtree,
 )
 from .choose import size as size_now
 from .config import DEFAULTS, Config
@@ -277,15 +278,14 @@ def _scanner(fs: ProcFS, rules: Rules, shared: Shared, units: Units | None,
     tracker = Tracker()
 
     def scan(now: float, cgroup: str | None) -> list[Candidate]:
-        leaves = None
-        if cgroup is not None:
+        if cgroup is None:
+            found = sample(fs, tracker, now, frozenset((me,)), set(), rules.shifts,
+                           shared=shared)
+        else:
             assert units is not None  # made with --cgroup
-            leaves = units.subtree(cgroup)
-        found = sample(fs, tracker, now, frozenset((me,)), set(), rules.shifts,
-                       None if leaves is None else sorted(leaves), shared)
+            found = sample_subtree(fs, tracker, now, frozenset((me,)), set(), rules.shifts,
+                                   units, cgroup, shared)
         for c in found:
-            if leaves is not None:
-                c.cgroup = leaves.get(c.pid, "")
             # The daemon reads smaps_rollup in the background while watching;
             # the check reads it now for the sized processes holding shared
             # memory, so it shows what the daemon would count as theirs alone.

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .freeable import Shared
 
 __all__ = ["TRACK_TOP", "Ranking", "find_victim", "kernel_scales_oom_score",
-           "make_rules", "oom_score_per_kib", "sample", "size", "vet_members"]
+           "make_rules", "oom_score_per_kib", "sample", "sample_subtree", "size", "vet_members"]
 
 TRACK_TOP = 32  # how many of the largest processes have their size sampled
 
@@ -327,6 +327,21 @@ def sample(fs: ProcFS, tracker: Tracker, now: float, skip: frozenset[int],
         tracker.add(now, c.pid, c.starttime, c.freeable_kib)
         c.growth_kib, c.growth_s = tracker.growth(c.pid, c.starttime)
         c.pace_kib_s = tracker.pace(c.pid, c.starttime, now)
+    return cands
+
+
+def sample_subtree(fs: ProcFS, tracker: Tracker, now: float, skip: frozenset[int],
+                   exclude: set[tuple[int, int]], want_exe: bool, units: Units, folder: str,
+                   shared: Shared | None = None) -> list[Candidate]:
+    """Return the candidates of the cgroup subtree at ``folder`` (--cgroup), each
+    with the cgroup holding it in ``cgroup``, sampled as :func:`sample` does.
+
+    Raises OSError or ValueError if the subtree's processes cannot be listed.
+    """
+    leaves = units.subtree(folder)
+    cands = sample(fs, tracker, now, skip, exclude, want_exe, sorted(leaves), shared)
+    for c in cands:
+        c.cgroup = leaves.get(c.pid, "")
     return cands
 
 

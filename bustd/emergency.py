@@ -224,15 +224,15 @@ class Emergency:
             return cands
         # --cgroup: only the subtree's processes, each with the cgroup holding it.
         try:
-            leaves = (self.units or self.units_for_kill()).subtree(self.cgroup)
+            cands = choose.sample_subtree(self.fs, self.tracker, now,
+                                          frozenset((self.self_pid,)), exclude,
+                                          self.rules.shifts,
+                                          self.units or self.units_for_kill(), self.cgroup,
+                                          self.shared)
         except (OSError, ValueError) as err:
             self.log.debug(f"cannot list the processes of cgroup {self.cgroup}: {err}")
             return []
-        cands = choose.sample(self.fs, self.tracker, now, frozenset((self.self_pid,)), exclude,
-                              self.rules.shifts, sorted(leaves), self.shared)
         self.shared.refresh(cands, now)
-        for c in cands:
-            c.cgroup = leaves.get(c.pid, "")
         return cands
 
     def ranked(self, cands: list[Candidate], machine: MemInfo,
