@@ -24,6 +24,7 @@ import sys
 
 from .conffile import config_file_args
 from .config import DEFAULTS, ENV, EXIT_CONFIG, EXIT_PROC, Config, encode
+from .log import one_line
 from .options import CHECK, OPTIONS, check_parser, parse_args, parser
 from .optvalues import UsageError, cgroup_folder
 
@@ -38,13 +39,6 @@ __all__ = ["RELOAD_END", "RELOAD_MAGIC", "build_config", "load_config", "main", 
 # checks it, so a stray line of output is never taken for a Config).
 RELOAD_MAGIC = "bustd-validated 1"
 RELOAD_END = "bustd-end"  # and its last line: an answer cut short is no answer
-
-
-def _one_line(text: str) -> str:
-    """Return ``text`` with newlines and other unprintable characters escaped."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _quiet_stdout() -> None:
@@ -139,10 +133,10 @@ def build_config(args: argparse.Namespace) -> Config:
 def _usage_error(err: Exception) -> int:
     """Print the one line for an error in the options; return EXIT_CONFIG."""
     if isinstance(err, UsageError):
-        print(f"bustd: error: {_one_line(str(err))}", file=sys.stderr)
+        print(f"bustd: error: {one_line(str(err))}", file=sys.stderr)
     else:  # a bug, but input caused it: still one line and exit 2
         print(f"bustd: error: cannot validate the options ({type(err).__name__}: "
-              f"{_one_line(str(err))}); please report this", file=sys.stderr)
+              f"{one_line(str(err))}); please report this", file=sys.stderr)
     return EXIT_CONFIG
 
 
@@ -151,7 +145,7 @@ def _proc_readable(cfg: Config) -> bool:
     meminfo = os.path.join(cfg.proc_root, "meminfo")
     if os.access(meminfo, os.R_OK):
         return True
-    print(f"bustd: error: cannot read {_one_line(meminfo)}: is --proc-root a /proc tree?",
+    print(f"bustd: error: cannot read {one_line(meminfo)}: is --proc-root a /proc tree?",
           file=sys.stderr)
     return False
 
@@ -210,10 +204,10 @@ def _check(argv: list[str]) -> int:
     try:
         report = check.gather(cfg, args.interval, args.top, args.config)
     except CgroupError as err:
-        print(f"bustd: error: cannot read {_one_line(str(err))}", file=sys.stderr)
+        print(f"bustd: error: cannot read {one_line(str(err))}", file=sys.stderr)
         return EXIT_PROC
     except (OSError, ValueError) as err:
-        print(f"bustd: error: cannot read {_one_line(cfg.proc_root)}: {_one_line(str(err))}",
+        print(f"bustd: error: cannot read {one_line(cfg.proc_root)}: {one_line(str(err))}",
               file=sys.stderr)
         return EXIT_PROC
     sys.stdout.write(check.to_json(report) if args.json else check.to_text(report))
@@ -244,5 +238,5 @@ def validate_main(argv: Sequence[str]) -> int:
     except Exception as err:
         return _usage_error(err)
     path = "" if args.config is None else args.config
-    sys.stdout.write(f"{RELOAD_MAGIC}\n{_one_line(path)}\n{encode(cfg)}\n{RELOAD_END}\n")
+    sys.stdout.write(f"{RELOAD_MAGIC}\n{one_line(path)}\n{encode(cfg)}\n{RELOAD_END}\n")
     return 0

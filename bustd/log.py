@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DEBUG", "ERROR", "INFO", "WARNING", "Log", "pct", "safe", "size"]
+__all__ = ["DEBUG", "ERROR", "INFO", "WARNING", "Log", "one_line", "pct", "safe", "size"]
 
 ERROR, WARNING, INFO, DEBUG = 3, 4, 6, 7
 _NAMES = {ERROR: "error: ", WARNING: "warning: ", INFO: "", DEBUG: "debug: "}
@@ -19,10 +19,14 @@ _NAMES = {ERROR: "error: ", WARNING: "warning: ", INFO: "", DEBUG: "debug: "}
 def safe(raw: bytes, limit: int = 256) -> str:
     """Return ``raw`` decoded for a log line: invalid UTF-8 and control
     characters (newlines included) escaped, at most ``limit`` characters."""
-    text = raw[:limit * 4].decode("utf-8", "backslashreplace")
-    if not text.isprintable():
-        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text[:limit]
+    return one_line(raw[:limit * 4].decode("utf-8", "backslashreplace"))[:limit]
+
+
+def one_line(text: str) -> str:
+    """Return ``text`` with newlines and other unprintable characters escaped (``\\n``)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _stderr_is_journal() -> bool:
