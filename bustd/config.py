@@ -1,9 +1,7 @@
-"""The frozen configuration passed down to every part of the daemon.
-
-The front end (cli.py) builds and validates a :class:`Config`, then hands it
-to the lean runtime through one environment variable (:func:`encode` and
-:func:`decode`), so the long-running process never imports argparse.
-"""
+"""The frozen configuration passed down to every part of the daemon."""
+# The front end (cli.py) builds and validates a :class:`Config`, then hands it
+# to the lean runtime through one environment variable (:func:`encode` and
+# :func:`decode`), so the long-running process never imports argparse.
 
 from __future__ import annotations
 

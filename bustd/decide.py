@@ -1,10 +1,8 @@
-"""Pure decisions: the thresholds, whether to act and why, when to warn, how long to sleep.
-
-No I/O: each function takes a MemInfo reading (and the stall the Monitor
-measured) and the frozen Config, so the rules are tested with simulated
-readings and time (tests/unit/test_decide.py) and shared by the daemon and
-``bustd check``.
-"""
+"""Pure decisions: the thresholds, whether to act and why, when to warn, how long to sleep."""
+# No I/O: each function takes a MemInfo reading (and the stall the Monitor
+# measured) and the frozen Config, so the rules are tested with simulated
+# readings and time (tests/unit/test_decide.py) and shared by the daemon and
+# ``bustd check``.
 
 from __future__ import annotations
 
@@ -65,15 +63,13 @@ def _lower(percent: float, total: int, kib: int | None) -> float:
 
 
 def thresholds(cfg: Config, mem: MemInfo) -> Thresholds:
-    """Return the thresholds for ``mem``: percent and absolute forms, the lower wins.
-
-    The --mem percentages are of user memory (``mem.user``: MemAvailable +
-    AnonPages, as earlyoom 1.8), not MemTotal: a tmpfs file or a shared
-    segment that no kill frees shrinks the level with it, so the level can
-    always be reached by killing and a full /dev/shm alone never makes an
-    emergency (issue 14). --psi-mem, --watch and --warn stay of MemTotal:
-    they say how short memory is, not whether a kill can end it.
-    """
+    """Return the thresholds for ``mem``: percent and absolute forms, the lower wins."""
+    # The --mem percentages are of user memory (``mem.user``: MemAvailable +
+    # AnonPages, as earlyoom 1.8), not MemTotal: a tmpfs file or a shared
+    # segment that no kill frees shrinks the level with it, so the level can
+    # always be reached by killing and a full /dev/shm alone never makes an
+    # emergency (issue 14). --psi-mem, --watch and --warn stay of MemTotal:
+    # they say how short memory is, not whether a kill can end it.
     return Thresholds(
         _lower(cfg.mem_term_percent, mem.user, cfg.mem_term_kib),
         _lower(cfg.mem_kill_percent, mem.user, cfg.mem_kill_kib),
@@ -83,14 +79,12 @@ def thresholds(cfg: Config, mem: MemInfo) -> Thresholds:
 
 
 def watch_level(cfg: Config, mem: MemInfo) -> float:
-    """Return the MemAvailable (KiB) under which bustd watches closely.
-
-    ``--watch`` percent of MemTotal (or the ``--warn`` level, if higher), and
-    at least WATCH_MARGIN_KIB above the levels that act (the terminate level
-    as resolved, so an absolute ``-M`` counts as given), so every decision
-    and warning has a growth history and a stall history behind it, even on
-    a small machine, where a percentage is little.
-    """
+    """Return the MemAvailable (KiB) under which bustd watches closely."""
+    # ``--watch`` percent of MemTotal (or the ``--warn`` level, if higher), and
+    # at least WATCH_MARGIN_KIB above the levels that act (the terminate level
+    # as resolved, so an absolute ``-M`` counts as given), so every decision
+    # and warning has a growth history and a stall history behind it, even on
+    # a small machine, where a percentage is little.
     t = thresholds(cfg, mem)
     return max(mem.total * max(cfg.watch_percent, cfg.warn_percent) / 100.0,
                max(t.psi_mem, t.mem_term) + WATCH_MARGIN_KIB)
@@ -115,12 +109,10 @@ def thrashing(cfg: Config, stall: float | None, swapin: float | None,
               swapout: float | None) -> bool:
     """Return whether one reading is thrashing: the stall at or above the cutoff and,
     with swap, pages coming back in at ``swapin_rate`` MiB/s or more and at least
-    THRASH_IN_OUT as fast as they go out.
-
-    ``swapin`` None: no swap, or swap-ins unknown (the stall alone decides);
-    ``swapout`` None: unknown (a cgroup's memory.stat without pswpout):
-    swap-ins alone. ``swapin_rate`` 0: the stall alone.
-    """
+    THRASH_IN_OUT as fast as they go out."""
+    # ``swapin`` None: no swap, or swap-ins unknown (the stall alone decides);
+    # ``swapout`` None: unknown (a cgroup's memory.stat without pswpout):
+    # swap-ins alone. ``swapin_rate`` 0: the stall alone.
     if stall is None or cfg.psi_cutoff <= 0 or stall < cfg.psi_cutoff:
         return False
     if swapin is None or cfg.swapin_rate <= 0:
@@ -158,21 +150,19 @@ def _mem_reason(mem: MemInfo, mem_limit: float, swap_limit: float) -> str:
 def decide(mem: MemInfo, stall: float | None, cfg: Config,
            stall_s: float = float("inf"), swapin: float | None = None,
            swapout: float | None = None) -> Decision | None:
-    """Return the Decision for one reading, or None when all is well.
-
-    ``mem`` carries swap at its real worth (zram counted by what it frees,
-    see zram.py). SIGKILL when MemAvailable and SwapFree are both at their
-    kill levels; SIGTERM when both are at their terminate levels (no swap
-    counts as none free). Pressure: SIGTERM when the stall percentage
-    ``stall`` is at least ``psi_cutoff``, the machine has been thrashing
-    for ``stall_s >= psi_duration`` seconds (the stall at or above the
-    cutoff and, with swap, pages swapped back in at ``swapin`` MiB/s, at
-    least ``swapin_rate`` and THRASH_IN_OUT of the swap-out, all along: the
-    Monitor measures that, see :func:`thrashing`), and
-    MemAvailable is at or below ``psi_mem_percent``. So pressure alone never
-    kills while memory is plentiful, and a stall the kernel resolves by
-    swapping out (a program growing into zram) never kills.
-    """
+    """Return the Decision for one reading, or None when all is well."""
+    # ``mem`` carries swap at its real worth (zram counted by what it frees,
+    # see zram.py). SIGKILL when MemAvailable and SwapFree are both at their
+    # kill levels; SIGTERM when both are at their terminate levels (no swap
+    # counts as none free). Pressure: SIGTERM when the stall percentage
+    # ``stall`` is at least ``psi_cutoff``, the machine has been thrashing
+    # for ``stall_s >= psi_duration`` seconds (the stall at or above the
+    # cutoff and, with swap, pages swapped back in at ``swapin`` MiB/s, at
+    # least ``swapin_rate`` and THRASH_IN_OUT of the swap-out, all along: the
+    # Monitor measures that, see :func:`thrashing`), and
+    # MemAvailable is at or below ``psi_mem_percent``. So pressure alone never
+    # kills while memory is plentiful, and a stall the kernel resolves by
+    # swapping out (a program growing into zram) never kills.
     t = thresholds(cfg, mem)
     if mem.available <= t.mem_kill and mem.swap_free <= t.swap_kill:
         return Decision(sig.SIGKILL, _mem_reason(mem, t.mem_kill, t.swap_kill))
@@ -194,15 +184,13 @@ def decide(mem: MemInfo, stall: float | None, cfg: Config,
 
 
 def warning(mem: MemInfo, stall: float | None, cfg: Config) -> Decision | None:
-    """Return a Decision with signal 0 when a kill may come soon, else None.
-
-    Off unless ``warn_percent`` > 0. "memory": MemAvailable at or below
-    ``warn_percent`` of MemTotal and SwapFree at or below ``warn_percent``
-    of SwapTotal (each never below its terminate level; no swap counts as
-    none free), the kill rule with a higher level. "pressure": a stall of
-    at least WARN_STALL of the cutoff while MemAvailable is at or below
-    ``psi_mem_percent``, where a stall that lasts becomes a kill.
-    """
+    """Return a Decision with signal 0 when a kill may come soon, else None."""
+    # Off unless ``warn_percent`` > 0. "memory": MemAvailable at or below
+    # ``warn_percent`` of MemTotal and SwapFree at or below ``warn_percent``
+    # of SwapTotal (each never below its terminate level; no swap counts as
+    # none free), the kill rule with a higher level. "pressure": a stall of
+    # at least WARN_STALL of the cutoff while MemAvailable is at or below
+    # ``psi_mem_percent``, where a stall that lasts becomes a kill.
     if cfg.warn_percent <= 0:
         return None
     t = thresholds(cfg, mem)
@@ -221,13 +209,11 @@ def warning(mem: MemInfo, stall: float | None, cfg: Config) -> Decision | None:
 
 
 def sleep_for(mem: MemInfo, cfg: Config, trigger_armed: bool, watching: bool = False) -> float:
-    """Return seconds until the next check, in proportion to the headroom.
-
-    Both MemAvailable and SwapFree must fall for a kill, so the time to
-    reach the thresholds is the sum of both headrooms over their fill rates.
-    At least MIN_SLEEP; at most 1 s when polling or while watching (growth
-    and stall must be sampled); at most 10 s while a PSI trigger stands guard.
-    """
+    """Return seconds until the next check, in proportion to the headroom."""
+    # Both MemAvailable and SwapFree must fall for a kill, so the time to
+    # reach the thresholds is the sum of both headrooms over their fill rates.
+    # At least MIN_SLEEP; at most 1 s when polling or while watching (growth
+    # and stall must be sampled); at most 10 s while a PSI trigger stands guard.
     t = thresholds(cfg, mem)
     seconds = (max(0.0, mem.available - t.mem_term) / MEM_FILL_KIB_S
                + max(0.0, mem.swap_free - t.swap_term) / SWAP_FILL_KIB_S)

@@ -1,10 +1,8 @@
-"""Minimal logging to stderr (no ``logging`` import: it costs ~2.4 MiB RSS).
-
-Under systemd, whose journal reads stderr, each line carries a ``<N>``
-syslog-priority prefix (sd-daemon(3)) so the journal records the level;
-elsewhere lines are prefixed with the level name when it is not "info".
-Names from /proc are untrusted: :func:`safe` renders them printable.
-"""
+"""Minimal logging to stderr (no ``logging`` import: it costs ~2.4 MiB RSS)."""
+# Under systemd, whose journal reads stderr, each line carries a ``<N>``
+# syslog-priority prefix (sd-daemon(3)) so the journal records the level;
+# elsewhere lines are prefixed with the level name when it is not "info".
+# Names from /proc are untrusted: :func:`safe` renders them printable.
 
 from __future__ import annotations
 

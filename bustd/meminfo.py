@@ -1,9 +1,7 @@
-"""Parse and read ``/proc/meminfo`` (proc(5)).
-
-bustd uses MemAvailable, the kernel's estimate of memory that can be given to
-new work without swapping, which counts reclaimable page cache; the free RAM of
-``sysinfo(2)`` does not, and makes a cache-heavy machine look full.
-"""
+"""Parse and read ``/proc/meminfo`` (proc(5))."""
+# bustd uses MemAvailable, the kernel's estimate of memory that can be given to
+# new work without swapping, which counts reclaimable page cache; the free RAM of
+# ``sysinfo(2)`` does not, and makes a cache-heavy machine look full.
 
 from __future__ import annotations
 
@@ -13,19 +11,17 @@ __all__ = ["MemInfo", "parse_meminfo", "parse_pswpin", "parse_swap_traffic", "re
 
 
 class MemInfo:
-    """Memory figures in KiB.
-
-    ``scope`` is "" for the machine's, else the folder of the cgroup they
-    describe (``--cgroup``, see cgroup.py). ``user`` is the user memory the
-    --mem percentages are taken of (issue 14, as earlyoom 1.8):
-    MemAvailable + AnonPages, the memory a kill can give back or that is
-    given already, capped at MemTotal; MemTotal when unknown (a cgroup, a
-    kernel without AnonPages). Memory held where no kill frees it (tmpfs,
-    shared memory, hugetlb, the kernel's own) is left out, so a level taken
-    of it can always be reached by killing. ``outside`` is the memory held
-    where no kill of a process frees it, as far as meminfo names it: Shmem
-    (tmpfs, shared memory) + Hugetlb + SUnreclaim (0 when unknown).
-    """
+    """Memory figures in KiB."""
+    # ``scope`` is "" for the machine's, else the folder of the cgroup they
+    # describe (``--cgroup``, see cgroup.py). ``user`` is the user memory the
+    # --mem percentages are taken of (issue 14, as earlyoom 1.8):
+    # MemAvailable + AnonPages, the memory a kill can give back or that is
+    # given already, capped at MemTotal; MemTotal when unknown (a cgroup, a
+    # kernel without AnonPages). Memory held where no kill frees it (tmpfs,
+    # shared memory, hugetlb, the kernel's own) is left out, so a level taken
+    # of it can always be reached by killing. ``outside`` is the memory held
+    # where no kill of a process frees it, as far as meminfo names it: Shmem
+    # (tmpfs, shared memory) + Hugetlb + SUnreclaim (0 when unknown).
 
     __slots__ = ("total", "available", "swap_total", "swap_free", "scope", "user", "outside")
 
@@ -78,14 +74,12 @@ def _field(buf: bytes, key: bytes) -> int | None:
 
 
 def parse_meminfo(buf: bytes) -> MemInfo:
-    """Return the MemInfo parsed from the text of ``/proc/meminfo``.
-
-    Kernels before 3.14 have no MemAvailable; it is then estimated as
-    MemFree + Cached + Buffers. ``user`` is MemAvailable + AnonPages (at
-    most MemTotal), MemTotal without AnonPages; ``outside`` Shmem + Hugetlb
-    + SUnreclaim. Raises ValueError naming
-    the missing or malformed field.
-    """
+    """Return the MemInfo parsed from the text of ``/proc/meminfo``."""
+    # Kernels before 3.14 have no MemAvailable; it is then estimated as
+    # MemFree + Cached + Buffers. ``user`` is MemAvailable + AnonPages (at
+    # most MemTotal), MemTotal without AnonPages; ``outside`` Shmem + Hugetlb
+    # + SUnreclaim. Raises ValueError naming
+    # the missing or malformed field.
     total = _field(buf, b"MemTotal:")
     if total is None:
         raise ValueError("meminfo: MemTotal missing")

@@ -1,15 +1,13 @@
-"""What every output receives, and building the outputs the configuration asks for.
-
-An output is a callable that receives every :data:`Record`: a
-:class:`~bustd.record.KillRecord` after each kill, a
-:class:`~bustd.record.WarnRecord` when a kill may come soon, and a
-:class:`CheckRecord` at the end of every check; it keeps what it wants
-(``record.kind``). This is the one place that knows which output each
-option turns on; the loop only calls ``Monitor.outputs`` (and
-``Monitor.pre_kill``). Each output's module is imported only when its option
-is set (or, for systemd's, when $NOTIFY_SOCKET is), so an unused output
-costs the daemon nothing.
-"""
+"""What every output receives, and building the outputs the configuration asks for."""
+# An output is a callable that receives every :data:`Record`: a
+# :class:`~bustd.record.KillRecord` after each kill, a
+# :class:`~bustd.record.WarnRecord` when a kill may come soon, and a
+# :class:`CheckRecord` at the end of every check; it keeps what it wants
+# (``record.kind``). This is the one place that knows which output each
+# option turns on; the loop only calls ``Monitor.outputs`` (and
+# ``Monitor.pre_kill``). Each output's module is imported only when its option
+# is set (or, for systemd's, when $NOTIFY_SOCKET is), so an unused output
+# costs the daemon nothing.
 # CheckRecord lives here, not in record.py, because the idle loop builds one
 # at every check: loading record.py for it costs an idle daemon 28-40 KiB.
 
@@ -37,14 +35,12 @@ DRAIN = 2.0  # seconds a stopping bustd waits for queued kill-log lines
 
 
 class CheckRecord:
-    """What one check saw: for outputs that follow every check (metrics, systemd).
-
-    ``mem`` is the memory reading (swap at its zram worth while watching),
-    ``stall`` the stall percentage over about a second (None when not
-    measured), ``scan_s`` how long the last scan of the processes took,
-    ``kills`` the kills so far and ``dying`` the victims still alive after
-    SIGKILL.
-    """
+    """What one check saw: for outputs that follow every check (metrics, systemd)."""
+    # ``mem`` is the memory reading (swap at its zram worth while watching),
+    # ``stall`` the stall percentage over about a second (None when not
+    # measured), ``scan_s`` how long the last scan of the processes took,
+    # ``kills`` the kills so far and ``dying`` the victims still alive after
+    # SIGKILL.
 
     kind: ClassVar[Literal["check"]] = "check"
     __slots__ = ("now", "mem", "stall", "watching", "scan_s", "kills", "dying")
@@ -61,12 +57,10 @@ class CheckRecord:
 
 
 def open_hooks(cfg: Config) -> dict[str, int]:
-    """Return a descriptor of each hook of ``cfg``, by path, checked once for good.
-
-    The hooks are run from these descriptors (spawn.spawn), so what was
-    checked here is what runs at every kill, whatever happens to the path
-    later (review H4). Raises vet.Unsafe naming the option and the problem.
-    """
+    """Return a descriptor of each hook of ``cfg``, by path, checked once for good."""
+    # The hooks are run from these descriptors (spawn.spawn), so what was
+    # checked here is what runs at every kill, whatever happens to the path
+    # later (review H4). Raises vet.Unsafe naming the option and the problem.
     programs: dict[str, int] = {}
     if not (cfg.pre_kill_hook or cfg.post_kill_hook):
         return programs
@@ -90,15 +84,13 @@ def attach(cfg: Config, log: Log, environ: Mapping[str, str], pid: int,
            ) -> tuple[float, Callable[[], None]]:
     """Add the outputs ``cfg`` and ``environ`` ask for to ``outputs`` and ``pre_kill``
     (the loop's lists); return the longest sleep they allow between checks
-    (inf: any) and a closer.
-
-    ``programs`` maps each hook's path to the descriptor it was checked
-    and opened with at start (:func:`open_hooks`); ``clock`` is the loop's
-    and ``fs`` its /proc.
-
-    The closer (call it once, when bustd stops) waits up to DRAIN seconds
-    for queued kill-log lines and tells systemd bustd is stopping.
-    """
+    (inf: any) and a closer."""
+    # ``programs`` maps each hook's path to the descriptor it was checked
+    # and opened with at start (:func:`open_hooks`); ``clock`` is the loop's
+    # and ``fs`` its /proc.
+    #
+    # The closer (call it once, when bustd stops) waits up to DRAIN seconds
+    # for queued kill-log lines and tells systemd bustd is stopping.
     max_sleep = float("inf")
     closers: list[Callable[[], object]] = []
     children = None

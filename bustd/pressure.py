@@ -1,11 +1,9 @@
-"""Pressure Stall Information: parsing, a short-window stall rate, triggers.
-
-See the kernel's Documentation/accounting/psi.rst. ``avg10`` is an
-exponentially weighted average over about ten seconds: it keeps reporting a
-stall for several seconds after the cause is gone, so a daemon that acts on it
-kills again and again after the victim has died. bustd instead differentiates
-the cumulative ``total`` counter (microseconds stalled) over about a second.
-"""
+"""Pressure Stall Information: parsing, a short-window stall rate, triggers."""
+# See the kernel's Documentation/accounting/psi.rst. ``avg10`` is an
+# exponentially weighted average over about ten seconds: it keeps reporting a
+# stall for several seconds after the cause is gone, so a daemon that acts on it
+# kills again and again after the victim has died. bustd instead differentiates
+# the cumulative ``total`` counter (microseconds stalled) over about a second.
 
 from __future__ import annotations
 
@@ -54,11 +52,9 @@ def _parse_line(line: bytes) -> tuple[float, float, float, int]:
 
 
 def parse_pressure(buf: bytes) -> Pressure:
-    """Return the Pressure parsed from the text of a PSI file.
-
-    A file without a ``full`` line (the CPU file of kernels before 5.13) reads
-    as zero full stall. Raises ValueError if ``some`` is missing or malformed.
-    """
+    """Return the Pressure parsed from the text of a PSI file."""
+    # A file without a ``full`` line (the CPU file of kernels before 5.13) reads
+    # as zero full stall. Raises ValueError if ``some`` is missing or malformed.
     some = full = None
     for line in buf.splitlines():
         if line.startswith(b"some "):
@@ -76,12 +72,10 @@ def read_pressure(fd: int) -> Pressure:
 
 
 class RateMeter:
-    """The rate of a growing counter over the last ``window`` seconds.
-
-    Feed it (monotonic time, counter) samples; it keeps the newest sample
-    that is at least ``window`` old as the reference, so the rate covers a
-    little over one window and follows reality within about that long.
-    """
+    """The rate of a growing counter over the last ``window`` seconds."""
+    # Feed it (monotonic time, counter) samples; it keeps the newest sample
+    # that is at least ``window`` old as the reference, so the rate covers a
+    # little over one window and follows reality within about that long.
 
     __slots__ = ("window", "min_span", "_samples")
 
@@ -132,14 +126,12 @@ class StallMeter(RateMeter):
 
 class StallRun:
     """How long a condition (stall at or above the cutoff, and swap-ins where
-    there is swap) has held without a break.
-
-    A pressure kill needs the stall to persist (issue 7): a machine with
-    zram stalls while the kernel moves the excess of a growing program into
-    swap, and that stall ends by itself once the program stops growing.
-    Thrashing (a working set larger than RAM) stalls without end, and pages
-    come back in from swap as fast as they go out.
-    """
+    there is swap) has held without a break."""
+    # A pressure kill needs the stall to persist (issue 7): a machine with
+    # zram stalls while the kernel moves the excess of a growing program into
+    # swap, and that stall ends by itself once the program stops growing.
+    # Thrashing (a working set larger than RAM) stalls without end, and pages
+    # come back in from swap as fast as they go out.
 
     __slots__ = ("since",)
 
@@ -169,11 +161,9 @@ TRIGGER_WINDOWS_US = (1_000_000, 2_000_000)
 
 
 def arm_trigger(path: str, metric: str, percent: float) -> tuple[int, float] | None:
-    """Register a PSI trigger that fires when ``metric`` stall reaches ``percent``.
-
-    Returns (fd, window seconds): poll the fd for POLLPRI. Returns None where
-    triggers are not allowed (no PSI, no permission, old kernel).
-    """
+    """Register a PSI trigger that fires when ``metric`` stall reaches ``percent``."""
+    # Returns (fd, window seconds): poll the fd for POLLPRI. Returns None where
+    # triggers are not allowed (no PSI, no permission, old kernel).
     for window_us in TRIGGER_WINDOWS_US:
         stall_us = min(window_us - 1, max(1000, int(window_us * percent / 100.0)))
         try:

@@ -1,14 +1,12 @@
-"""The one place that opens /proc files and maps OS errors.
-
-Every reader in bustd takes a :class:`ProcFS`, whose ``root`` is ``/proc`` in
-production and a fake tree in tests. Files are read in binary with raw
-``os.open``/``os.read`` (one syscall each, no buffered file object) because a
-scan reads several files for every process on the machine.
-
-A process that vanishes, or whose files become unreadable, between listing
-``/proc`` and reading its files is a normal event: it raises
-:class:`NoSuchProcess`, which callers skip.
-"""
+"""The one place that opens /proc files and maps OS errors."""
+# Every reader in bustd takes a :class:`ProcFS`, whose ``root`` is ``/proc`` in
+# production and a fake tree in tests. Files are read in binary with raw
+# ``os.open``/``os.read`` (one syscall each, no buffered file object) because a
+# scan reads several files for every process on the machine.
+#
+# A process that vanishes, or whose files become unreadable, between listing
+# ``/proc`` and reading its files is a normal event: it raises
+# :class:`NoSuchProcess`, which callers skip.
 
 from __future__ import annotations
 
@@ -60,13 +58,11 @@ def start_thread(function: Callable[..., object], args: tuple[object, ...] = ())
 
 
 class BackgroundRead:
-    """A read of a /proc file in a thread of its own, never waited on for long.
-
-    ``/proc/PID/cmdline`` is served under the target's ``mmap_lock``, which a
-    process thrashing or being torn down can hold for seconds (issue 10):
-    bustd starts the read, goes on with the kill, and takes whatever has
-    arrived by then.
-    """
+    """A read of a /proc file in a thread of its own, never waited on for long."""
+    # ``/proc/PID/cmdline`` is served under the target's ``mmap_lock``, which a
+    # process thrashing or being torn down can hold for seconds (issue 10):
+    # bustd starts the read, goes on with the kill, and takes whatever has
+    # arrived by then.
 
     __slots__ = ("_done", "data")
 
@@ -137,11 +133,9 @@ class ProcFS:
         return os.open(f"{self.root}/{rel}", flags | os.O_CLOEXEC)
 
     def read(self, rel: str, size: int = 65536) -> bytes:
-        """Return up to ``size`` bytes of a system file such as ``meminfo``.
-
-        Raises OSError unchanged: a missing system file is not a vanished
-        process, and the caller decides what it means.
-        """
+        """Return up to ``size`` bytes of a system file such as ``meminfo``."""
+        # Raises OSError unchanged: a missing system file is not a vanished
+        # process, and the caller decides what it means.
         fd = os.open(f"{self.root}/{rel}", _FLAGS)
         try:
             return os.read(fd, size)
@@ -170,15 +164,13 @@ class ProcFS:
             os.close(fd)
 
     def read_pid_all(self, pid: int, name: str, first: int = 8192) -> bytes:
-        """Return the whole of ``/proc/PID/name``, however long (issue 13).
-
-        One read of ``first`` bytes covers nearly every ``status``; a file
-        that fills it (65536 supplementary groups make ``status`` about
-        460 KB, with the sizes after the ``Groups:`` line) is read again
-        with a buffer eight times larger until it fits (a single-record
-        proc file gives all it has to one large read). Errors as
-        :meth:`read_pid`.
-        """
+        """Return the whole of ``/proc/PID/name``, however long (issue 13)."""
+        # One read of ``first`` bytes covers nearly every ``status``; a file
+        # that fills it (65536 supplementary groups make ``status`` about
+        # 460 KB, with the sizes after the ``Groups:`` line) is read again
+        # with a buffer eight times larger until it fits (a single-record
+        # proc file gives all it has to one large read). Errors as
+        # :meth:`read_pid`.
         size = first
         buf = self.read_pid(pid, name, size)
         while len(buf) >= size:
@@ -191,11 +183,9 @@ class ProcFS:
         return BackgroundRead(f"{self.root}/{pid}/{name}", size)
 
     def readlink_pid(self, pid: int, name: str) -> bytes:
-        """Return the target of the link ``/proc/PID/name`` (``exe``).
-
-        Raises NoSuchProcess if the process is gone or the link unreadable
-        (another user's process, a zombie); other OSErrors propagate.
-        """
+        """Return the target of the link ``/proc/PID/name`` (``exe``)."""
+        # Raises NoSuchProcess if the process is gone or the link unreadable
+        # (another user's process, a zombie); other OSErrors propagate.
         try:
             return os.readlink(f"{self.root}/{pid}/{name}".encode())
         except OSError as err:

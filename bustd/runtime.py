@@ -1,15 +1,13 @@
-"""The long-running process: self-protection, daemonizing, the loop.
-
-Started by the front end as ``python3 -S -I bustd/lean.py ARGS`` with the
-validated configuration in $BUSTD_CONFIG. Imports only what the loop needs;
-every module added here costs resident memory for months.
-
-SIGTERM and SIGINT stop it. SIGHUP reads the config file again: the handler
-only sets a flag; between checks the loop spawns the front end in its
-validate-only mode with ARGS (reload.py, loaded on the first SIGHUP) and
-applies the Config it answers from the next check, or keeps the running one
-and logs the one line naming what is wrong.
-"""
+"""The long-running process: self-protection, daemonizing, the loop."""
+# Started by the front end as ``python3 -S -I bustd/lean.py ARGS`` with the
+# validated configuration in $BUSTD_CONFIG. Imports only what the loop needs;
+# every module added here costs resident memory for months.
+#
+# SIGTERM and SIGINT stop it. SIGHUP reads the config file again: the handler
+# only sets a flag; between checks the loop spawns the front end in its
+# validate-only mode with ARGS (reload.py, loaded on the first SIGHUP) and
+# applies the Config it answers from the next check, or keeps the running one
+# and logs the one line naming what is wrong.
 
 from __future__ import annotations
 
@@ -41,16 +39,14 @@ PR_SET_THP_DISABLE = 41
 
 
 def lock_memory(log: Log) -> None:
-    """mlockall so bustd never waits on swap-in while memory is short.
-
-    MCL_ONFAULT (Linux >= 4.4) locks pages as they are touched instead of
-    faulting in every mapping (all of libpython) at once; older kernels get
-    plain MCL_CURRENT|MCL_FUTURE. Also names the process "bustd" (comm), and
-    turns transparent huge pages off for it (PR_SET_THP_DISABLE, Linux 3.15):
-    with THP "always" (Debian's kernels) the first touch of a new malloc
-    arena, such as the one of the background command-line reader, faulted
-    in and locked a whole 2 MiB page (+2.8 MiB RssAnon seen in the VM suite).
-    """
+    """mlockall so bustd never waits on swap-in while memory is short."""
+    # MCL_ONFAULT (Linux >= 4.4) locks pages as they are touched instead of
+    # faulting in every mapping (all of libpython) at once; older kernels get
+    # plain MCL_CURRENT|MCL_FUTURE. Also names the process "bustd" (comm), and
+    # turns transparent huge pages off for it (PR_SET_THP_DISABLE, Linux 3.15):
+    # with THP "always" (Debian's kernels) the first touch of a new malloc
+    # arena, such as the one of the background command-line reader, faulted
+    # in and locked a whole 2 MiB page (+2.8 MiB RssAnon seen in the VM suite).
     import ctypes  # only here: needed once, for mlockall and prctl
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -100,14 +96,12 @@ PID_MAX_LIMIT = 4 * 1024 * 1024
 
 
 def check_pid_file(pid_file: str, log: Log) -> None:
-    """Return if ``pid_file`` may be (over)written by a new bustd.
-
-    It may when it is absent, empty, or names a process that is gone.
-    Raises SystemExit(EXIT_PIDFILE), with one line logged naming the file,
-    when it names a running process, holds anything but a pid, is not a
-    regular file (a directory, a FIFO, which is opened without waiting) or
-    cannot be read.
-    """
+    """Return if ``pid_file`` may be (over)written by a new bustd."""
+    # It may when it is absent, empty, or names a process that is gone.
+    # Raises SystemExit(EXIT_PIDFILE), with one line logged naming the file,
+    # when it names a running process, holds anything but a pid, is not a
+    # regular file (a directory, a FIFO, which is opened without waiting) or
+    # cannot be read.
     def refuse(problem: str) -> SystemExit:
         log.error(f"pid file {pid_file}: {problem}")
         return SystemExit(EXIT_PIDFILE)
@@ -143,25 +137,21 @@ def check_pid_file(pid_file: str, log: Log) -> None:
 
 
 def _write_pid_file(pid_file: str) -> None:
-    """Write this process's pid to ``pid_file`` atomically; raises OSError or ValueError.
-
-    Through a new file of an unpredictable name, never a name another user
-    could have planted (vet.replace, review M3).
-    """
+    """Write this process's pid to ``pid_file`` atomically; raises OSError or ValueError."""
+    # Through a new file of an unpredictable name, never a name another user
+    # could have planted (vet.replace, review M3).
     from .vet import replace
     replace(pid_file, f"{os.getpid()}\n".encode(), 0o644, sync=True)
 
 
 def daemonize(pid_file: str, log: Log) -> None:
-    """Fork to the background, detach and write ``pid_file``.
-
-    Returns in the daemon once its pid file is written. The process that
-    called it waits until then and exits with the daemon's status: 0, or
-    EXIT_PIDFILE when the pid file is in use or cannot be written, so the
-    caller (a shell, systemd) sees the documented code. Raises
-    SystemExit(EXIT_PIDFILE) if another live bustd holds the pid file, or
-    it cannot be written.
-    """
+    """Fork to the background, detach and write ``pid_file``."""
+    # Returns in the daemon once its pid file is written. The process that
+    # called it waits until then and exits with the daemon's status: 0, or
+    # EXIT_PIDFILE when the pid file is in use or cannot be written, so the
+    # caller (a shell, systemd) sees the documented code. Raises
+    # SystemExit(EXIT_PIDFILE) if another live bustd holds the pid file, or
+    # it cannot be written.
     check_pid_file(pid_file, log)
     status_r, status_w = os.pipe()
     child = os.fork()
@@ -250,12 +240,10 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 
 def reloader(argv: list[str], cwd: str) -> Callable[[float], Reload]:
-    """Return the function that starts one reading of the config (a reload.Reload).
-
-    The front end runs with the same interpreter and the daemon's original
-    ``argv``, from ``cwd``, the folder bustd started in (``--daemon`` moved
-    it to ``/``, where a relative ``--config`` would name another file).
-    """
+    """Return the function that starts one reading of the config (a reload.Reload)."""
+    # The front end runs with the same interpreter and the daemon's original
+    # ``argv``, from ``cwd``, the folder bustd started in (``--daemon`` moved
+    # it to ``/``, where a relative ``--config`` would name another file).
     python = sys.executable or "python3"
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "validate.py")
 

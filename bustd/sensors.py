@@ -1,9 +1,7 @@
 """What bustd reads of the machine, and the thrashing rule applied to it: one
-set of sensors for the daemon's loop (monitor.py) and ``bustd check`` alike.
-
-A source that cannot be read is said once and named in an ``*_error``
-attribute; the readings carry on without it.
-"""
+set of sensors for the daemon's loop (monitor.py) and ``bustd check`` alike."""
+# A source that cannot be read is said once and named in an ``*_error``
+# attribute; the readings carry on without it.
 # What is read: memory (/proc/meminfo, or with --cgroup the cgroup's files
 # through cgroup.py), zram at its RAM worth (zram.py), the PSI file and its
 # kernel trigger, the stall rate from PSI's ``total`` counter

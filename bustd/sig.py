@@ -1,14 +1,12 @@
-"""Signal functions without the ``signal`` module's enum wrappers.
-
-``import signal`` pulls in ``enum``, ``functools`` and ``collections``:
-about 0.8 MiB of resident memory in a process meant to stay small for
-months. The C module ``_signal`` holds the same functions and integer
-constants; type checkers see the public module's signatures.
-
-Some standalone Python builds lack ``pidfd_send_signal``: there it is a
-stand-in that raises OSError(ENOSYS), as a kernel without pidfds would, so
-the runtime still imports and kill.py falls back to ``kill()``.
-"""
+"""Signal functions without the ``signal`` module's enum wrappers."""
+# ``import signal`` pulls in ``enum``, ``functools`` and ``collections``:
+# about 0.8 MiB of resident memory in a process meant to stay small for
+# months. The C module ``_signal`` holds the same functions and integer
+# constants; type checkers see the public module's signatures.
+#
+# Some standalone Python builds lack ``pidfd_send_signal``: there it is a
+# stand-in that raises OSError(ENOSYS), as a kernel without pidfds would, so
+# the runtime still imports and kill.py falls back to ``kill()``.
 
 from __future__ import annotations
 
