@@ -74,12 +74,12 @@ def _field(buf: bytes, key: bytes) -> int | None:
 
 
 def parse_meminfo(buf: bytes) -> MemInfo:
-    """Return the MemInfo parsed from the text of ``/proc/meminfo``."""
+    """Return the MemInfo parsed from the text of ``/proc/meminfo``; raises
+    ValueError naming a missing or malformed field."""
     # Kernels before 3.14 have no MemAvailable; it is then estimated as
     # MemFree + Cached + Buffers. ``user`` is MemAvailable + AnonPages (at
     # most MemTotal), MemTotal without AnonPages; ``outside`` Shmem + Hugetlb
-    # + SUnreclaim. Raises ValueError naming
-    # the missing or malformed field.
+    # + SUnreclaim.
     total = _field(buf, b"MemTotal:")
     if total is None:
         raise ValueError("meminfo: MemTotal missing")

@@ -1,5 +1,10 @@
-"""The loop: wake, read, decide, hand over, record, sleep; an injected clock."""
-# Contract: each check reads memory through the sensors (sensors.py) and asks
+"""The loop: wake, read, decide, hand over, record, sleep; an injected clock.
+
+Contract: each check reads memory and decides whether to act and how long to
+sleep; in the watch zone the Emergency (emergency.py) acts on the readings
+it is handed. No function outside this module takes the Monitor.
+"""
+# In full: each check reads memory through the sensors (sensors.py) and asks
 # the pure functions of decide.py whether to act and how long to sleep (or
 # until the kernel's PSI trigger fires). While memory is in the watch zone (a
 # little above the levels that act, or for a while after a PSI trigger event)

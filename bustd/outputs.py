@@ -57,10 +57,11 @@ class CheckRecord:
 
 
 def open_hooks(cfg: Config) -> dict[str, int]:
-    """Return a descriptor of each hook of ``cfg``, by path, checked once for good."""
+    """Return a descriptor of each hook of ``cfg``, by path, checked once for good;
+    raises vet.Unsafe naming the option and the problem."""
     # The hooks are run from these descriptors (spawn.spawn), so what was
     # checked here is what runs at every kill, whatever happens to the path
-    # later (review H4). Raises vet.Unsafe naming the option and the problem.
+    # later (review H4).
     programs: dict[str, int] = {}
     if not (cfg.pre_kill_hook or cfg.post_kill_hook):
         return programs

@@ -52,9 +52,10 @@ def _parse_line(line: bytes) -> tuple[float, float, float, int]:
 
 
 def parse_pressure(buf: bytes) -> Pressure:
-    """Return the Pressure parsed from the text of a PSI file."""
+    """Return the Pressure parsed from the text of a PSI file; raises ValueError
+    if ``some`` is missing or malformed."""
     # A file without a ``full`` line (the CPU file of kernels before 5.13) reads
-    # as zero full stall. Raises ValueError if ``some`` is missing or malformed.
+    # as zero full stall.
     some = full = None
     for line in buf.splitlines():
         if line.startswith(b"some "):

@@ -133,9 +133,10 @@ class ProcFS:
         return os.open(f"{self.root}/{rel}", flags | os.O_CLOEXEC)
 
     def read(self, rel: str, size: int = 65536) -> bytes:
-        """Return up to ``size`` bytes of a system file such as ``meminfo``."""
-        # Raises OSError unchanged: a missing system file is not a vanished
-        # process, and the caller decides what it means.
+        """Return up to ``size`` bytes of a system file such as ``meminfo``;
+        raises OSError unchanged."""
+        # A missing system file is not a vanished process: the caller decides
+        # what it means.
         fd = os.open(f"{self.root}/{rel}", _FLAGS)
         try:
             return os.read(fd, size)
@@ -183,9 +184,9 @@ class ProcFS:
         return BackgroundRead(f"{self.root}/{pid}/{name}", size)
 
     def readlink_pid(self, pid: int, name: str) -> bytes:
-        """Return the target of the link ``/proc/PID/name`` (``exe``)."""
-        # Raises NoSuchProcess if the process is gone or the link unreadable
-        # (another user's process, a zombie); other OSErrors propagate.
+        """Return the target of the link ``/proc/PID/name`` (``exe``); raises
+        NoSuchProcess if the process is gone or the link unreadable (another
+        user's process, a zombie); other OSErrors propagate."""
         try:
             return os.readlink(f"{self.root}/{pid}/{name}".encode())
         except OSError as err:

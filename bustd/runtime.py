@@ -96,9 +96,9 @@ PID_MAX_LIMIT = 4 * 1024 * 1024
 
 
 def check_pid_file(pid_file: str, log: Log) -> None:
-    """Return if ``pid_file`` may be (over)written by a new bustd."""
-    # It may when it is absent, empty, or names a process that is gone.
-    # Raises SystemExit(EXIT_PIDFILE), with one line logged naming the file,
+    """Return if ``pid_file`` may be (over)written by a new bustd; else raise
+    SystemExit(EXIT_PIDFILE), with one line logged naming the file."""
+    # It may when it is absent, empty, or names a process that is gone; not
     # when it names a running process, holds anything but a pid, is not a
     # regular file (a directory, a FIFO, which is opened without waiting) or
     # cannot be read.
@@ -145,13 +145,12 @@ def _write_pid_file(pid_file: str) -> None:
 
 
 def daemonize(pid_file: str, log: Log) -> None:
-    """Fork to the background, detach and write ``pid_file``."""
+    """Fork to the background, detach and write ``pid_file``; raises
+    SystemExit(EXIT_PIDFILE) if another live bustd holds it, or it cannot be written."""
     # Returns in the daemon once its pid file is written. The process that
     # called it waits until then and exits with the daemon's status: 0, or
     # EXIT_PIDFILE when the pid file is in use or cannot be written, so the
-    # caller (a shell, systemd) sees the documented code. Raises
-    # SystemExit(EXIT_PIDFILE) if another live bustd holds the pid file, or
-    # it cannot be written.
+    # caller (a shell, systemd) sees the documented code.
     check_pid_file(pid_file, log)
     status_r, status_w = os.pipe()
     child = os.fork()
