@@ -136,6 +136,17 @@ def test_no_function_outside_the_loop_module_takes_the_monitor(name: str) -> Non
                 assert "Monitor" not in hint and arg.arg != "monitor", f"{node.name}({arg.arg})"
 
 
+def test_the_monitor_keeps_at_most_30_attributes() -> None:
+    # The loop (wake, read, decide, hand over, record, sleep) holds what it needs
+    # between checks; the watch zone, the kill and the sensors own the rest.
+    tree = ast.parse((PACKAGE / "monitor.py").read_text())
+    monitor = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Monitor")
+    stored = {n.attr for n in ast.walk(monitor)
+              if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)
+              and isinstance(n.value, ast.Name) and n.value.id == "self"}
+    assert 0 < len(stored) <= 30, sorted(stored)
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_no_function_is_over_100_lines(name: str) -> None:
     tree = ast.parse((PACKAGE / f"{name}.py").read_text())
