@@ -29,6 +29,11 @@ IO = {"os", "select", "_thread", "_socket", "socket", "io", "ctypes", "subproces
 FRONT_ONLY = {"bustd.cli", "bustd.check", "bustd.manpage", "argparse", "json", "re"}
 
 
+def parse(name: str) -> ast.Module:
+    """Return the syntax tree of the package module ``name``."""
+    return ast.parse((PACKAGE / f"{name}.py").read_text())
+
+
 def imports(name: str) -> list[tuple[str, str, list[str]]]:
     """Return (module, "top" | "lazy" | "type", names) for each import in ``name``."""
     found: list[tuple[str, str, list[str]]] = []
@@ -58,7 +63,7 @@ def imports(name: str) -> list[tuple[str, str, list[str]]]:
                     visit([n for n in getattr(node, field, []) if isinstance(n, ast.AST)],
                           where)
 
-    visit(list(ast.parse((PACKAGE / f"{name}.py").read_text()).body), "top")
+    visit(list(parse(name).body), "top")
     return [(m, w, n) for m, w, n in found if m != "__future__"]
 
 
@@ -103,7 +108,7 @@ def test_sensors_import_only_shared_modules_readers_and_pure_decisions(name: str
 
 @pytest.mark.parametrize("name", in_layer("pure"))
 def test_pure_decisions_do_no_io(name: str) -> None:
-    tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    tree = parse(name)
     calls = {n.func.id for n in ast.walk(tree)
              if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     assert calls & {"open", "print", "input", "exec", "eval", "__import__"} == set()
@@ -125,7 +130,7 @@ def test_outputs_never_import_the_loop_or_the_emergency(name: str) -> None:
 
 @pytest.mark.parametrize("name", [m for m in MODULES if m != "monitor"])
 def test_no_function_outside_the_loop_module_takes_the_monitor(name: str) -> None:
-    tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    tree = parse(name)
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             a = node.args
@@ -139,7 +144,7 @@ def test_no_function_outside_the_loop_module_takes_the_monitor(name: str) -> Non
 def test_the_monitor_keeps_at_most_30_attributes() -> None:
     # The loop (wake, read, decide, hand over, record, sleep) holds what it needs
     # between checks; the watch zone, the kill and the sensors own the rest.
-    tree = ast.parse((PACKAGE / "monitor.py").read_text())
+    tree = parse("monitor")
     monitor = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Monitor")
     stored = {n.attr for n in ast.walk(monitor)
               if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)
@@ -149,7 +154,7 @@ def test_the_monitor_keeps_at_most_30_attributes() -> None:
 
 @pytest.mark.parametrize("name", MODULES)
 def test_no_function_is_over_100_lines(name: str) -> None:
-    tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    tree = parse(name)
     long = [f"{n.name}: {(n.end_lineno or n.lineno) - n.lineno + 1} lines" for n in ast.walk(tree)
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
             and (n.end_lineno or n.lineno) - n.lineno + 1 > 100]
